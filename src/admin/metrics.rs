@@ -1,0 +1,193 @@
+//! Prometheus metrics. One registry for the life of the process (reloads keep
+//! the counters). Label values come only from the config (route, upstream,
+//! server address) or from fixed sets (status class): never one series per
+//! client IP or per path.
+//!
+//! Per-request handles are looked up once, when a config snapshot is built,
+//! so the hot path only touches atomics.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::{RequestCtx, Stage, Summary};
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 0.5 ms to ~16 s.
+        Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    }
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, LatencyBuckets>,
+    upstream_healthy: Family<Labels, Gauge>,
+    upstream_failures: Family<Labels, Counter>,
+    upstream_ejections: Family<Labels, Counter>,
+    pub open_connections: Gauge,
+    pub refused_connections: Counter,
+    pub access_log_dropped: Counter,
+    pub reloads: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("palisade")),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(LatencyBuckets),
+            upstream_healthy: Family::default(),
+            upstream_failures: Family::default(),
+            upstream_ejections: Family::default(),
+            open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
+            access_log_dropped: Counter::default(),
+            reloads: Family::default(),
+        };
+        if let Ok(mut r) = m.registry.lock() {
+            r.register(
+                "requests",
+                "Requests by route and status class",
+                m.requests.clone(),
+            );
+            r.register(
+                "request_duration_seconds",
+                "Time from request head to last response byte, by route",
+                m.latency.clone(),
+            );
+            r.register(
+                "upstream_server_healthy",
+                "1 while active health checks pass for the server",
+                m.upstream_healthy.clone(),
+            );
+            r.register(
+                "upstream_failures",
+                "Connect errors, timeouts and 5xx answers by server",
+                m.upstream_failures.clone(),
+            );
+            r.register(
+                "upstream_ejections",
+                "Times a server was ejected after consecutive failures",
+                m.upstream_ejections.clone(),
+            );
+            r.register(
+                "open_connections",
+                "Client connections currently open",
+                m.open_connections.clone(),
+            );
+            r.register(
+                "refused_connections",
+                "Client connections refused at the connection limit",
+                m.refused_connections.clone(),
+            );
+            r.register(
+                "access_log_dropped",
+                "Access log lines dropped because the writer fell behind",
+                m.access_log_dropped.clone(),
+            );
+            r.register("reloads", "Config reloads by result", m.reloads.clone());
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = encode(&mut out, &r);
+        }
+        out
+    }
+
+    pub fn server_labels(&self, upstream: &str, server: SocketAddr) -> Labels {
+        vec![
+            ("upstream", upstream.to_string()),
+            ("server", server.to_string()),
+        ]
+    }
+
+    pub fn upstream_healthy(&self, labels: &Labels) -> Gauge {
+        self.upstream_healthy.get_or_create_owned(labels)
+    }
+
+    pub fn upstream_failures(&self, labels: &Labels) -> Counter {
+        self.upstream_failures.get_or_create_owned(labels)
+    }
+
+    pub fn upstream_ejections(&self, labels: &Labels) -> Counter {
+        self.upstream_ejections.get_or_create_owned(labels)
+    }
+
+    pub fn reload_result(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    /// The log-phase stage that counts requests and latency per route.
+    /// `route_labels[i]` names route i.
+    pub fn route_stage(&self, route_labels: &[String]) -> RouteMetrics {
+        let handles = |route: &str| RouteHandles {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+                self.requests.get_or_create_owned(&vec![
+                    ("route", route.to_string()),
+                    ("status", class.to_string()),
+                ])
+            }),
+            latency: self
+                .latency
+                .get_or_create_owned(&vec![("route", route.to_string())]),
+        };
+        RouteMetrics {
+            routes: route_labels.iter().map(|l| handles(l)).collect(),
+            unrouted: handles("none"),
+        }
+    }
+}
+
+struct RouteHandles {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+pub struct RouteMetrics {
+    routes: Vec<RouteHandles>,
+    unrouted: RouteHandles,
+}
+
+impl Stage for RouteMetrics {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn on_log(&self, ctx: &RequestCtx, summary: &Summary) {
+        let handles = ctx
+            .route
+            .and_then(|r| self.routes.get(r))
+            .unwrap_or(&self.unrouted);
+        let class = (summary.status / 100).clamp(1, 5) as usize - 1;
+        handles.by_class[class].inc();
+        handles.latency.observe(summary.duration.as_secs_f64());
+    }
+}

@@ -1,0 +1,133 @@
+//! The commands behind the CLI: `run`, `demo`, `check`. Each returns the
+//! process exit code.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::server::Server;
+
+/// `palisade check`: 0 when the config is valid, 1 with every error otherwise.
+pub fn check(path: &Path) -> u8 {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listener(s), {} route(s), {} upstream(s))",
+                path.display(),
+                config.server.listen.len(),
+                config.routes.len(),
+                config.upstreams.len()
+            );
+            0
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            1
+        }
+    }
+}
+
+/// `palisade run`: serve until SIGTERM/SIGINT, reloading on SIGHUP.
+pub fn run(path: &Path) -> u8 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return 1;
+        }
+    };
+    init_logging(&config.log.level);
+    let Some(runtime) = tokio_runtime() else {
+        return 1;
+    };
+    runtime.block_on(async move {
+        match Server::start(config).await {
+            Ok(server) => {
+                for addr in &server.listen_addrs {
+                    tracing::info!("listening on http://{addr}");
+                }
+                if let Some(addr) = server.admin_addr {
+                    tracing::info!("admin on http://{addr}");
+                }
+                serve_until_signal(server).await
+            }
+            Err(e) => {
+                eprintln!("palisade: {e}");
+                1
+            }
+        }
+    })
+}
+
+/// `palisade demo`: the sample app and the proxy in front of it.
+pub fn demo() -> u8 {
+    init_logging("info");
+    let Some(runtime) = tokio_runtime() else {
+        return 1;
+    };
+    runtime.block_on(async {
+        let demo = match crate::demo::start().await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("palisade demo: {e}");
+                return 1;
+            }
+        };
+        println!("{}", demo.instructions);
+        serve_until_signal(demo.server).await
+    })
+}
+
+fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("palisade-worker")
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("palisade: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Waits for SIGTERM/SIGINT (drain, then exit 0) and SIGHUP (reload).
+async fn serve_until_signal(server: Arc<Server>) -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("palisade: cannot install signal handlers");
+        return 1;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = server.reload();
+            }
+        }
+    }
+    tracing::info!("draining: no new connections; waiting for requests in flight");
+    server.shutdown();
+    if server.drained().await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain timeout passed with requests still open; exiting");
+    }
+    0
+}

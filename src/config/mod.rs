@@ -1,0 +1,175 @@
+//! Configuration: the validated, immutable `Config` the rest of Palisade is
+//! built from, and loading it from a TOML file with every error reported as
+//! `file:line:col: message`.
+//!
+//! `raw.rs` is the file as written (serde, unknown keys rejected), `parse.rs`
+//! turns text into it collecting all structural errors, `validate.rs` checks
+//! meaning (addresses, durations, references between sections, files) and
+//! fills in defaults.
+
+mod diag;
+mod parse;
+mod raw;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+pub use diag::{ConfigErrors, Diagnostic};
+
+/// A validated configuration. Built once per load or reload and then shared
+/// read-only.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; relative paths in it were resolved against its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub hide_headers: Vec<HeaderName>,
+    pub replace_error_pages: bool,
+    /// Contents of the custom error page template, if one is configured.
+    pub error_page: Option<String>,
+    pub limits: Limits,
+}
+
+/// Connection and request limits. Defaults are safe for an edge proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_request_body: u64,
+    pub request_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_request_body: 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Weighted,
+    LeastConn,
+    IpHash,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamServer {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<UpstreamServer>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Extra attempts on another server after a failed one.
+    pub retries: u32,
+    pub max_idle_per_server: usize,
+    pub idle_timeout: Duration,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expected_status: u16,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: stores ".example.com".
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub host: HostMatch,
+    pub path_prefix: String,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub access: AccessLogTarget,
+    pub level: String,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Self::from_str_at(path, &text)
+    }
+
+    /// Validates `text` as if it were the contents of `path` (used in
+    /// messages and to resolve relative paths).
+    pub fn from_str_at(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut diag = diag::Collector::new(path, text);
+        let raw = parse::parse_raw(text, &mut diag);
+        let config = raw.and_then(|raw| validate::validate(raw, &mut diag));
+        match config {
+            Some(config) if diag.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(diag.finish())),
+        }
+    }
+}

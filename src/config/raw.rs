@@ -1,0 +1,111 @@
+//! The config file exactly as written: serde structs that reject unknown keys
+//! and keep the source span of every value, so validation can point at the
+//! line that is wrong. Nothing here is interpreted; see `validate.rs`.
+//!
+//! Every field is optional at this level: a missing required key is reported
+//! by validation with the span of its table, alongside every other error,
+//! instead of stopping deserialization at the first one.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: Option<S<RawServer>>,
+    #[serde(default)]
+    pub upstreams: Vec<S<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<S<RawRoute>>,
+    pub log: Option<S<RawLog>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Vec<S<String>>>,
+    pub admin_listen: Option<S<String>>,
+    pub trusted_proxies: Option<Vec<S<String>>>,
+    /// Response headers removed because they identify the backend.
+    pub hide_headers: Option<Vec<S<String>>>,
+    /// Replace the body of origin 5xx responses with our own error page.
+    pub replace_error_pages: Option<S<bool>>,
+    /// An HTML file used for our error pages; `{status}`, `{reason}` and
+    /// `{request_id}` are substituted.
+    pub error_page: Option<S<String>>,
+    pub limits: Option<S<RawLimits>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<S<i64>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub keepalive_timeout: Option<S<String>>,
+    pub max_header_bytes: Option<S<String>>,
+    pub max_headers: Option<S<i64>>,
+    pub max_request_body: Option<S<String>>,
+    pub request_timeout: Option<S<String>>,
+    pub drain_timeout: Option<S<String>>,
+    pub h2_max_concurrent_streams: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServerEntry {
+    Address(String),
+    Detailed {
+        address: String,
+        #[serde(default)]
+        weight: Option<i64>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Option<S<String>>,
+    pub servers: Option<Vec<S<RawServerEntry>>>,
+    pub balance: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
+    pub response_timeout: Option<S<String>>,
+    pub retries: Option<S<i64>>,
+    pub max_idle_per_server: Option<S<i64>>,
+    pub idle_timeout: Option<S<String>>,
+    /// Consecutive connect failures or 5xx answers that eject a server.
+    pub max_fails: Option<S<i64>>,
+    /// How long an ejected server stays out before it is tried again.
+    pub fail_timeout: Option<S<String>>,
+    pub health_check: Option<S<RawHealthCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<S<String>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub expected_status: Option<S<i64>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+    pub host: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub upstream: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// "stdout", "stderr", "off" or a file path.
+    pub access: Option<S<String>>,
+    /// tracing filter for the diagnostic log, e.g. "info" or "palisade=debug".
+    pub level: Option<S<String>>,
+}

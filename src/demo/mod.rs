@@ -1,0 +1,60 @@
+//! `palisade demo`: the sample origin (`origin.rs`) on a loopback port and
+//! the proxy on 127.0.0.1:8080 in front of it, with the bundled config
+//! written to a temporary folder so SIGHUP and `POST /reload` work on it.
+
+mod origin;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::server::Server;
+
+const CONFIG_TEMPLATE: &str = include_str!("palisade.toml");
+
+pub struct Demo {
+    pub server: Arc<Server>,
+    /// What to print for the user: where things are and what to try.
+    pub instructions: String,
+}
+
+pub async fn start() -> Result<Demo, String> {
+    let origin = origin::start()
+        .await
+        .map_err(|e| format!("cannot start the sample app: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("palisade.toml");
+    let text = CONFIG_TEMPLATE.replace("{origin}", &origin.to_string());
+    std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = Config::from_str_at(&path, &text).map_err(|e| e.to_string())?;
+    let server = Server::start(config).await.map_err(|e| e.to_string())?;
+    let proxy = server
+        .listen_addrs
+        .first()
+        .map_or_else(|| "127.0.0.1:8080".to_string(), |a| a.to_string());
+    let admin = server
+        .admin_addr
+        .map_or_else(|| "(admin off)".to_string(), |a| a.to_string());
+    let instructions = format!(
+        "Palisade demo\n\
+         \x20 proxy      http://{proxy}  ->  sample legacy app on {origin} (hidden)\n\
+         \x20 admin      http://{admin}\n\
+         \x20 config     {config}\n\
+         \n\
+         Try:\n\
+         \x20 curl -i http://{proxy}/                       # the app; no Server / X-Powered-By leak\n\
+         \x20 curl -i 'http://{proxy}/search?q=anvil'       # a search, with an X-Request-Id\n\
+         \x20 curl -i -d 'user=admin&password=hunter2' http://{proxy}/login\n\
+         \x20 curl -i http://{proxy}/api/products           # JSON API\n\
+         \x20 curl -i http://{proxy}/static/app.css         # static asset with Cache-Control\n\
+         \x20 curl -i http://{proxy}/crash                  # origin stack trace replaced by our 500 page\n\
+         \x20 curl -s http://{admin}/metrics | grep palisade_requests\n\
+         \n\
+         Access log lines (JSON) follow below. Ctrl-C drains and stops.",
+        config = path.display(),
+    );
+    Ok(Demo {
+        server,
+        instructions,
+    })
+}

@@ -1,0 +1,12 @@
+//! Palisade: a security edge proxy. See DESIGN.md for the request path.
+//!
+//! The binary (`src/main.rs`) only parses arguments and calls `app`.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod ipgeo;
+pub mod pipeline;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Palisade: a security edge proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Run {
+        #[arg(short, long, default_value = "palisade.toml")]
+        config: PathBuf,
+    },
+    /// Run the bundled demo: the proxy on 127.0.0.1:8080 in front of a sample app.
+    Demo,
+    /// Validate a config file; print every error as file:line:col: message.
+    Check {
+        #[arg(short, long, default_value = "palisade.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config } => palisade::app::run(&config),
+        Command::Demo => palisade::app::demo(),
+        Command::Check { config } => palisade::app::check(&config),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,145 @@
+//! The response body type handed to hyper: either bytes we made (error pages,
+//! admin answers) or the origin's body streamed through. It counts the bytes
+//! it yields and runs the log phase exactly once, when the body ends or is
+//! dropped (the client went away).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::{RequestCtx, Runtime, Summary};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct ResponseBody {
+    inner: Inner,
+    log: Option<Box<LogOnEnd>>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// Carries the request context to the end of the response.
+pub(crate) struct LogOnEnd {
+    pub runtime: Arc<Runtime>,
+    pub ctx: RequestCtx,
+    pub status: u16,
+    pub bytes_out: u64,
+    pub complete: bool,
+}
+
+impl Drop for LogOnEnd {
+    fn drop(&mut self) {
+        let summary = Summary {
+            status: self.status,
+            bytes_out: self.bytes_out,
+            duration: self.ctx.started.elapsed(),
+            aborted: !self.complete,
+        };
+        for stage in &self.runtime.stages {
+            stage.on_log(&self.ctx, &summary);
+        }
+    }
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Inner::Full(Some(bytes)),
+            log: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody {
+            inner: Inner::Full(None),
+            log: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            log: None,
+        }
+    }
+
+    /// The bytes of a body we made ourselves (tests, admin).
+    pub fn peek_full(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Inner::Full(b) => b.as_ref(),
+            Inner::Upstream(_) => None,
+        }
+    }
+
+    pub(crate) fn attach_log(&mut self, log: LogOnEnd) {
+        let mut log = Box::new(log);
+        if self.is_end_stream() {
+            log.complete = true;
+        }
+        self.log = Some(log);
+    }
+
+    fn count(&mut self, frame: &Frame<Bytes>) {
+        if let (Some(log), Some(data)) = (self.log.as_mut(), frame.data_ref()) {
+            log.bytes_out += data.len() as u64;
+        }
+    }
+
+    fn mark_complete(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.complete = true;
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => this.count(frame),
+            Poll::Ready(None) => this.mark_complete(),
+            _ => {}
+        }
+        if this.is_end_stream() {
+            this.mark_complete();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! One request from head to response: context, route, stages, body, upstream,
+//! response hygiene. Errors anywhere become a `ProxyError` and are turned
+//! into a response by `respond.rs` only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::LogOnEnd;
+use super::request_id;
+use super::router::normalise_host;
+use super::{RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
+use crate::server::respond::{ProxyError, error_response};
+use crate::upstream::Outgoing;
+use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
+
+/// The client side of the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// Answers one request. Never fails: every error becomes our error page.
+pub async fn handle(
+    shared: &SharedRuntime,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let rt = shared.load_full();
+    let started = std::time::Instant::now();
+    let peer_trusted = rt.trusted.contains(conn.peer.ip());
+    let client_ip = rt.trusted.client_ip(conn.peer.ip(), req.headers());
+    let id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if peer_trusted && request_id::is_acceptable(v) => v.clone(),
+        _ => request_id::generate(),
+    };
+    let raw_host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let mut ctx = RequestCtx {
+        id,
+        peer: conn.peer,
+        client_ip,
+        started,
+        method: req.method().clone(),
+        host: normalise_host(raw_host),
+        path: req.uri().path().to_string(),
+        http_version: req.version(),
+        route: None,
+        upstream_server: None,
+        cache_status: None,
+        waf_verdict: None,
+        bytes_in: 0,
+        in_flight: None,
+    };
+    let limit = rt.config.server.limits.request_timeout;
+    let deadline = Instant::now() + limit;
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        proxy(&rt, &mut ctx, req, peer_trusted, conn.scheme, deadline),
+    )
+    .await;
+    let mut response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => error_response(&e, &ctx.id, rt.error_page()),
+        Err(_) => error_response(&ProxyError::RequestDeadline, &ctx.id, rt.error_page()),
+    };
+    response.headers_mut().insert(&X_REQUEST_ID, ctx.id.clone());
+    let status = response.status().as_u16();
+    response.body_mut().attach_log(LogOnEnd {
+        runtime: rt,
+        ctx,
+        status,
+        bytes_out: 0,
+        complete: false,
+    });
+    response
+}
+
+async fn proxy(
+    rt: &Arc<Runtime>,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+    peer_trusted: bool,
+    scheme: &'static str,
+    deadline: Instant,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if ctx.host.is_empty() && req.version() != http::Version::HTTP_10 {
+        return Err(ProxyError::BadRequest("missing Host"));
+    }
+    let route_index = rt
+        .router
+        .find(&ctx.host, &ctx.path)
+        .ok_or(ProxyError::NoRoute)?;
+    ctx.route = Some(route_index);
+    let (mut head, body) = req.into_parts();
+    for stage in &rt.stages {
+        if let Verdict::Reject(e) = stage.on_request(ctx, &head) {
+            return Err(e);
+        }
+    }
+
+    let limits = &rt.config.server.limits;
+    let body = tokio::time::timeout_at(
+        deadline,
+        read_body(body, &head.headers, limits.max_request_body),
+    )
+    .await
+    .map_err(|_| ProxyError::RequestTimeout)??;
+    ctx.bytes_in = body.len() as u64;
+    for stage in &rt.stages {
+        if let Verdict::Reject(e) = stage.on_request_body(ctx, &body) {
+            return Err(e);
+        }
+    }
+
+    let upstream = &rt.upstreams[rt.config.routes[route_index].upstream];
+    let original_host = host_value(&head);
+    let side = ClientSide {
+        peer_ip: ctx.peer.ip(),
+        peer_trusted,
+        scheme,
+        host: original_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+        version: head.version,
+    };
+    prepare_request(&mut head.headers, &side, &ctx.id);
+    if let Some(host) = original_host {
+        head.headers.insert(header::HOST, host);
+    }
+    let root = PathAndQuery::from_static("/");
+    let path_and_query = head.uri.path_and_query().unwrap_or(&root);
+    let forwarded = upstream
+        .forward(Outgoing {
+            method: &head.method,
+            path_and_query,
+            headers: &head.headers,
+            body,
+            client_ip: ctx.client_ip,
+        })
+        .await?;
+    ctx.upstream_server = Some(forwarded.server);
+    ctx.in_flight = Some(forwarded.in_flight);
+
+    let (mut parts, body) = forwarded.response.into_parts();
+    clean_response(&mut parts.headers, &rt.config.server.hide_headers);
+    if parts.status.is_server_error() && rt.config.server.replace_error_pages {
+        return Err(ProxyError::OriginError(parts.status));
+    }
+    for stage in &rt.stages {
+        if let Verdict::Reject(e) = stage.on_response(ctx, &mut parts) {
+            return Err(e);
+        }
+    }
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+/// The Host to send upstream: the client's Host header, or for HTTP/2 the
+/// `:authority` (which has no Host header).
+fn host_value(head: &request::Parts) -> Option<HeaderValue> {
+    head.headers.get(header::HOST).cloned().or_else(|| {
+        head.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes. A
+/// declared Content-Length over the limit is refused before reading.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ProxyError::PayloadTooLarge);
+    }
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge),
+        Err(_) => Err(ProxyError::BadRequest(
+            "malformed or interrupted request body",
+        )),
+    }
+}

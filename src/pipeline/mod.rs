@@ -1,0 +1,117 @@
+//! The request pipeline: the `Stage` trait every security and observability
+//! feature implements, the per-request `RequestCtx`, and `build_stages`, the
+//! one place where the ordered stage list is made from a config snapshot.
+//!
+//! The async core (routing, body buffering, forwarding) lives in `flow.rs`;
+//! stages are synchronous hooks it calls at fixed points.
+
+mod body;
+mod flow;
+pub mod request_id;
+pub mod router;
+mod runtime;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, request, response};
+
+pub use body::ResponseBody;
+pub use flow::{ConnInfo, handle};
+pub use runtime::{Runtime, SharedRuntime};
+
+use crate::admin::metrics::Metrics;
+use crate::config::Config;
+use crate::server::access_log::AccessLog;
+use crate::server::respond::ProxyError;
+use crate::upstream::InFlight;
+
+/// What a stage decided about the request or response.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go on to the next stage.
+    Continue,
+    /// Stop here and answer the client with this error page instead.
+    Reject(ProxyError),
+}
+
+/// A step of the request path. Every hook has a default that does nothing,
+/// so a stage implements only the phases it cares about.
+pub trait Stage: Send + Sync {
+    /// A short lowercase name for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Runs once the request head is read and a route is chosen, before the
+    /// body is read. `Reject` answers at once; the body is never read.
+    fn on_request(&self, _ctx: &mut RequestCtx, _head: &request::Parts) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Runs with the whole request body (at most `max_request_body` bytes)
+    /// before anything is sent upstream. `Reject` answers at once.
+    fn on_request_body(&self, _ctx: &mut RequestCtx, _body: &[u8]) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Runs on the origin's response head after header hygiene, before
+    /// anything is sent to the client. `Reject` replaces the response with
+    /// our error page.
+    fn on_response(&self, _ctx: &mut RequestCtx, _head: &mut response::Parts) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Runs on buffered response body bytes, where a stage asked for them.
+    fn on_response_body(&self, _ctx: &mut RequestCtx, _body: &[u8]) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Runs once per request after the last response byte was handed to the
+    /// connection (or the client went away). Cannot change anything.
+    fn on_log(&self, _ctx: &RequestCtx, _summary: &Summary) {}
+}
+
+/// Everything the pipeline knows about one request as it moves through.
+pub struct RequestCtx {
+    pub id: HeaderValue,
+    pub peer: SocketAddr,
+    /// The client's address after trusted-proxy resolution.
+    pub client_ip: IpAddr,
+    pub started: Instant,
+    pub method: Method,
+    pub host: String,
+    pub path: String,
+    pub http_version: http::Version,
+    /// Index of the matched route in the config snapshot.
+    pub route: Option<usize>,
+    pub upstream_server: Option<SocketAddr>,
+    pub cache_status: Option<&'static str>,
+    pub waf_verdict: Option<&'static str>,
+    pub bytes_in: u64,
+    /// Held while the request occupies an upstream server (least_conn).
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+/// The outcome of a request, handed to `Stage::on_log`.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub status: u16,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    /// The response body was cut short (client gone or origin failed mid-body).
+    pub aborted: bool,
+}
+
+/// Builds the ordered stage list for a config snapshot. Stages run in this
+/// order for requests; `on_log` runs for all of them.
+pub fn build_stages(
+    _config: &Config,
+    metrics: &Metrics,
+    routes_labels: &[String],
+    access_log: AccessLog,
+) -> Vec<Box<dyn Stage>> {
+    vec![
+        // Request-path stages (ipgeo, ratelimit, waf) go here, in that order.
+        Box::new(metrics.route_stage(routes_labels)),
+        Box::new(access_log),
+    ]
+}

@@ -1,0 +1,69 @@
+//! The immutable snapshot a request runs against: config, router, upstream
+//! pools and stages, published through `ArcSwap`. A reload builds a complete
+//! new snapshot and swaps it in; requests already running keep the one they
+//! started with, and a config that fails to load never replaces the old one.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::router::Router;
+use super::{Stage, build_stages};
+use crate::admin::metrics::Metrics;
+use crate::config::{Config, HostMatch};
+use crate::ipgeo::client_ip::TrustedProxies;
+use crate::server::access_log::AccessLog;
+use crate::upstream::UpstreamPool;
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
+    pub stages: Vec<Box<dyn Stage>>,
+    pub trusted: TrustedProxies,
+    pub metrics: Arc<Metrics>,
+}
+
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+impl Runtime {
+    /// Builds a snapshot; starts health checkers and the access-log writer,
+    /// so it must run inside a tokio runtime.
+    pub fn build(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Runtime> {
+        let route_labels: Vec<String> = config.routes.iter().map(route_label).collect();
+        let access_log = AccessLog::start(
+            &config.log.access,
+            metrics.access_log_dropped.clone(),
+            route_labels.clone(),
+        )
+        .map_err(|e| std::io::Error::new(e.kind(), format!("access log: {e}")))?;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| UpstreamPool::new(u.clone(), &metrics))
+            .collect();
+        let stages = build_stages(&config, &metrics, &route_labels, access_log);
+        Ok(Runtime {
+            router: Router::new(&config.routes),
+            trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            upstreams,
+            stages,
+            metrics,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn error_page(&self) -> Option<&str> {
+        self.config.server.error_page.as_deref()
+    }
+}
+
+/// A route's name in logs and metrics: its host pattern and path prefix.
+fn route_label(route: &crate::config::RouteConfig) -> String {
+    let host = match &route.host {
+        HostMatch::Any => "*".to_string(),
+        HostMatch::Exact(h) => h.clone(),
+        HostMatch::Suffix(s) => format!("*{s}"),
+    };
+    format!("{host}{}", route.path_prefix)
+}

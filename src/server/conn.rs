@@ -1,0 +1,194 @@
+//! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) through
+//! hyper-util's auto builder, the keep-alive idle timeout, and graceful
+//! close when the server drains.
+//!
+//! Header-read timeout, header size and count limits are hyper's, set in
+//! `http_builder`. hyper times the wait for the *next* request head on an
+//! HTTP/1.1 keep-alive connection with the header-read timeout too, so an
+//! idle HTTP/1.1 connection closes after the smaller of the two timeouts.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+
+use crate::config::Limits;
+use crate::pipeline::{ConnInfo, SharedRuntime, handle};
+
+/// What every connection of a listener shares.
+pub struct ConnShared {
+    pub runtime: SharedRuntime,
+    pub builder: auto::Builder<TokioExecutor>,
+    pub keepalive_timeout: Duration,
+    pub scheme: &'static str,
+}
+
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Serves one accepted connection until it closes. Holding `_permit` counts
+/// it against `max_connections`; holding `_drain` keeps the drain waiting.
+pub async fn serve(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: Arc<ConnShared>,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+    _drain: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(CountingIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let runtime = Arc::clone(&shared.runtime);
+    let service = service_fn(move |req| {
+        let runtime = Arc::clone(&runtime);
+        async move { Ok::<_, Infallible>(handle(&runtime, info, req).await) }
+    });
+    let conn = shared.builder.serve_connection(io, service);
+    tokio::pin!(conn);
+
+    // The idle check runs four times per timeout: a connection with no
+    // bytes moving for four ticks in a row has been idle for the timeout.
+    let tick = (shared.keepalive_timeout / 4).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    let mut last_seen = 0;
+    let mut idle_ticks = 0;
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = ticker.tick(), if !closing => {
+                let seen = activity.load(Ordering::Relaxed);
+                if seen == last_seen {
+                    idle_ticks += 1;
+                    if idle_ticks >= 4 {
+                        closing = true;
+                        // Lets an in-flight response finish, then closes.
+                        conn.as_mut().graceful_shutdown();
+                    }
+                } else {
+                    last_seen = seen;
+                    idle_ticks = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limit with a 503 and closes it, without
+/// spending a request task on it.
+pub async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+/// A TCP stream that counts reads and writes that moved bytes, for the idle
+/// check.
+struct CountingIo {
+    inner: TcpStream,
+    activity: Arc<AtomicU64>,
+}
+
+impl CountingIo {
+    fn bump(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.bump();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.bump();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.bump();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,212 @@
+//! Listeners, the connection limit, reload and graceful drain.
+//!
+//! `Server::start` binds every listener (port 0 allowed: tests read the
+//! bound addresses back), publishes the first config snapshot and spawns the
+//! accept loops. `shutdown` stops accepting and asks every connection to
+//! finish its in-flight requests; `drained` waits for them up to a deadline.
+
+pub mod access_log;
+mod conn;
+pub mod respond;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::admin;
+use crate::admin::metrics::Metrics;
+use crate::config::{Config, ConfigErrors};
+use crate::pipeline::{ConnInfo, Runtime, SharedRuntime};
+use conn::ConnShared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Setup(std::io::Error),
+}
+
+/// A running proxy.
+pub struct Server {
+    pub listen_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub runtime: SharedRuntime,
+    pub metrics: Arc<Metrics>,
+    config_path: PathBuf,
+    drain_timeout: Duration,
+    shutdown: watch::Sender<bool>,
+    drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving. Must run inside a
+    /// multi-thread tokio runtime.
+    pub async fn start(config: Config) -> Result<Arc<Server>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let limits = config.server.limits.clone();
+        let config_path = config.source.clone();
+        let mut listeners = Vec::new();
+        for addr in &config.server.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push(listener);
+        }
+        let admin_listener = match config.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(
+            Runtime::build(config, Arc::clone(&metrics)).map_err(StartError::Setup)?,
+        ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let listen_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let server = Arc::new(Server {
+            listen_addrs,
+            admin_addr,
+            runtime: Arc::clone(&runtime),
+            metrics: Arc::clone(&metrics),
+            config_path,
+            drain_timeout: limits.drain_timeout,
+            shutdown,
+            drain_rx: tokio::sync::Mutex::new(drain_rx),
+        });
+        let shared = Arc::new(ConnShared {
+            runtime,
+            builder: conn::http_builder(&limits),
+            keepalive_timeout: limits.keepalive_timeout,
+            scheme: "http",
+        });
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        for listener in listeners {
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&shared),
+                Arc::clone(&permits),
+                Arc::clone(&metrics),
+                shutdown_rx.clone(),
+                drain_tx.clone(),
+            ));
+        }
+        if let Some(listener) = admin_listener {
+            tokio::spawn(admin::serve(listener, Arc::downgrade(&server), shutdown_rx));
+        }
+        Ok(server)
+    }
+
+    /// Re-reads the config file and swaps in a new snapshot. On any error the
+    /// running snapshot stays. Listener addresses and limits are fixed at
+    /// start; a change to them is logged and takes effect on restart.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload();
+        self.metrics.reload_result(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!(config = %self.config_path.display(), "config reloaded"),
+            Err(e) => tracing::error!("reload failed, still serving the previous config:\n{e}"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let config = Config::load(&self.config_path)?;
+        let current = self.runtime.load();
+        if config.server.listen != current.config.server.listen
+            || config.server.limits != current.config.server.limits
+        {
+            tracing::warn!("listen addresses and limits change only on restart");
+        }
+        let runtime =
+            Runtime::build(config, Arc::clone(&self.metrics)).map_err(ReloadError::Setup)?;
+        self.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Stops accepting and asks every connection to close once its
+    /// in-flight requests are answered.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until every connection has closed or the drain timeout passed;
+    /// true when all closed in time.
+    pub async fn drained(&self) -> bool {
+        let mut rx = self.drain_rx.lock().await;
+        tokio::time::timeout(self.drain_timeout, async {
+            while rx.recv().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<ConnShared>,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics.refused_connections.inc();
+            tokio::spawn(conn::refuse(stream));
+            continue;
+        };
+        let info = ConnInfo {
+            peer,
+            scheme: shared.scheme,
+        };
+        let shared = Arc::clone(&shared);
+        let metrics = Arc::clone(&metrics);
+        let shutdown = shutdown.clone();
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            metrics.open_connections.inc();
+            conn::serve(stream, info, shared, shutdown, permit, drain).await;
+            metrics.open_connections.dec();
+        });
+    }
+}

@@ -1,0 +1,136 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Everything that can stop a request — a stage's rejection, a bad request, a
+//! failed or slow origin — is a `ProxyError`; `error_response` turns it into
+//! our own error page carrying the request id and nothing else: no rule id,
+//! no backend address, no origin error text.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::pipeline::ResponseBody;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("request body larger than the limit")]
+    PayloadTooLarge,
+    #[error("client sent the request body too slowly")]
+    RequestTimeout,
+    #[error("no upstream server answered")]
+    UpstreamUnavailable,
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("request took longer than the request timeout")]
+    RequestDeadline,
+    #[error("origin answered {0}; its body was replaced")]
+    OriginError(StatusCode),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout | ProxyError::RequestDeadline => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::OriginError(status) => *status,
+        }
+    }
+
+    /// Whether the client connection should be closed after this answer:
+    /// after a framing problem the rest of the stream cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge | ProxyError::RequestTimeout
+        )
+    }
+}
+
+const DEFAULT_PAGE: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title>\
+<style>body{font-family:sans-serif;margin:4em auto;max-width:40em;color:#222}code{background:#eee;padding:.1em .3em}</style>\
+</head><body><h1>{status} {reason}</h1><p>The request could not be completed.</p>\
+<p>Request id: <code>{request_id}</code></p></body></html>\n";
+
+/// Our error page for `err`. `template` is the configured page, if any.
+pub fn error_response(
+    err: &ProxyError,
+    request_id: &HeaderValue,
+    template: Option<&str>,
+) -> Response<ResponseBody> {
+    let status = err.status();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let id = request_id.to_str().unwrap_or("");
+    let page = template
+        .unwrap_or(DEFAULT_PAGE)
+        .replace("{status}", status.as_str())
+        .replace("{reason}", &escape_html(reason))
+        .replace("{request_id}", &escape_html(id));
+    let mut response = Response::new(ResponseBody::full(Bytes::from(page)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if err.closes_connection() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_page_names_status_and_request_id_only() {
+        let id = HeaderValue::from_static("abc123");
+        let r = error_response(&ProxyError::UpstreamUnavailable, &id, None);
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let page = r.body().peek_full().expect("full body");
+        let page = std::str::from_utf8(page).expect("utf8");
+        assert!(page.contains("502 Bad Gateway"));
+        assert!(page.contains("abc123"));
+    }
+
+    #[test]
+    fn custom_template_is_filled_and_escaped() {
+        let id = HeaderValue::from_static("x<y");
+        let r = error_response(
+            &ProxyError::NoRoute,
+            &id,
+            Some("{status}|{reason}|{request_id}"),
+        );
+        let page = r.body().peek_full().expect("full body");
+        assert_eq!(page.as_ref(), b"404|Not Found|x&lt;y");
+    }
+}

@@ -1,0 +1,186 @@
+//! Header hygiene between client and backend, both directions: hop-by-hop
+//! headers (RFC 9110 §7.6.1) and every header the `Connection` header names
+//! are removed; forwarding headers are set from what we know, never from what
+//! an untrusted client claims; backend-identifying response headers go.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
+/// non-standard ones still sent in the wild).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Removes hop-by-hop headers and the headers listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy knows about the client side of a request.
+pub struct ClientSide<'a> {
+    pub peer_ip: IpAddr,
+    /// The peer is one of `trusted_proxies`: its forwarding headers stand.
+    pub peer_trusted: bool,
+    pub scheme: &'static str,
+    pub host: &'a str,
+    pub version: http::Version,
+}
+
+/// Makes the request headers the backend will see.
+pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    // The body is buffered before it is sent: the backend must not wait for a
+    // 100-continue we already answered.
+    headers.remove(header::EXPECT);
+
+    let peer = side.peer_ip.to_string();
+    let xff = if side.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
+        let mut chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        chain.push_str(", ");
+        chain.push_str(&peer);
+        chain
+    } else {
+        peer
+    };
+    set(headers, &X_FORWARDED_FOR, &xff);
+    if !(side.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(side.scheme));
+    }
+    if !(side.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        set(headers, &X_FORWARDED_HOST, side.host);
+    }
+    if !side.peer_trusted {
+        headers.remove(&FORWARDED);
+    }
+    let hop = match side.version {
+        http::Version::HTTP_2 => "2 palisade",
+        http::Version::HTTP_10 => "1.0 palisade",
+        _ => "1.1 palisade",
+    };
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {hop}"),
+        None => hop.to_string(),
+    };
+    set(headers, &header::VIA, &via);
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+}
+
+/// Cleans the backend's response headers before they reach the client.
+pub fn clean_response(headers: &mut HeaderMap, hide: &[HeaderName]) {
+    strip_hop_by_hop(headers);
+    for name in hide {
+        headers.remove(name);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    } else {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret-Hop"),
+            ("connection", "x-other"),
+            ("x-secret-hop", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarding_headers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let side = ClientSide {
+            peer_ip: "192.0.2.7".parse().unwrap(),
+            peer_trusted: false,
+            scheme: "http",
+            host: "site.test",
+            version: http::Version::HTTP_11,
+        };
+        prepare_request(&mut h, &side, &HeaderValue::from_static("id1"));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "site.test");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["via"], "1.1 palisade");
+        assert_eq!(h["x-request-id"], "id1");
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
+        let side = ClientSide {
+            peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_trusted: true,
+            scheme: "http",
+            host: "site.test",
+            version: http::Version::HTTP_2,
+        };
+        prepare_request(&mut h, &side, &HeaderValue::from_static("id1"));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.1");
+        assert_eq!(h["via"], "2 palisade");
+    }
+}
