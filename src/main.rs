@@ -36,3 +36,8 @@ fn main() -> ExitCode {
     };
     ExitCode::from(code)
 }
+
+// mimalloc: the proxy allocates many small, short-lived buffers per request;
+// glibc malloc spent ~8% of CPU on them under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

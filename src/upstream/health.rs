@@ -16,7 +16,7 @@ use crate::config::HealthCheckConfig;
 
 pub fn spawn_checker(pool: &Arc<UpstreamPool>, check: HealthCheckConfig) {
     let weak = Arc::downgrade(pool);
-    let client = pool.client.clone();
+    let client = pool.clients[0].clone();
     tokio::spawn(run(weak, client, check));
 }
 

@@ -88,8 +88,25 @@ pub struct UpstreamPool {
     pub config: UpstreamConfig,
     servers: Vec<ServerState>,
     balancer: Balancer,
-    client: HttpClient,
+    /// One connection pool per worker thread: a request reuses connections
+    /// whose tasks live on its own thread, so no wake-up crosses threads.
+    clients: Vec<HttpClient>,
     epoch: Instant,
+}
+
+/// A small per-thread index into `UpstreamPool::clients`.
+fn thread_slot() -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        if slot.get() == usize::MAX {
+            slot.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        slot.get()
+    })
 }
 
 impl UpstreamPool {
@@ -100,12 +117,17 @@ impl UpstreamPool {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_server)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let clients = (0..threads)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(config.idle_timeout)
+                    .pool_max_idle_per_host(config.max_idle_per_server)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         let servers = config
             .servers
             .iter()
@@ -134,7 +156,7 @@ impl UpstreamPool {
             balancer: Balancer::new(config.balance, &weights),
             config,
             servers,
-            client,
+            clients,
             epoch: Instant::now(),
         });
         if let Some(check) = pool.config.health_check.clone() {
@@ -187,8 +209,8 @@ impl UpstreamPool {
             let server = &self.servers[index];
             let in_flight = InFlight::enter(&server.in_flight);
             let request = self.build_request(server, &out)?;
-            let sent =
-                tokio::time::timeout(self.config.response_timeout, self.client.request(request));
+            let client = &self.clients[thread_slot() % self.clients.len()];
+            let sent = tokio::time::timeout(self.config.response_timeout, client.request(request));
             match sent.await {
                 Ok(Ok(response)) => {
                     if response.status().is_server_error() {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Candidate for ../shared/bench/run.sh: writes a Palisade config for the
+# harness's ports into the run's scratch dir and runs the proxy in the
+# foreground (run.sh stops it by process group).
+#   palisade-candidate.sh BINARY LISTEN_PORT BACKEND_PORT RUN_DIR
+set -euo pipefail
+bin=$1 listen=$2 backend=$3 run=$4
+dir=$run/candidate-palisade
+mkdir -p "$dir"
+cat > "$dir/palisade.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$listen"]
+admin_listen = "off"
+
+[server.limits]
+max_connections = 4096
+
+[[upstreams]]
+name = "backend"
+servers = ["127.0.0.1:$backend"]
+max_idle_per_server = 256
+
+[[routes]]
+upstream = "backend"
+
+[log]
+access = "off"
+level = "warn"
+CONF
+exec "$bin" run -c "$dir/palisade.toml"
