@@ -46,25 +46,39 @@ fn clean_message(message: &str) -> String {
     message.trim().replace('\n', " ")
 }
 
-/// Removes the innermost entry of `table` that contains byte `pos`.
+/// Removes the innermost entry of `table` that contains byte `pos`. A
+/// `[section]` value's span may cover only its header, so when nothing
+/// contains `pos` the search goes into the nearest table that starts before it.
 fn prune_table(table: &mut DeTable<'_>, pos: usize) -> bool {
-    let mut hit: Option<String> = None;
-    for (key, value) in table.iter_mut() {
+    let mut direct: Option<(String, bool)> = None;
+    let mut nearest: Option<(usize, String)> = None;
+    for (key, value) in table.iter() {
         let in_key = key.span().contains(&pos);
         let in_value = value.span().contains(&pos);
-        if in_value && !in_key && prune_value(value, pos) {
-            return true;
-        }
         if in_key || in_value {
-            hit = Some(key.get_ref().to_string());
+            direct = Some((key.get_ref().to_string(), in_value && !in_key));
             break;
         }
-    }
-    match hit {
-        Some(name) => {
-            table.remove(name.as_str());
-            true
+        let start = key.span().start.min(value.span().start);
+        let nested = matches!(value.get_ref(), DeValue::Table(_) | DeValue::Array(_));
+        if nested && start <= pos && nearest.as_ref().is_none_or(|(s, _)| start > *s) {
+            nearest = Some((start, key.get_ref().to_string()));
         }
+    }
+    if let Some((name, inside_value)) = direct {
+        if inside_value
+            && let Some(value) = table.get_mut(name.as_str())
+            && prune_value(value, pos)
+        {
+            return true;
+        }
+        table.remove(name.as_str());
+        return true;
+    }
+    match nearest {
+        Some((_, name)) => table
+            .get_mut(name.as_str())
+            .is_some_and(|value| prune_value(value, pos)),
         None => false,
     }
 }
@@ -73,11 +87,28 @@ fn prune_value(value: &mut Spanned<DeValue<'_>>, pos: usize) -> bool {
     match value.get_mut() {
         DeValue::Table(t) => prune_table(t, pos),
         DeValue::Array(items) => {
-            let Some(index) = items.iter().position(|v| v.span().contains(&pos)) else {
+            let index = items
+                .iter()
+                .position(|v| v.span().contains(&pos))
+                .or_else(|| {
+                    // The last array-of-tables element that starts before `pos`.
+                    items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| {
+                            v.span().start <= pos && matches!(v.get_ref(), DeValue::Table(_))
+                        })
+                        .max_by_key(|(_, v)| v.span().start)
+                        .map(|(i, _)| i)
+                });
+            let Some(index) = index else {
                 return false;
             };
             if prune_value(&mut items.as_mut()[index], pos) {
                 return true;
+            }
+            if !items[index].span().contains(&pos) {
+                return false;
             }
             let kept: DeArray<'_> = items
                 .iter()

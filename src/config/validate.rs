@@ -125,7 +125,7 @@ fn server(raw: Option<S<RawServer>>, base: &Path, diag: &mut Collector<'_>) -> S
         admin_listen,
         trusted_proxies,
         hide_headers,
-        replace_error_pages: raw.replace_error_pages.map_or(true, |b| *b.get_ref()),
+        replace_error_pages: raw.replace_error_pages.is_none_or(|b| *b.get_ref()),
         error_page,
         limits,
     }

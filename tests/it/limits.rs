@@ -1,0 +1,205 @@
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+fn config(origin: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n[server.limits]\n{limits}\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{origin}\"]\n[[routes]]\nupstream = \"app\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_dribbling_client_is_cut_off_while_a_normal_client_is_served() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "header_read_timeout = \"500ms\"")).await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let dribbler = tokio::spawn(async move {
+        // One header byte every 100 ms: each read resets no timer.
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut buf = [0u8; 1024];
+        // The server has closed (or answered 408 and closed).
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        );
+        (closed, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(proxy.addr, "site.test", "/", &[]).await.body, "ok");
+    let (closed, after) = dribbler.await.unwrap();
+    assert!(closed, "the slow client was cut off");
+    assert!(after < Duration::from_secs(4), "cut off after {after:?}");
+    assert_eq!(
+        origin.hits(),
+        1,
+        "the dribbled request never reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_over_the_limit_gets_413() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "max_request_body = \"1KiB\"")).await;
+    let big = Request::post("/")
+        .header("host", "site.test")
+        .body(Full::new(Bytes::from(vec![b'a'; 2048])))
+        .unwrap();
+    assert_eq!(send(proxy.addr, big).await.status, 413);
+
+    // Chunked, no Content-Length: counted while read.
+    let chunk = "a".repeat(800);
+    let raw_request = format!(
+        "POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let (answer, _) = raw(proxy.addr, raw_request.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let small = Request::post("/")
+        .header("host", "site.test")
+        .body(Full::new(Bytes::from(vec![b'a'; 1000])))
+        .unwrap();
+    assert_eq!(send(proxy.addr, small).await.status, 200);
+    assert_eq!(origin.hits(), 1, "only the small body reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_and_those_in_are_served() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "max_connections = 2")).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        held.push(sender);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (refused, closed) = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(closed);
+    for sender in &mut held {
+        let req = Request::get("/")
+            .header("host", "site.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+    }
+    let metrics = get_after_drop(held, &proxy).await;
+    assert!(
+        metrics.contains("palisade_refused_connections_total 1"),
+        "{metrics}"
+    );
+}
+
+async fn get_after_drop<T>(held: Vec<T>, proxy: &Proxy) -> String {
+    drop(held);
+    get(proxy.admin, "admin", "/metrics", &[]).await.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_gets_400_and_a_closed_connection() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "")).await;
+    let hostile: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nbad header line\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage",
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ];
+    for bytes in hostile {
+        let (answer, closed) = raw(proxy.addr, bytes, Duration::from_secs(3)).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{:?} got {answer}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(
+            closed,
+            "{:?} left the connection open",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    let (answer, _) = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "missing Host: {answer}");
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(
+        get(proxy.addr, "site.test", "/", &[]).await.body,
+        "ok",
+        "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connection_is_closed_after_the_timeout() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "keepalive_timeout = \"300ms\"")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0))), "closed by the server: {n:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_http2_with_prior_knowledge_is_served() {
+    let origin = Origin::named("over h2").await;
+    let proxy = Proxy::start(&config(origin.addr, "")).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://site.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), b"over h2");
+    let seen = &origin.requests()[0];
+    assert_eq!(
+        seen.headers["host"], "site.test",
+        ":authority becomes Host upstream"
+    );
+    assert_eq!(seen.headers["via"], "2 palisade");
+}

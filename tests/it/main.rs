@@ -1,0 +1,12 @@
+//! Palisade's integration tests: one binary, one module per area, each test
+//! named after the behaviour (or the attack) it guards. Every test talks to
+//! the proxy over real sockets, with real origins on 127.0.0.1:0.
+
+mod balancing;
+mod headers;
+mod lifecycle;
+mod limits;
+mod observability;
+mod routing;
+mod upstream_failures;
+mod util;

@@ -1,0 +1,312 @@
+//! Test harness: real origins (hyper servers on 127.0.0.1:0), the proxy
+//! started in-process from a TOML string, and two clients: a hyper one for
+//! well-formed requests and a raw TCP one for hostile bytes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade::config::Config;
+use palisade::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the origin answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<String>) -> Reply {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A real HTTP origin on 127.0.0.1:0 that records what it receives.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Set to false to make `/health` answer 503.
+    pub healthy: Arc<AtomicBool>,
+}
+
+impl Origin {
+    pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let handler: Handler = Arc::new(handler);
+        let (seen2, healthy2) = (Arc::clone(&seen), Arc::clone(&healthy));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, healthy, handler) = (
+                    Arc::clone(&seen2),
+                    Arc::clone(&healthy2),
+                    Arc::clone(&handler),
+                );
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (seen, healthy, handler) = (
+                            Arc::clone(&seen),
+                            Arc::clone(&healthy),
+                            Arc::clone(&handler),
+                        );
+                        async move { Ok::<_, Infallible>(answer(req, &seen, &healthy, &handler).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            addr,
+            seen,
+            healthy,
+        }
+    }
+
+    /// An origin that answers 200 with its name as the body.
+    pub async fn named(name: &'static str) -> Origin {
+        Origin::start(move |_| Reply::ok(name)).await
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// Requests seen, not counting health checks.
+    pub fn hits(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|s| s.path != "/health")
+            .count()
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+    healthy: &AtomicBool,
+    handler: &Handler,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let request = Seen {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.to_string()),
+        headers: parts.headers,
+        body,
+    };
+    seen.lock().expect("seen lock").push(request.clone());
+    if request.path == "/health" {
+        let status = if healthy.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        return Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"health")))
+            .expect("health response");
+    }
+    let reply = handler(&request);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut builder = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(reply.body)))
+        .expect("origin response")
+}
+
+/// A port with nothing listening on it.
+pub async fn dead_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// A "backend" that accepts, reads the request, and writes `answer` raw
+/// (possibly nothing) before closing. Counts connections.
+pub async fn raw_backend(answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let count2 = Arc::clone(&count);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            count2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// The proxy, in-process, on 127.0.0.1:0 with its admin listener.
+pub struct Proxy {
+    /// Held so the server lives as long as the test (admin holds a Weak).
+    #[allow(dead_code)]
+    pub server: Arc<Server>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts the proxy from TOML text. `[server] listen`/`admin_listen` are
+    /// added when the text does not set them.
+    pub async fn start(toml: &str) -> Proxy {
+        let text = if toml.contains("[server]") {
+            toml.to_string()
+        } else {
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n{toml}")
+        };
+        let text = if text.contains("[log]") {
+            text
+        } else {
+            format!("{text}\n[log]\naccess = \"off\"\n")
+        };
+        let config = Config::from_str_at(Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+        let server = Server::start(config).await.expect("proxy starts");
+        let addr = server.listen_addrs[0];
+        let admin = server.admin_addr.expect("admin listener");
+        Proxy {
+            server,
+            addr,
+            admin,
+        }
+    }
+}
+
+/// A response as a client saw it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// Sends one request on a new HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// GET `path` with `Host: host` and extra headers.
+pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut builder = Request::get(path).header("host", host);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    send(
+        addr,
+        builder.body(Full::new(Bytes::new())).expect("request"),
+    )
+    .await
+}
+
+/// Writes raw bytes and reads until the server closes (or `wait` passes).
+/// Returns what was read and whether the connection was closed.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// Counts how many responses each origin name answered.
+pub fn tally(bodies: &[String]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for b in bodies {
+        *counts.entry(b.clone()).or_insert(0) += 1;
+    }
+    counts
+}
