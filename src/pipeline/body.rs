@@ -22,7 +22,11 @@ pub struct ResponseBody {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    /// The origin's body; `first` is a frame already read from it.
+    Upstream {
+        first: Option<Frame<Bytes>>,
+        body: Incoming,
+    },
 }
 
 /// Carries the request context to the end of the response.
@@ -65,7 +69,18 @@ impl ResponseBody {
 
     pub fn upstream(body: Incoming) -> Self {
         ResponseBody {
-            inner: Inner::Upstream(body),
+            inner: Inner::Upstream { first: None, body },
+            log: None,
+        }
+    }
+
+    /// The origin's body of which `first` was already read.
+    pub fn upstream_after(first: Frame<Bytes>, body: Incoming) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream {
+                first: Some(first),
+                body,
+            },
             log: None,
         }
     }
@@ -74,7 +89,7 @@ impl ResponseBody {
     pub fn peek_full(&self) -> Option<&Bytes> {
         match &self.inner {
             Inner::Full(b) => b.as_ref(),
-            Inner::Upstream(_) => None,
+            Inner::Upstream { .. } => None,
         }
     }
 
@@ -110,7 +125,8 @@ impl Body for ResponseBody {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+            Inner::Upstream { first, .. } if first.is_some() => Poll::Ready(first.take().map(Ok)),
+            Inner::Upstream { body, .. } => match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
@@ -131,7 +147,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
-            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Upstream { first, body } => first.is_none() && body.is_end_stream(),
         }
     }
 
@@ -139,7 +155,19 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream(body) => body.size_hint(),
+            Inner::Upstream { first, body } => {
+                let pending = first
+                    .as_ref()
+                    .and_then(|f| f.data_ref())
+                    .map_or(0, |d| d.len() as u64);
+                let hint = body.size_hint();
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower() + pending);
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper + pending);
+                }
+                sum
+            }
         }
     }
 }

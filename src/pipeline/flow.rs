@@ -142,6 +142,12 @@ async fn proxy(
         version: head.version,
     };
     prepare_request(&mut head.headers, &side, &ctx.id);
+    // Re-frame: the backend gets the length of the body we read, never the
+    // client's framing.
+    if !body.is_empty() || head.headers.contains_key(header::CONTENT_LENGTH) {
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     if let Some(host) = original_host {
         head.headers.insert(header::HOST, host);
     }
@@ -169,24 +175,46 @@ async fn proxy(
             return Err(e);
         }
     }
-    let body = if head.method != http::Method::HEAD
-        && content_length(&parts.headers).is_some_and(|n| n <= BUFFERED_RESPONSE_MAX)
-    {
-        // A small body read whole goes out with its head in one write: half
-        // the syscalls and wake-ups of streaming it behind the head.
-        match body.collect().await {
-            Ok(collected) => ResponseBody::full(collected.to_bytes()),
-            Err(_) => return Err(ProxyError::UpstreamUnavailable),
-        }
-    } else {
-        ResponseBody::upstream(body)
-    };
+    let body = first_bytes(&head.method, &parts.headers, body).await?;
     Ok(Response::from_parts(parts, body))
 }
 
 /// Responses up to this size (by Content-Length) are read whole before the
-/// head is sent; larger or unsized ones stream.
-const BUFFERED_RESPONSE_MAX: u64 = 128 * 1024;
+/// head is sent: one write for head and body, and a body cut short by the
+/// origin becomes a clean 502 instead of a truncated 200.
+const BUFFERED_RESPONSE_MAX: u64 = 16 * 1024;
+
+/// Waits for the start of the origin's body so the response head and its
+/// first bytes leave in one write: half the syscalls and wake-ups of sending
+/// the head alone.
+async fn first_bytes(
+    method: &http::Method,
+    headers: &HeaderMap,
+    mut body: Incoming,
+) -> Result<ResponseBody, ProxyError> {
+    use http_body::Body as _;
+    if *method == http::Method::HEAD || body.is_end_stream() {
+        return Ok(ResponseBody::upstream(body));
+    }
+    if content_length(headers).is_some_and(|n| n <= BUFFERED_RESPONSE_MAX) {
+        return match body.collect().await {
+            Ok(collected) => Ok(ResponseBody::full(collected.to_bytes())),
+            Err(_) => Err(ProxyError::UpstreamUnavailable),
+        };
+    }
+    match body.frame().await {
+        None => Ok(ResponseBody::empty()),
+        Some(Err(_)) => Err(ProxyError::UpstreamUnavailable),
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() => Ok(ResponseBody::full(data)),
+            Ok(data) => Ok(ResponseBody::upstream_after(
+                http_body::Frame::data(data),
+                body,
+            )),
+            Err(frame) => Ok(ResponseBody::upstream_after(frame, body)),
+        },
+    }
+}
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
