@@ -40,6 +40,9 @@ pub(crate) struct LogOnEnd {
 
 impl Drop for LogOnEnd {
     fn drop(&mut self) {
+        if let Some(lease) = self.ctx.upstream_lease.take() {
+            lease.release(self.ctx.upstream_body_done);
+        }
         let summary = Summary {
             status: self.status,
             bytes_out: self.bytes_out,
@@ -140,6 +143,11 @@ impl Body for ResponseBody {
         }
         if this.is_end_stream() {
             this.mark_complete();
+        }
+        if let (Inner::Upstream { .. }, Some(log)) = (&this.inner, this.log.as_mut())
+            && log.complete
+        {
+            log.ctx.upstream_body_done = true;
         }
         polled
     }

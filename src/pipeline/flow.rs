@@ -66,7 +66,8 @@ pub async fn handle(
         cache_status: None,
         waf_verdict: None,
         bytes_in: 0,
-        in_flight: None,
+        upstream_lease: None,
+        upstream_body_done: false,
     };
     let limit = rt.config.server.limits.request_timeout;
     let deadline = Instant::now() + limit;
@@ -151,19 +152,22 @@ async fn proxy(
     if let Some(host) = original_host {
         head.headers.insert(header::HOST, host);
     }
-    let root = PathAndQuery::from_static("/");
-    let path_and_query = head.uri.path_and_query().unwrap_or(&root);
+    let path_and_query = head
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let forwarded = upstream
         .forward(Outgoing {
-            method: &head.method,
+            method: head.method.clone(),
             path_and_query,
-            headers: &head.headers,
+            headers: std::mem::take(&mut head.headers),
             body,
             client_ip: ctx.client_ip,
         })
         .await?;
     ctx.upstream_server = Some(forwarded.server);
-    ctx.in_flight = Some(forwarded.in_flight);
+    ctx.upstream_lease = Some(forwarded.lease);
 
     let (mut parts, body) = forwarded.response.into_parts();
     clean_response(&mut parts.headers, &rt.config.server.hide_headers);
@@ -175,7 +179,8 @@ async fn proxy(
             return Err(e);
         }
     }
-    let body = first_bytes(&head.method, &parts.headers, body).await?;
+    let (body, read_to_end) = first_bytes(&head.method, &parts.headers, body).await?;
+    ctx.upstream_body_done = read_to_end;
     Ok(Response::from_parts(parts, body))
 }
 
@@ -191,27 +196,27 @@ async fn first_bytes(
     method: &http::Method,
     headers: &HeaderMap,
     mut body: Incoming,
-) -> Result<ResponseBody, ProxyError> {
+) -> Result<(ResponseBody, bool), ProxyError> {
     use http_body::Body as _;
     if *method == http::Method::HEAD || body.is_end_stream() {
-        return Ok(ResponseBody::upstream(body));
+        return Ok((ResponseBody::upstream(body), true));
     }
     if content_length(headers).is_some_and(|n| n <= BUFFERED_RESPONSE_MAX) {
         return match body.collect().await {
-            Ok(collected) => Ok(ResponseBody::full(collected.to_bytes())),
+            Ok(collected) => Ok((ResponseBody::full(collected.to_bytes()), true)),
             Err(_) => Err(ProxyError::UpstreamUnavailable),
         };
     }
     match body.frame().await {
-        None => Ok(ResponseBody::empty()),
+        None => Ok((ResponseBody::empty(), true)),
         Some(Err(_)) => Err(ProxyError::UpstreamUnavailable),
         Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) if body.is_end_stream() => Ok(ResponseBody::full(data)),
-            Ok(data) => Ok(ResponseBody::upstream_after(
-                http_body::Frame::data(data),
-                body,
+            Ok(data) if body.is_end_stream() => Ok((ResponseBody::full(data), true)),
+            Ok(data) => Ok((
+                ResponseBody::upstream_after(http_body::Frame::data(data), body),
+                false,
             )),
-            Err(frame) => Ok(ResponseBody::upstream_after(frame, body)),
+            Err(frame) => Ok((ResponseBody::upstream_after(frame, body), false)),
         },
     }
 }

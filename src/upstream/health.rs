@@ -1,7 +1,8 @@
 //! Active health checks: every `interval`, each server of a group gets a GET
-//! for the check path; `fall` consecutive failures mark it down and `rise`
-//! consecutive passes bring it back. The checker holds only a weak reference,
-//! so it stops by itself when a reload replaces the group.
+//! for the check path on a connection of its own; `fall` consecutive failures
+//! mark it down and `rise` consecutive passes bring it back. The checker
+//! holds only a weak reference, so it stops by itself when a reload replaces
+//! the group.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -11,16 +12,15 @@ use http::{Request, header};
 use http_body_util::Full;
 use tokio::task::JoinSet;
 
-use super::{HttpClient, ServerState, UpstreamPool};
+use super::pool::ConnPool;
+use super::{ServerState, UpstreamPool};
 use crate::config::HealthCheckConfig;
 
 pub fn spawn_checker(pool: &Arc<UpstreamPool>, check: HealthCheckConfig) {
-    let weak = Arc::downgrade(pool);
-    let client = pool.clients[0].clone();
-    tokio::spawn(run(weak, client, check));
+    tokio::spawn(run(Arc::downgrade(pool), check));
 }
 
-async fn run(pool: Weak<UpstreamPool>, client: HttpClient, check: HealthCheckConfig) {
+async fn run(pool: Weak<UpstreamPool>, check: HealthCheckConfig) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -30,16 +30,14 @@ async fn run(pool: Weak<UpstreamPool>, client: HttpClient, check: HealthCheckCon
         };
         let mut probes = JoinSet::new();
         for (index, server) in strong.servers.iter().enumerate() {
-            let client = client.clone();
+            let conns = Arc::clone(&server.conns);
             let request = probe_request(server, &check);
-            let timeout = check.timeout;
-            let expected = check.expected_status;
+            let (timeout, expected) = (check.timeout, check.expected_status);
             probes.spawn(async move {
                 let ok = match request {
-                    Some(req) => matches!(
-                        tokio::time::timeout(timeout, client.request(req)).await,
-                        Ok(Ok(resp)) if resp.status().as_u16() == expected
-                    ),
+                    Some(req) => tokio::time::timeout(timeout, probe(&conns, req))
+                        .await
+                        .is_ok_and(|status| status == Some(expected)),
                     None => false,
                 };
                 (index, ok)
@@ -55,15 +53,22 @@ async fn run(pool: Weak<UpstreamPool>, client: HttpClient, check: HealthCheckCon
     }
 }
 
+/// The status the server answered, or `None` when it could not be asked.
+async fn probe(conns: &ConnPool, request: Request<Full<Bytes>>) -> Option<u16> {
+    let mut sender = conns.connect().await.ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    Some(response.status().as_u16())
+}
+
 fn probe_request(server: &ServerState, check: &HealthCheckConfig) -> Option<Request<Full<Bytes>>> {
-    let uri = format!("http://{}{}", server.addr, check.path);
     let host = check
         .host
         .clone()
         .unwrap_or_else(|| server.addr.to_string());
-    Request::get(uri)
+    Request::get(check.path.as_str())
         .header(header::HOST, host)
         .header(header::USER_AGENT, "palisade-health-check")
+        .header(header::CONNECTION, "close")
         .body(Full::new(Bytes::new()))
         .ok()
 }

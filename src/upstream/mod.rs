@@ -9,6 +9,7 @@
 mod balance;
 pub mod headers;
 mod health;
+mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,13 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -30,13 +28,12 @@ use crate::admin::metrics::Metrics;
 use crate::config::UpstreamConfig;
 use crate::server::respond::ProxyError;
 use balance::Balancer;
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use pool::{ConnPool, Sender};
 
 /// One backend server and what we know of its health.
 pub struct ServerState {
     pub addr: SocketAddr,
-    authority: Authority,
+    conns: Arc<ConnPool>,
     /// Active health check verdict (true until checks say otherwise).
     healthy: AtomicBool,
     check_passes: AtomicU32,
@@ -52,8 +49,7 @@ pub struct ServerState {
 }
 
 /// Counts a request against a server while it is open (least_conn).
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
@@ -68,66 +64,70 @@ impl Drop for InFlight {
     }
 }
 
+/// The backend connection a response is being read from. Released when the
+/// response ends: back to the pool if its body was read to the end.
+pub struct Lease {
+    conns: Arc<ConnPool>,
+    sender: Sender,
+    _in_flight: InFlight,
+}
+
+impl Lease {
+    pub fn release(self, body_read_to_end: bool) {
+        if body_read_to_end {
+            self.conns.put_back(self.sender);
+        }
+    }
+}
+
 /// A successful exchange with a backend.
 pub struct Forwarded {
     pub response: Response<Incoming>,
     pub server: SocketAddr,
-    pub in_flight: InFlight,
+    pub lease: Lease,
 }
 
-/// The parts of a request that are sent upstream (again, on a retry).
-pub struct Outgoing<'a> {
-    pub method: &'a Method,
-    pub path_and_query: &'a PathAndQuery,
-    pub headers: &'a HeaderMap,
+/// The request as it goes upstream: origin-form target, cleaned headers,
+/// the whole body (so a retry can send it again).
+pub struct Outgoing {
+    pub method: Method,
+    pub path_and_query: PathAndQuery,
+    pub headers: HeaderMap,
     pub body: Bytes,
     pub client_ip: IpAddr,
+}
+
+impl Outgoing {
+    fn to_request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from(self.path_and_query.clone());
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    fn into_request(self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = Uri::from(self.path_and_query);
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+    }
 }
 
 pub struct UpstreamPool {
     pub config: UpstreamConfig,
     servers: Vec<ServerState>,
     balancer: Balancer,
-    /// One connection pool per worker thread: a request reuses connections
-    /// whose tasks live on its own thread, so no wake-up crosses threads.
-    clients: Vec<HttpClient>,
     epoch: Instant,
-}
-
-/// A small per-thread index into `UpstreamPool::clients`.
-fn thread_slot() -> usize {
-    use std::cell::Cell;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SLOT.with(|slot| {
-        if slot.get() == usize::MAX {
-            slot.set(NEXT.fetch_add(1, Ordering::Relaxed));
-        }
-        slot.get()
-    })
 }
 
 impl UpstreamPool {
     /// Builds the pool and, when configured, starts its health checker.
     /// Must run inside a tokio runtime.
     pub fn new(config: UpstreamConfig, metrics: &Metrics) -> Arc<UpstreamPool> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-        let clients = (0..threads)
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(config.idle_timeout)
-                    .pool_max_idle_per_host(config.max_idle_per_server)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(connector.clone())
-            })
-            .collect();
         let servers = config
             .servers
             .iter()
@@ -137,7 +137,12 @@ impl UpstreamPool {
                 healthy_gauge.set(1);
                 ServerState {
                     addr: s.addr,
-                    authority: authority_of(s.addr),
+                    conns: Arc::new(ConnPool::new(
+                        s.addr,
+                        config.connect_timeout,
+                        config.max_idle_per_server,
+                        config.idle_timeout,
+                    )),
                     healthy: AtomicBool::new(true),
                     check_passes: AtomicU32::new(0),
                     check_fails: AtomicU32::new(0),
@@ -156,7 +161,6 @@ impl UpstreamPool {
             balancer: Balancer::new(config.balance, &weights),
             config,
             servers,
-            clients,
             epoch: Instant::now(),
         });
         if let Some(check) = pool.config.health_check.clone() {
@@ -196,23 +200,32 @@ impl UpstreamPool {
 
     /// Sends the request to a server of the group, retrying on another one
     /// where that is safe.
-    pub async fn forward(&self, out: Outgoing<'_>) -> Result<Forwarded, ProxyError> {
+    pub async fn forward(&self, out: Outgoing) -> Result<Forwarded, ProxyError> {
         let idempotent = out.method.is_idempotent();
+        let client_ip = out.client_ip;
         let attempts = (self.config.retries as usize + 1).min(self.servers.len());
         let mut tried: u128 = 0;
         let mut last_error = ProxyError::UpstreamUnavailable;
-        for _ in 0..attempts {
-            let Some(index) = self.pick(out.client_ip, tried) else {
+        let mut out = Some(out);
+        for attempt in 0..attempts {
+            let Some(index) = self.pick(client_ip, tried) else {
                 break;
             };
             tried |= 1u128 << index;
             let server = &self.servers[index];
             let in_flight = InFlight::enter(&server.in_flight);
-            let request = self.build_request(server, &out)?;
-            let client = &self.clients[thread_slot() % self.clients.len()];
-            let sent = tokio::time::timeout(self.config.response_timeout, client.request(request));
-            match sent.await {
-                Ok(Ok(response)) => {
+            // The last attempt takes the request; earlier ones send a copy.
+            let request = match out.take() {
+                Some(o) if attempt + 1 < attempts => {
+                    let request = o.to_request();
+                    out = Some(o);
+                    request
+                }
+                Some(o) => o.into_request(),
+                None => break,
+            };
+            match self.exchange(server, request).await {
+                Ok((response, sender)) => {
                     if response.status().is_server_error() {
                         self.passive_failure(index);
                     } else {
@@ -221,23 +234,33 @@ impl UpstreamPool {
                     return Ok(Forwarded {
                         response,
                         server: server.addr,
-                        in_flight,
+                        lease: Lease {
+                            conns: Arc::clone(&server.conns),
+                            sender,
+                            _in_flight: in_flight,
+                        },
                     });
                 }
-                Ok(Err(e)) => {
-                    let nothing_sent = e.is_connect();
-                    tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %error_chain(&e), "upstream request failed");
+                Err(failure) => {
                     self.passive_failure(index);
-                    last_error = ProxyError::UpstreamUnavailable;
-                    if !(nothing_sent || idempotent) {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %self.config.name, server = %server.addr, "upstream response timed out");
-                    self.passive_failure(index);
-                    last_error = ProxyError::UpstreamTimeout;
-                    if !idempotent {
+                    let may_retry = match failure {
+                        Failure::NothingSent(e) => {
+                            tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %e, "upstream connect failed");
+                            last_error = ProxyError::UpstreamUnavailable;
+                            true
+                        }
+                        Failure::AfterSend(e) => {
+                            tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %error_chain(&e), "upstream request failed");
+                            last_error = ProxyError::UpstreamUnavailable;
+                            idempotent
+                        }
+                        Failure::Timeout => {
+                            tracing::warn!(upstream = %self.config.name, server = %server.addr, "upstream response timed out");
+                            last_error = ProxyError::UpstreamTimeout;
+                            idempotent
+                        }
+                    };
+                    if !may_retry {
                         break;
                     }
                 }
@@ -246,23 +269,36 @@ impl UpstreamPool {
         Err(last_error)
     }
 
-    fn build_request(
+    /// One request on one server: an idle pooled connection if there is a
+    /// ready one, else a new one. A pooled connection the backend closed
+    /// before our request went out hands the request back, and it goes out
+    /// once more on a fresh connection.
+    async fn exchange(
         &self,
         server: &ServerState,
-        out: &Outgoing<'_>,
-    ) -> Result<Request<Full<Bytes>>, ProxyError> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(server.authority.clone())
-            .path_and_query(out.path_and_query.clone())
-            .build()
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let mut request = Request::new(Full::new(out.body.clone()));
-        *request.method_mut() = out.method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = out.headers.clone();
-        Ok(request)
+        request: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Sender), Failure> {
+        let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let mut request = request;
+        let mut pooled = server.conns.take_idle();
+        loop {
+            let fresh = pooled.is_none();
+            let mut sender = match pooled.take() {
+                Some(s) => s,
+                None => tokio::time::timeout_at(deadline, server.conns.connect())
+                    .await
+                    .map_err(|_| Failure::Timeout)?
+                    .map_err(Failure::NothingSent)?,
+            };
+            match tokio::time::timeout_at(deadline, sender.try_send_request(request)).await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Ok(response)) => return Ok((response, sender)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(Failure::AfterSend(e.into_error())),
+                },
+            }
+        }
     }
 
     fn passive_failure(&self, index: usize) {
@@ -290,11 +326,12 @@ impl UpstreamPool {
     }
 }
 
-fn authority_of(addr: SocketAddr) -> Authority {
-    // A SocketAddr always prints as a valid authority.
-    addr.to_string()
-        .parse()
-        .unwrap_or_else(|_| Authority::from_static("127.0.0.1"))
+enum Failure {
+    /// No connection could be made: the request never left.
+    NothingSent(pool::ConnectError),
+    /// The request was (or may have been) sent.
+    AfterSend(hyper::Error),
+    Timeout,
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
