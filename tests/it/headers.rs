@@ -185,3 +185,26 @@ async fn origin_5xx_stack_trace_is_replaced_by_our_error_page() {
     assert_eq!(got.status, 500);
     assert!(got.body.contains("Traceback"), "can be turned off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_response_streams_through_intact_and_head_keeps_its_length() {
+    let big: String = (0..(1 << 20))
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let expected = big.clone();
+    let origin = Origin::start(move |_| Reply::ok(big.clone())).await;
+    let proxy = Proxy::start(&one_upstream(origin.addr, "")).await;
+    for _ in 0..3 {
+        let got = get(proxy.addr, "site.test", "/big", &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.len(), expected.len());
+        assert!(got.body == expected, "body changed in transit");
+    }
+    let head = http::Request::head("/big")
+        .header("host", "site.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let got = send(proxy.addr, head).await;
+    assert_eq!(got.headers["content-length"], expected.len().to_string());
+    assert!(got.body.is_empty());
+}
