@@ -11,6 +11,7 @@ cat > "$dir/palisade.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$listen"]
 admin_listen = "off"
+workers = ${PALISADE_WORKERS:-0}
 
 [server.limits]
 max_connections = 4096

@@ -37,7 +37,7 @@ pub fn run(path: &Path) -> u8 {
         }
     };
     init_logging(&config.log.level);
-    let Some(runtime) = tokio_runtime() else {
+    let Some(runtime) = tokio_runtime(config.server.workers) else {
         return 1;
     };
     runtime.block_on(async move {
@@ -62,7 +62,7 @@ pub fn run(path: &Path) -> u8 {
 /// `palisade demo`: the sample app and the proxy in front of it.
 pub fn demo() -> u8 {
     init_logging("info");
-    let Some(runtime) = tokio_runtime() else {
+    let Some(runtime) = tokio_runtime(0) else {
         return 1;
     };
     runtime.block_on(async {
@@ -78,8 +78,13 @@ pub fn demo() -> u8 {
     })
 }
 
-fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
+/// A multi-thread runtime with `workers` threads (0: one per core).
+fn tokio_runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    match builder
         .enable_all()
         .thread_name("palisade-worker")
         .build()

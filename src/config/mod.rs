@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub replace_error_pages: bool,
     /// Contents of the custom error page template, if one is configured.
     pub error_page: Option<String>,
+    /// Worker threads of the async runtime (0: one per core).
+    pub workers: usize,
     pub limits: Limits,
 }
 

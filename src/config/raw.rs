@@ -35,6 +35,8 @@ pub struct RawServer {
     /// An HTML file used for our error pages; `{status}`, `{reason}` and
     /// `{request_id}` are substituted.
     pub error_page: Option<S<String>>,
+    /// Runtime worker threads; 0 or absent: one per CPU core.
+    pub workers: Option<S<i64>>,
     pub limits: Option<S<RawLimits>>,
 }
 

@@ -127,6 +127,7 @@ fn server(raw: Option<S<RawServer>>, base: &Path, diag: &mut Collector<'_>) -> S
         hide_headers,
         replace_error_pages: raw.replace_error_pages.is_none_or(|b| *b.get_ref()),
         error_page,
+        workers: count(&raw.workers, 0, 0, 1024, diag),
         limits,
     }
 }
