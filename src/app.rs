@@ -84,11 +84,7 @@ fn tokio_runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     if workers > 0 {
         builder.worker_threads(workers);
     }
-    match builder
-        .enable_all()
-        .thread_name("palisade-worker")
-        .build()
-    {
+    match builder.enable_all().thread_name("palisade-worker").build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("palisade: cannot start the async runtime: {e}");

@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::upstream::h1::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::{RequestCtx, Runtime, Summary};
 
@@ -25,7 +25,7 @@ enum Inner {
     /// The origin's body; `first` is a frame already read from it.
     Upstream {
         first: Option<Frame<Bytes>>,
-        body: Incoming,
+        body: UpstreamBody,
     },
 }
 
@@ -40,9 +40,6 @@ pub(crate) struct LogOnEnd {
 
 impl Drop for LogOnEnd {
     fn drop(&mut self) {
-        if let Some(lease) = self.ctx.upstream_lease.take() {
-            lease.release(self.ctx.upstream_body_done);
-        }
         let summary = Summary {
             status: self.status,
             bytes_out: self.bytes_out,
@@ -70,7 +67,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         ResponseBody {
             inner: Inner::Upstream { first: None, body },
             log: None,
@@ -78,7 +75,7 @@ impl ResponseBody {
     }
 
     /// The origin's body of which `first` was already read.
-    pub fn upstream_after(first: Frame<Bytes>, body: Incoming) -> Self {
+    pub fn upstream_after(first: Frame<Bytes>, body: UpstreamBody) -> Self {
         ResponseBody {
             inner: Inner::Upstream {
                 first: Some(first),
@@ -143,11 +140,6 @@ impl Body for ResponseBody {
         }
         if this.is_end_stream() {
             this.mark_complete();
-        }
-        if let (Inner::Upstream { .. }, Some(log)) = (&this.inner, this.log.as_mut())
-            && log.complete
-        {
-            log.ctx.upstream_body_done = true;
         }
         polled
     }

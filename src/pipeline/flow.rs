@@ -11,6 +11,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+
+use crate::upstream::h1::UpstreamBody;
 use tokio::time::Instant;
 
 use super::body::LogOnEnd;
@@ -66,8 +68,6 @@ pub async fn handle(
         cache_status: None,
         waf_verdict: None,
         bytes_in: 0,
-        upstream_lease: None,
-        upstream_body_done: false,
     };
     let limit = rt.config.server.limits.request_timeout;
     let deadline = Instant::now() + limit;
@@ -157,17 +157,15 @@ async fn proxy(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let forwarded = upstream
-        .forward(Outgoing {
-            method: head.method.clone(),
-            path_and_query,
-            headers: std::mem::take(&mut head.headers),
-            body,
-            client_ip: ctx.client_ip,
-        })
-        .await?;
+    let outgoing = Outgoing {
+        method: head.method.clone(),
+        path_and_query,
+        headers: std::mem::take(&mut head.headers),
+        body,
+        client_ip: ctx.client_ip,
+    };
+    let forwarded = upstream.forward(&outgoing).await?;
     ctx.upstream_server = Some(forwarded.server);
-    ctx.upstream_lease = Some(forwarded.lease);
 
     let (mut parts, body) = forwarded.response.into_parts();
     clean_response(&mut parts.headers, &rt.config.server.hide_headers);
@@ -179,8 +177,7 @@ async fn proxy(
             return Err(e);
         }
     }
-    let (body, read_to_end) = first_bytes(&head.method, &parts.headers, body).await?;
-    ctx.upstream_body_done = read_to_end;
+    let body = first_bytes(&head.method, &parts.headers, body).await?;
     Ok(Response::from_parts(parts, body))
 }
 
@@ -195,28 +192,28 @@ const BUFFERED_RESPONSE_MAX: u64 = 16 * 1024;
 async fn first_bytes(
     method: &http::Method,
     headers: &HeaderMap,
-    mut body: Incoming,
-) -> Result<(ResponseBody, bool), ProxyError> {
+    mut body: UpstreamBody,
+) -> Result<ResponseBody, ProxyError> {
     use http_body::Body as _;
     if *method == http::Method::HEAD || body.is_end_stream() {
-        return Ok((ResponseBody::upstream(body), true));
+        return Ok(ResponseBody::upstream(body));
     }
     if content_length(headers).is_some_and(|n| n <= BUFFERED_RESPONSE_MAX) {
         return match body.collect().await {
-            Ok(collected) => Ok((ResponseBody::full(collected.to_bytes()), true)),
+            Ok(collected) => Ok(ResponseBody::full(collected.to_bytes())),
             Err(_) => Err(ProxyError::UpstreamUnavailable),
         };
     }
     match body.frame().await {
-        None => Ok((ResponseBody::empty(), true)),
+        None => Ok(ResponseBody::empty()),
         Some(Err(_)) => Err(ProxyError::UpstreamUnavailable),
         Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) if body.is_end_stream() => Ok((ResponseBody::full(data), true)),
-            Ok(data) => Ok((
-                ResponseBody::upstream_after(http_body::Frame::data(data), body),
-                false,
+            Ok(data) if body.is_end_stream() => Ok(ResponseBody::full(data)),
+            Ok(data) => Ok(ResponseBody::upstream_after(
+                http_body::Frame::data(data),
+                body,
             )),
-            Err(frame) => Ok((ResponseBody::upstream_after(frame, body), false)),
+            Err(frame) => Ok(ResponseBody::upstream_after(frame, body)),
         },
     }
 }

@@ -24,7 +24,6 @@ use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::server::access_log::AccessLog;
 use crate::server::respond::ProxyError;
-use crate::upstream::Lease;
 
 /// What a stage decided about the request or response.
 #[derive(Debug)]
@@ -87,10 +86,6 @@ pub struct RequestCtx {
     pub cache_status: Option<&'static str>,
     pub waf_verdict: Option<&'static str>,
     pub bytes_in: u64,
-    /// The backend connection the response is read from, until it ends.
-    pub(crate) upstream_lease: Option<Lease>,
-    /// The origin's body was read to the end: its connection can be reused.
-    pub(crate) upstream_body_done: bool,
 }
 
 /// The outcome of a request, handed to `Stage::on_log`.

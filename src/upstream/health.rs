@@ -7,9 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Full;
+use http::Method;
+use http::header::{self, HeaderMap, HeaderValue};
 use tokio::task::JoinSet;
 
 use super::pool::ConnPool;
@@ -31,11 +30,12 @@ async fn run(pool: Weak<UpstreamPool>, check: HealthCheckConfig) {
         let mut probes = JoinSet::new();
         for (index, server) in strong.servers.iter().enumerate() {
             let conns = Arc::clone(&server.conns);
-            let request = probe_request(server, &check);
+            let headers = probe_headers(server, &check);
+            let path = check.path.clone();
             let (timeout, expected) = (check.timeout, check.expected_status);
             probes.spawn(async move {
-                let ok = match request {
-                    Some(req) => tokio::time::timeout(timeout, probe(&conns, req))
+                let ok = match headers {
+                    Some(headers) => tokio::time::timeout(timeout, probe(&conns, headers, &path))
                         .await
                         .is_ok_and(|status| status == Some(expected)),
                     None => false,
@@ -54,23 +54,26 @@ async fn run(pool: Weak<UpstreamPool>, check: HealthCheckConfig) {
 }
 
 /// The status the server answered, or `None` when it could not be asked.
-async fn probe(conns: &ConnPool, request: Request<Full<Bytes>>) -> Option<u16> {
-    let mut sender = conns.connect().await.ok()?;
-    let response = sender.send_request(request).await.ok()?;
-    Some(response.status().as_u16())
+async fn probe(conns: &ConnPool, headers: HeaderMap, path: &str) -> Option<u16> {
+    let mut conn = conns.connect().await.ok()?;
+    conn.send(&Method::GET, path, &headers, &[]).await.ok()?;
+    let (parts, _) = conn.read_head(&Method::GET).await.ok()?;
+    Some(parts.status.as_u16())
 }
 
-fn probe_request(server: &ServerState, check: &HealthCheckConfig) -> Option<Request<Full<Bytes>>> {
+fn probe_headers(server: &ServerState, check: &HealthCheckConfig) -> Option<HeaderMap> {
     let host = check
         .host
         .clone()
         .unwrap_or_else(|| server.addr.to_string());
-    Request::get(check.path.as_str())
-        .header(header::HOST, host)
-        .header(header::USER_AGENT, "palisade-health-check")
-        .header(header::CONNECTION, "close")
-        .body(Full::new(Bytes::new()))
-        .ok()
+    let mut headers = HeaderMap::new();
+    headers.insert(header::HOST, HeaderValue::from_str(&host).ok()?);
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("palisade-health-check"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(headers)
 }
 
 fn record(pool: &UpstreamPool, index: usize, ok: bool, check: &HealthCheckConfig) {

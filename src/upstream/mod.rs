@@ -7,6 +7,7 @@
 //! is passed on (or replaced by our page), never retried.
 
 mod balance;
+pub mod h1;
 pub mod headers;
 mod health;
 mod pool;
@@ -18,9 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -28,7 +27,8 @@ use crate::admin::metrics::Metrics;
 use crate::config::UpstreamConfig;
 use crate::server::respond::ProxyError;
 use balance::Balancer;
-use pool::{ConnPool, Sender};
+use h1::{H1Error, UpstreamBody, UpstreamConn};
+use pool::ConnPool;
 
 /// One backend server and what we know of its health.
 pub struct ServerState {
@@ -49,7 +49,7 @@ pub struct ServerState {
 }
 
 /// Counts a request against a server while it is open (least_conn).
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
@@ -64,27 +64,10 @@ impl Drop for InFlight {
     }
 }
 
-/// The backend connection a response is being read from. Released when the
-/// response ends: back to the pool if its body was read to the end.
-pub struct Lease {
-    conns: Arc<ConnPool>,
-    sender: Sender,
-    _in_flight: InFlight,
-}
-
-impl Lease {
-    pub fn release(self, body_read_to_end: bool) {
-        if body_read_to_end {
-            self.conns.put_back(self.sender);
-        }
-    }
-}
-
 /// A successful exchange with a backend.
 pub struct Forwarded {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub server: SocketAddr,
-    pub lease: Lease,
 }
 
 /// The request as it goes upstream: origin-form target, cleaned headers,
@@ -95,26 +78,6 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub client_ip: IpAddr,
-}
-
-impl Outgoing {
-    fn to_request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = Uri::from(self.path_and_query.clone());
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-
-    fn into_request(self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body));
-        *request.method_mut() = self.method;
-        *request.uri_mut() = Uri::from(self.path_and_query);
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers;
-        request
-    }
 }
 
 pub struct UpstreamPool {
@@ -200,45 +163,30 @@ impl UpstreamPool {
 
     /// Sends the request to a server of the group, retrying on another one
     /// where that is safe.
-    pub async fn forward(&self, out: Outgoing) -> Result<Forwarded, ProxyError> {
+    pub async fn forward(&self, out: &Outgoing) -> Result<Forwarded, ProxyError> {
         let idempotent = out.method.is_idempotent();
-        let client_ip = out.client_ip;
         let attempts = (self.config.retries as usize + 1).min(self.servers.len());
         let mut tried: u128 = 0;
         let mut last_error = ProxyError::UpstreamUnavailable;
-        let mut out = Some(out);
-        for attempt in 0..attempts {
-            let Some(index) = self.pick(client_ip, tried) else {
+        for _ in 0..attempts {
+            let Some(index) = self.pick(out.client_ip, tried) else {
                 break;
             };
             tried |= 1u128 << index;
             let server = &self.servers[index];
             let in_flight = InFlight::enter(&server.in_flight);
-            // The last attempt takes the request; earlier ones send a copy.
-            let request = match out.take() {
-                Some(o) if attempt + 1 < attempts => {
-                    let request = o.to_request();
-                    out = Some(o);
-                    request
-                }
-                Some(o) => o.into_request(),
-                None => break,
-            };
-            match self.exchange(server, request).await {
-                Ok((response, sender)) => {
-                    if response.status().is_server_error() {
+            match self.exchange(server, out).await {
+                Ok((conn, parts, framing)) => {
+                    if parts.status.is_server_error() {
                         self.passive_failure(index);
                     } else {
                         self.passive_success(index);
                     }
+                    let body =
+                        UpstreamBody::new(conn, framing, Arc::clone(&server.conns), in_flight);
                     return Ok(Forwarded {
-                        response,
+                        response: Response::from_parts(parts, body),
                         server: server.addr,
-                        lease: Lease {
-                            conns: Arc::clone(&server.conns),
-                            sender,
-                            _in_flight: in_flight,
-                        },
                     });
                 }
                 Err(failure) => {
@@ -250,7 +198,7 @@ impl UpstreamPool {
                             true
                         }
                         Failure::AfterSend(e) => {
-                            tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %error_chain(&e), "upstream request failed");
+                            tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %e, "upstream request failed");
                             last_error = ProxyError::UpstreamUnavailable;
                             idempotent
                         }
@@ -269,34 +217,42 @@ impl UpstreamPool {
         Err(last_error)
     }
 
-    /// One request on one server: an idle pooled connection if there is a
-    /// ready one, else a new one. A pooled connection the backend closed
-    /// before our request went out hands the request back, and it goes out
-    /// once more on a fresh connection.
+    /// One request on one server, up to the response head: on an idle
+    /// pooled connection if there is one, else a new one. When a reused
+    /// connection fails before any byte of an answer (the backend closed it
+    /// as we sent), an idempotent request goes out once more on a fresh
+    /// connection to the same server.
     async fn exchange(
         &self,
         server: &ServerState,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Sender), Failure> {
+        out: &Outgoing,
+    ) -> Result<(UpstreamConn, http::response::Parts, h1::Framing), Failure> {
         let deadline = tokio::time::Instant::now() + self.config.response_timeout;
-        let mut request = request;
         let mut pooled = server.conns.take_idle();
         loop {
-            let fresh = pooled.is_none();
-            let mut sender = match pooled.take() {
-                Some(s) => s,
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(conn) => conn,
                 None => tokio::time::timeout_at(deadline, server.conns.connect())
                     .await
                     .map_err(|_| Failure::Timeout)?
                     .map_err(Failure::NothingSent)?,
             };
-            match tokio::time::timeout_at(deadline, sender.try_send_request(request)).await {
+            let attempt = async {
+                conn.send(
+                    &out.method,
+                    out.path_and_query.as_str(),
+                    &out.headers,
+                    &out.body,
+                )
+                .await?;
+                conn.read_head(&out.method).await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(Failure::Timeout),
-                Ok(Ok(response)) => return Ok((response, sender)),
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(unsent) if !fresh => request = unsent,
-                    _ => return Err(Failure::AfterSend(e.into_error())),
-                },
+                Ok(Ok((parts, framing))) => return Ok((conn, parts, framing)),
+                Ok(Err(e)) if reused && out.method.is_idempotent() && stale(&e) => continue,
+                Ok(Err(e)) => return Err(Failure::AfterSend(e)),
             }
         }
     }
@@ -330,17 +286,19 @@ enum Failure {
     /// No connection could be made: the request never left.
     NothingSent(pool::ConnectError),
     /// The request was (or may have been) sent.
-    AfterSend(hyper::Error),
+    AfterSend(H1Error),
     Timeout,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// The failure of a reused keep-alive connection that the backend closed
+/// while it was idle: no answer at all came back.
+fn stale(e: &H1Error) -> bool {
+    match e {
+        H1Error::ClosedBeforeHead => true,
+        H1Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
     }
-    text
 }
