@@ -248,8 +248,7 @@ fn framing(method: &Method, parts: &response::Parts) -> Result<Framing, H1Error>
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .next_back()
+            .rfind(|t| !t.is_empty())
             .unwrap_or("");
         return Ok(if last.eq_ignore_ascii_case("chunked") {
             Framing {
