@@ -2,6 +2,7 @@
 //! named after the behaviour (or the attack) it guards. Every test talks to
 //! the proxy over real sockets, with real origins on 127.0.0.1:0.
 
+mod backend_protocol;
 mod balancing;
 mod headers;
 mod lifecycle;

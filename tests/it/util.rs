@@ -73,6 +73,8 @@ pub struct Origin {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Set to false to make `/health` answer 503.
     pub healthy: Arc<AtomicBool>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Origin {
@@ -83,11 +85,14 @@ impl Origin {
         let healthy = Arc::new(AtomicBool::new(true));
         let handler: Handler = Arc::new(handler);
         let (seen2, healthy2) = (Arc::clone(&seen), Arc::clone(&healthy));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let connections2 = Arc::clone(&connections);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                connections2.fetch_add(1, Ordering::SeqCst);
                 let (seen, healthy, handler) = (
                     Arc::clone(&seen2),
                     Arc::clone(&healthy2),
@@ -112,6 +117,7 @@ impl Origin {
             addr,
             seen,
             healthy,
+            connections,
         }
     }
 
