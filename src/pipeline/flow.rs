@@ -70,16 +70,13 @@ pub async fn handle(
         bytes_in: 0,
     };
     let limit = rt.config.server.limits.request_timeout;
+    // Every wait below runs against this deadline; no separate timer
+    // watches the whole request.
     let deadline = Instant::now() + limit;
-    let outcome = tokio::time::timeout_at(
-        deadline,
-        proxy(&rt, &mut ctx, req, peer_trusted, conn.scheme, deadline),
-    )
-    .await;
+    let outcome = proxy(&rt, &mut ctx, req, peer_trusted, conn.scheme, deadline).await;
     let mut response = match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => error_response(&e, &ctx.id, rt.error_page()),
-        Err(_) => error_response(&ProxyError::RequestDeadline, &ctx.id, rt.error_page()),
+        Ok(response) => response,
+        Err(e) => error_response(&e, &ctx.id, rt.error_page()),
     };
     response.headers_mut().insert(&X_REQUEST_ID, ctx.id.clone());
     let status = response.status().as_u16();
@@ -164,7 +161,7 @@ async fn proxy(
         body,
         client_ip: ctx.client_ip,
     };
-    let forwarded = upstream.forward(&outgoing).await?;
+    let forwarded = upstream.forward(&outgoing, deadline).await?;
     ctx.upstream_server = Some(forwarded.server);
 
     let (mut parts, body) = forwarded.response.into_parts();
@@ -177,7 +174,9 @@ async fn proxy(
             return Err(e);
         }
     }
-    let body = first_bytes(&head.method, &parts.headers, body).await?;
+    let body = tokio::time::timeout_at(deadline, first_bytes(&head.method, &parts.headers, body))
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout)??;
     Ok(Response::from_parts(parts, body))
 }
 

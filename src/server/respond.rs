@@ -26,8 +26,6 @@ pub enum ProxyError {
     UpstreamUnavailable,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
-    #[error("request took longer than the request timeout")]
-    RequestDeadline,
     #[error("origin answered {0}; its body was replaced")]
     OriginError(StatusCode),
 }
@@ -41,9 +39,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout | ProxyError::RequestDeadline => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginError(status) => *status,
         }
     }

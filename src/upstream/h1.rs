@@ -117,8 +117,7 @@ impl UpstreamConn {
         request_method: &Method,
     ) -> Result<(response::Parts, Framing), H1Error> {
         loop {
-            if let Some((parts, head_len)) = parse_head(&self.buf)? {
-                self.buf.advance(head_len);
+            if let Some(parts) = parse_head(&mut self.buf)? {
                 let status = parts.status;
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
@@ -168,7 +167,10 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
     Ok(())
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(response::Parts, usize)>, H1Error> {
+/// Parses a complete response head at the start of `buf` and splits it
+/// off; `None` while the head is incomplete. Header values share the head's
+/// buffer instead of being copied one by one.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<response::Parts>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -185,19 +187,26 @@ fn parse_head(buf: &[u8]) -> Result<Option<(response::Parts, usize)>, H1Error> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| H1Error::Malformed("bad header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| H1Error::Malformed("bad header value"))?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    let head = buf.split_to(head_len).freeze();
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for (name, start, end) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| H1Error::Malformed("bad header value"))?;
         map.append(name, value);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
     parts.headers = map;
-    Ok(Some((parts, head_len)))
+    Ok(Some(parts))
 }
 
 /// How a response body is delimited, and whether the connection can carry
@@ -547,7 +556,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> response::Parts {
-        parse_head(text.as_bytes()).unwrap().unwrap().0
+        parse_head(&mut BytesMut::from(text)).unwrap().unwrap()
     }
 
     #[test]

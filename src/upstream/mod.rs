@@ -163,7 +163,12 @@ impl UpstreamPool {
 
     /// Sends the request to a server of the group, retrying on another one
     /// where that is safe.
-    pub async fn forward(&self, out: &Outgoing) -> Result<Forwarded, ProxyError> {
+    /// Nothing waits past `deadline` (the whole request's).
+    pub async fn forward(
+        &self,
+        out: &Outgoing,
+        deadline: tokio::time::Instant,
+    ) -> Result<Forwarded, ProxyError> {
         let idempotent = out.method.is_idempotent();
         let attempts = (self.config.retries as usize + 1).min(self.servers.len());
         let mut tried: u128 = 0;
@@ -175,7 +180,7 @@ impl UpstreamPool {
             tried |= 1u128 << index;
             let server = &self.servers[index];
             let in_flight = InFlight::enter(&server.in_flight);
-            match self.exchange(server, out).await {
+            match self.exchange(server, out, deadline).await {
                 Ok((conn, parts, framing)) => {
                     if parts.status.is_server_error() {
                         self.passive_failure(index);
@@ -226,8 +231,10 @@ impl UpstreamPool {
         &self,
         server: &ServerState,
         out: &Outgoing,
+        request_deadline: tokio::time::Instant,
     ) -> Result<(UpstreamConn, http::response::Parts, h1::Framing), Failure> {
-        let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let deadline =
+            (tokio::time::Instant::now() + self.config.response_timeout).min(request_deadline);
         let mut pooled = server.conns.take_idle();
         loop {
             let reused = pooled.is_some();
