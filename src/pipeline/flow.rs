@@ -24,10 +24,24 @@ use crate::upstream::Outgoing;
 use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
 
 /// The client side of the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_ip_value: HeaderValue,
     pub scheme: &'static str,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> ConnInfo {
+        let ip = peer.ip().to_canonical().to_string();
+        ConnInfo {
+            peer,
+            peer_ip_value: HeaderValue::from_str(&ip)
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            scheme,
+        }
+    }
 }
 
 /// Answers one request. Never fails: every error becomes our error page.
@@ -73,7 +87,7 @@ pub async fn handle(
     // Every wait below runs against this deadline; no separate timer
     // watches the whole request.
     let deadline = Instant::now() + limit;
-    let outcome = proxy(&rt, &mut ctx, req, peer_trusted, conn.scheme, deadline).await;
+    let outcome = proxy(&rt, &mut ctx, req, peer_trusted, &conn, deadline).await;
     let mut response = match outcome {
         Ok(response) => response,
         Err(e) => error_response(&e, &ctx.id, rt.error_page()),
@@ -95,7 +109,7 @@ async fn proxy(
     ctx: &mut RequestCtx,
     req: Request<Incoming>,
     peer_trusted: bool,
-    scheme: &'static str,
+    conn: &ConnInfo,
     deadline: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if ctx.host.is_empty() && req.version() != http::Version::HTTP_10 {
@@ -131,12 +145,10 @@ async fn proxy(
     let original_host = host_value(&head);
     let side = ClientSide {
         peer_ip: ctx.peer.ip(),
+        peer_ip_value: &conn.peer_ip_value,
         peer_trusted,
-        scheme,
-        host: original_host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
+        scheme: conn.scheme,
+        host: original_host.as_ref(),
         version: head.version,
     };
     prepare_request(&mut head.headers, &side, &ctx.id);
@@ -146,7 +158,10 @@ async fn proxy(
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    if let Some(host) = original_host {
+    // HTTP/2 requests carry `:authority` instead of a Host header.
+    if let Some(host) = original_host
+        && !head.headers.contains_key(header::HOST)
+    {
         head.headers.insert(header::HOST, host);
     }
     let path_and_query = head

@@ -26,9 +26,19 @@ pub fn generate() -> HeaderValue {
         h.finish()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}{:016x}", mix(n));
+    let mut text = [0u8; 32];
+    write_hex(&mut text[..16], prefix);
+    write_hex(&mut text[16..], mix(n));
     // Only hex digits: always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn write_hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        let shift = 60 - 4 * i as u32;
+        *byte = DIGITS[((value >> shift) & 0xf) as usize];
+    }
 }
 
 /// splitmix64: consecutive ids look unrelated, which keeps log greps honest.

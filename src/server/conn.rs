@@ -68,9 +68,11 @@ pub async fn serve(
         inner: stream,
         activity: Arc::clone(&activity),
     });
+    let peer = info.peer;
     let runtime = Arc::clone(&shared.runtime);
     let service = service_fn(move |req| {
         let runtime = Arc::clone(&runtime);
+        let info = info.clone();
         async move { Ok::<_, Infallible>(handle(&runtime, info, req).await) }
     });
     let conn = shared.builder.serve_connection(io, service);
@@ -90,7 +92,7 @@ pub async fn serve(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
                 return;
             }

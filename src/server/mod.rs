@@ -195,10 +195,7 @@ async fn accept_loop(
             tokio::spawn(conn::refuse(stream));
             continue;
         };
-        let info = ConnInfo {
-            peer,
-            scheme: shared.scheme,
-        };
+        let info = ConnInfo::new(peer, shared.scheme);
         let shared = Arc::clone(&shared);
         let metrics = Arc::clone(&metrics);
         let shutdown = shutdown.clone();

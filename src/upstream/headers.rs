@@ -7,63 +7,70 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
-/// non-standard ones still sent in the wild).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
-
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Removes every header of `names` present in `headers`. Scanning the few
-/// headers a request carries is cheaper than a hash lookup per name, and
-/// most requests carry none of them.
-fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| names.contains(k))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
-    }
+/// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
+/// non-standard ones still sent in the wild).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
 }
 
 /// Removes hop-by-hop headers and the headers listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, &[]);
+}
+
+/// Removes hop-by-hop headers, the headers `Connection` names, and `extra`,
+/// in one pass over the header names.
+fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || extra.contains(k))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+        let named = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+            .map(str::trim)
+            // The usual tokens are options, not header names to drop.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
+        doomed.extend(named);
     }
-    remove_all(headers, &HOP_BY_HOP);
+    for name in doomed {
+        headers.remove(name);
+    }
 }
 
 /// What the proxy knows about the client side of a request.
 pub struct ClientSide<'a> {
     pub peer_ip: IpAddr,
+    /// `peer_ip` as a header value, made once per connection.
+    pub peer_ip_value: &'a HeaderValue,
     /// The peer is one of `trusted_proxies`: its forwarding headers stand.
     pub peer_trusted: bool,
     pub scheme: &'static str,
-    pub host: &'a str,
+    pub host: Option<&'a HeaderValue>,
     pub version: http::Version,
 }
 
@@ -74,8 +81,7 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
     // 100-continue we already answered.
     headers.remove(header::EXPECT);
 
-    let peer = side.peer_ip.to_string();
-    let xff = if side.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
+    if side.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let mut chain = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -83,17 +89,19 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
             .collect::<Vec<_>>()
             .join(", ");
         chain.push_str(", ");
-        chain.push_str(&peer);
-        chain
+        chain.push_str(&side.peer_ip.to_string());
+        set(headers, &X_FORWARDED_FOR, &chain);
     } else {
-        peer
-    };
-    set(headers, &X_FORWARDED_FOR, &xff);
+        headers.insert(&X_FORWARDED_FOR, side.peer_ip_value.clone());
+    }
     if !(side.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(side.scheme));
     }
     if !(side.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        set(headers, &X_FORWARDED_HOST, side.host);
+        match side.host {
+            Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
     }
     if !side.peer_trusted {
         headers.remove(&FORWARDED);
@@ -117,8 +125,7 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
 
 /// Cleans the backend's response headers before they reach the client.
 pub fn clean_response(headers: &mut HeaderMap, hide: &[HeaderName]) {
-    strip_hop_by_hop(headers);
-    remove_all(headers, hide);
+    strip(headers, hide);
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -166,9 +173,10 @@ mod tests {
         ]);
         let side = ClientSide {
             peer_ip: "192.0.2.7".parse().unwrap(),
+            peer_ip_value: &HeaderValue::from_static("192.0.2.7"),
             peer_trusted: false,
             scheme: "http",
-            host: "site.test",
+            host: Some(&HeaderValue::from_static("site.test")),
             version: http::Version::HTTP_11,
         };
         prepare_request(&mut h, &side, &HeaderValue::from_static("id1"));
@@ -188,9 +196,10 @@ mod tests {
         ]);
         let side = ClientSide {
             peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_ip_value: &HeaderValue::from_static("127.0.0.1"),
             peer_trusted: true,
             scheme: "http",
-            host: "site.test",
+            host: Some(&HeaderValue::from_static("site.test")),
             version: http::Version::HTTP_2,
         };
         prepare_request(&mut h, &side, &HeaderValue::from_static("id1"));
