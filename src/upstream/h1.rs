@@ -117,12 +117,22 @@ impl UpstreamConn {
         request_method: &Method,
     ) -> Result<(response::Parts, Framing), H1Error> {
         loop {
-            if let Some(parts) = parse_head(&mut self.buf)? {
+            if let Some(mut parts) = parse_head(&mut self.buf)? {
                 let status = parts.status;
-                if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    // We never ask for an upgrade (Upgrade is hop-by-hop).
+                    return Err(H1Error::Malformed("unrequested 101 Switching Protocols"));
+                }
+                if status.is_informational() {
                     continue;
                 }
                 let framing = framing(request_method, &parts)?;
+                if matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose) {
+                    // The length the client sees must be the one we send;
+                    // a stale Content-Length next to chunked framing is how
+                    // responses get smuggled.
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
                 return Ok((parts, framing));
             }
             if self.buf.len() >= MAX_HEAD_BYTES {

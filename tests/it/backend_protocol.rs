@@ -112,3 +112,28 @@ async fn get_survives_a_backend_that_closed_its_idle_keepalive_connection() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_beside_chunked_framing_never_reaches_the_client() {
+    // A response-smuggling shape: the client must see the decoded body with
+    // a length that matches it, not the backend's stale Content-Length.
+    let both = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+    )
+    .await
+    .0;
+    let upgrade = raw_backend(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .0;
+    let proxy = Proxy::start(&routes(&[("both", both), ("upgrade", upgrade)])).await;
+    let got = get(proxy.addr, "site.test", "/both", &[]).await;
+    assert_eq!(got.body, "hello world");
+    assert_ne!(
+        got.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"3"[..])
+    );
+    assert_eq!(
+        get(proxy.addr, "site.test", "/upgrade", &[]).await.status,
+        502
+    );
+}
