@@ -11,10 +11,12 @@
 //! one valid `Content-Length`. Conflicting lengths are an error (502), never
 //! a guess.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -46,6 +48,8 @@ pub enum H1Error {
     Malformed(&'static str),
     #[error("backend closed the connection in the middle of the body")]
     Truncated,
+    #[error("backend sent nothing for the read timeout in the middle of the body")]
+    Stalled,
 }
 
 /// A connection to a backend with the bytes already read past the last
@@ -322,6 +326,11 @@ pub struct UpstreamBody {
     /// Size of the next read of a body of unknown length (grows when reads
     /// come back full).
     next_read: usize,
+    /// Longest silence allowed between two reads of the body.
+    read_timeout: Duration,
+    /// Armed only once a read had to wait: a body that is already buffered
+    /// costs no timer.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     pool: Arc<ConnPool>,
     /// Released with the body: counts the request against its server.
     in_flight: Option<InFlight>,
@@ -344,6 +353,7 @@ impl UpstreamBody {
         framing: Framing,
         pool: Arc<ConnPool>,
         in_flight: InFlight,
+        read_timeout: Duration,
     ) -> UpstreamBody {
         let state = match framing.body {
             BodyKind::Empty => BodyState::Done,
@@ -356,6 +366,8 @@ impl UpstreamBody {
             state,
             keep_alive: framing.keep_alive,
             next_read: READ_CHUNK,
+            read_timeout,
+            stall: None,
             pool,
             in_flight: Some(in_flight),
         };
@@ -522,7 +534,27 @@ impl http_body::Body for UpstreamBody {
                 BodyState::Length(left) => (left as usize).clamp(READ_CHUNK, MAX_READ),
                 _ => this.next_read,
             };
-            let read = ready!(conn.poll_read_more(cx, want));
+            let read = match conn.poll_read_more(cx, want) {
+                Poll::Ready(read) => {
+                    if let Some(stall) = this.stall.as_mut() {
+                        stall
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + this.read_timeout);
+                    }
+                    read
+                }
+                Poll::Pending => {
+                    let timeout = this.read_timeout;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if stall.as_mut().poll(cx).is_ready() {
+                        this.fail();
+                        return Poll::Ready(Some(Err(H1Error::Stalled)));
+                    }
+                    return Poll::Pending;
+                }
+            };
             if let Ok(n) = read
                 && n >= this.next_read
             {

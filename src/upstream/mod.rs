@@ -187,8 +187,13 @@ impl UpstreamPool {
                     } else {
                         self.passive_success(index);
                     }
-                    let body =
-                        UpstreamBody::new(conn, framing, Arc::clone(&server.conns), in_flight);
+                    let body = UpstreamBody::new(
+                        conn,
+                        framing,
+                        Arc::clone(&server.conns),
+                        in_flight,
+                        self.config.response_timeout,
+                    );
                     return Ok(Forwarded {
                         response: Response::from_parts(parts, body),
                         server: server.addr,

@@ -137,3 +137,45 @@ async fn content_length_beside_chunked_framing_never_reaches_the_client() {
         502
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_stalling_mid_body_is_cut_off_at_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&[b'x'; 20_000]).await;
+                // ...and then nothing, with the connection held open.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&format!(
+        "[[upstreams]]\nname = \"app\"\nservers = [\"{addr}\"]\nresponse_timeout = \"300ms\"\n[[routes]]\nupstream = \"app\"\n"
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let (answer, closed) = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(80)]
+    );
+    assert!(closed, "the client connection is cut, not left hanging");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
