@@ -25,7 +25,9 @@ enum Inner {
     /// The origin's body; `first` is a frame already read from it.
     Upstream {
         first: Option<Frame<Bytes>>,
-        body: UpstreamBody,
+        // Boxed: only streamed responses pay for the allocation, and the
+        // common small response stays a small value.
+        body: Box<UpstreamBody>,
     },
 }
 
@@ -69,7 +71,10 @@ impl ResponseBody {
 
     pub fn upstream(body: UpstreamBody) -> Self {
         ResponseBody {
-            inner: Inner::Upstream { first: None, body },
+            inner: Inner::Upstream {
+                first: None,
+                body: Box::new(body),
+            },
             log: None,
         }
     }
@@ -79,7 +84,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Upstream {
                 first: Some(first),
-                body,
+                body: Box::new(body),
             },
             log: None,
         }
@@ -126,7 +131,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream { first, .. } if first.is_some() => Poll::Ready(first.take().map(Ok)),
-            Inner::Upstream { body, .. } => match Pin::new(body).poll_frame(cx) {
+            Inner::Upstream { body, .. } => match Pin::new(body.as_mut()).poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
