@@ -132,10 +132,6 @@ impl UpstreamPool {
         pool
     }
 
-    pub fn servers(&self) -> &[ServerState] {
-        &self.servers
-    }
-
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
