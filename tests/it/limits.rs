@@ -203,3 +203,32 @@ async fn cleartext_http2_with_prior_knowledge_is_served() {
     );
     assert_eq!(seen.headers["via"], "2 palisade");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_too_many_request_headers_are_refused_and_closed() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "max_header_bytes = \"16KiB\"\nmax_headers = 20",
+    ))
+    .await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: site.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let (answer, closed) = raw(proxy.addr, huge.as_bytes(), Duration::from_secs(3)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert!(closed);
+    let many: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let request = format!("GET / HTTP/1.1\r\nHost: site.test\r\n{many}\r\n");
+    let (answer, closed) = raw(proxy.addr, request.as_bytes(), Duration::from_secs(3)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert!(closed);
+    assert_eq!(origin.hits(), 0);
+}
