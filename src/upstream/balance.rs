@@ -61,19 +61,19 @@ impl Balancer {
         match self.policy {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
+                (0..n).map(|k| start.wrapping_add(k) % n).find(|&i| eligible(i))
             }
             Balance::Weighted => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..len)
-                    .map(|k| self.schedule[(start + k) % len] as usize)
+                    .map(|k| self.schedule[start.wrapping_add(k) % len] as usize)
                     .find(|&i| eligible(i))
             }
             Balance::LeastConn => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 let mut best: Option<(usize, usize)> = None;
-                for i in (0..n).map(|k| (start + k) % n) {
+                for i in (0..n).map(|k| start.wrapping_add(k) % n) {
                     if !eligible(i) {
                         continue;
                     }
