@@ -235,8 +235,7 @@ async fn first_bytes(
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| crate::upstream::h1::parse_decimal(v.as_bytes().trim_ascii()))
 }
 
 /// The Host to send upstream: the client's Host header, or for HTTP/2 the

@@ -61,7 +61,9 @@ impl Balancer {
         match self.policy {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|k| start.wrapping_add(k) % n).find(|&i| eligible(i))
+                (0..n)
+                    .map(|k| start.wrapping_add(k) % n)
+                    .find(|&i| eligible(i))
             }
             Balance::Weighted => {
                 let len = self.schedule.len();

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -121,7 +121,7 @@ impl UpstreamConn {
         request_method: &Method,
     ) -> Result<(response::Parts, Framing), H1Error> {
         loop {
-            if let Some(mut parts) = parse_head(&mut self.buf)? {
+            if let Some((parts, framing)) = parse_head(&mut self.buf, request_method)? {
                 let status = parts.status;
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     // We never ask for an upgrade (Upgrade is hop-by-hop).
@@ -129,13 +129,6 @@ impl UpstreamConn {
                 }
                 if status.is_informational() {
                     continue;
-                }
-                let framing = framing(request_method, &parts)?;
-                if matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose) {
-                    // The length the client sees must be the one we send;
-                    // a stale Content-Length next to chunked framing is how
-                    // responses get smuggled.
-                    parts.headers.remove(header::CONTENT_LENGTH);
                 }
                 return Ok((parts, framing));
             }
@@ -181,10 +174,17 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
     Ok(())
 }
 
-/// Parses a complete response head at the start of `buf` and splits it
-/// off; `None` while the head is incomplete. Header values share the head's
-/// buffer instead of being copied one by one.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<response::Parts>, H1Error> {
+/// Parses a complete response head at the start of `buf`, splits it off,
+/// and works out the body's framing; `None` while the head is incomplete.
+///
+/// Hop-by-hop fields, the fields `Connection` names, and a `Content-Length`
+/// that the framing overrides never enter the header map: they describe
+/// this connection, not the message the client will get. Header values share
+/// the head's buffer instead of being copied one by one.
+fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<(response::Parts, Framing)>, H1Error> {
     let mut headers =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -203,9 +203,22 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<response::Parts>, H1Error> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    let wire = WireFraming::scan(parsed.headers, version);
+    let framing = wire.framing(method, status)?;
+    let drops_length = matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose);
+
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
+        if is_hop_by_hop(h.name)
+            || wire.connection_names.iter().any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+            // The length the client sees must be the one we send: a stale
+            // Content-Length next to chunked framing is how responses get
+            // smuggled.
+            || (drops_length && h.name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| H1Error::Malformed("bad header name"))?;
         let start = h.value.as_ptr() as usize - base;
@@ -222,7 +235,22 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<response::Parts>, H1Error> {
     parts.status = status;
     parts.version = version;
     parts.headers = map;
-    Ok(Some(parts))
+    Ok(Some((parts, framing)))
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// How a response body is delimited, and whether the connection can carry
@@ -241,78 +269,119 @@ pub enum BodyKind {
     UntilClose,
 }
 
-fn framing(method: &Method, parts: &response::Parts) -> Result<Framing, H1Error> {
-    let headers = &parts.headers;
-    let mut keep_alive = parts.version == Version::HTTP_11;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case("keep-alive") && parts.version == Version::HTTP_10
-            {
-                keep_alive = true;
+/// What the framing fields of a response head say, read straight from the
+/// parsed fields.
+struct WireFraming<'a> {
+    keep_alive: bool,
+    has_transfer_encoding: bool,
+    last_transfer_coding: &'a [u8],
+    length: Option<u64>,
+    length_error: Option<&'static str>,
+    /// Field names listed in `Connection` (other than its options).
+    connection_names: Vec<&'a [u8]>,
+}
+
+impl<'a> WireFraming<'a> {
+    fn scan(headers: &[httparse::Header<'a>], version: Version) -> WireFraming<'a> {
+        let mut wire = WireFraming {
+            keep_alive: version == Version::HTTP_11,
+            has_transfer_encoding: false,
+            last_transfer_coding: b"",
+            length: None,
+            length_error: None,
+            connection_names: Vec::new(),
+        };
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        wire.keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        if version == Version::HTTP_10 {
+                            wire.keep_alive = true;
+                        }
+                    } else if !token.is_empty() {
+                        wire.connection_names.push(token);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                wire.has_transfer_encoding = true;
+                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if !token.is_empty() {
+                        wire.last_transfer_coding = token;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                for part in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    match parse_decimal(part) {
+                        None => wire.length_error = Some("bad Content-Length"),
+                        Some(n) if wire.length.is_some_and(|l| l != n) => {
+                            wire.length_error = Some("conflicting Content-Length");
+                        }
+                        Some(n) => wire.length = Some(n),
+                    }
+                }
             }
         }
+        wire
     }
-    let status = parts.status;
-    if *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing {
-            body: BodyKind::Empty,
-            keep_alive,
-        });
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or("");
-        return Ok(if last.eq_ignore_ascii_case("chunked") {
-            Framing {
-                body: BodyKind::Chunked,
+
+    /// RFC 9112 §6.3, in order: bodiless responses, Transfer-Encoding,
+    /// Content-Length, then read-to-close.
+    fn framing(&self, method: &Method, status: StatusCode) -> Result<Framing, H1Error> {
+        let keep_alive = self.keep_alive;
+        if *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok(Framing {
+                body: BodyKind::Empty,
                 keep_alive,
-            }
-        } else {
-            Framing {
+            });
+        }
+        if self.has_transfer_encoding {
+            return Ok(
+                if self.last_transfer_coding.eq_ignore_ascii_case(b"chunked") {
+                    Framing {
+                        body: BodyKind::Chunked,
+                        keep_alive,
+                    }
+                } else {
+                    Framing {
+                        body: BodyKind::UntilClose,
+                        keep_alive: false,
+                    }
+                },
+            );
+        }
+        if let Some(error) = self.length_error {
+            return Err(H1Error::Malformed(error));
+        }
+        Ok(match self.length {
+            Some(0) => Framing {
+                body: BodyKind::Empty,
+                keep_alive,
+            },
+            Some(n) => Framing {
+                body: BodyKind::Length(n),
+                keep_alive,
+            },
+            None => Framing {
                 body: BodyKind::UntilClose,
                 keep_alive: false,
-            }
-        });
+            },
+        })
     }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.to_str().unwrap_or("x").split(',') {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| H1Error::Malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Malformed("conflicting Content-Length"));
-            }
-            length = Some(n);
-        }
+}
+
+/// A non-empty run of ASCII digits as a u64 (no sign, no spaces, no overflow).
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
     }
-    Ok(match length {
-        Some(0) => Framing {
-            body: BodyKind::Empty,
-            keep_alive,
-        },
-        Some(n) => Framing {
-            body: BodyKind::Length(n),
-            keep_alive,
-        },
-        None => Framing {
-            body: BodyKind::UntilClose,
-            keep_alive: false,
-        },
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
     })
 }
 
@@ -599,14 +668,14 @@ impl http_body::Body for UpstreamBody {
 mod tests {
     use super::*;
 
-    fn head(text: &str) -> response::Parts {
-        parse_head(&mut BytesMut::from(text)).unwrap().unwrap()
+    fn framing_of(method: &Method, text: &str) -> Result<Framing, H1Error> {
+        parse_head(&mut BytesMut::from(text), method).map(|r| r.expect("complete head").1)
     }
 
     #[test]
     fn framing_follows_rfc9112() {
         let get = Method::GET;
-        let f = |t: &str| framing(&get, &head(t));
+        let f = |t: &str| framing_of(&get, t);
         assert_eq!(
             f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
                 .unwrap()
@@ -642,11 +711,38 @@ mod tests {
                 .unwrap()
                 .keep_alive
         );
-        let head_req = framing(
+        let head_req = framing_of(
             &Method::HEAD,
-            &head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
         );
         assert_eq!(head_req.unwrap().body, BodyKind::Empty);
+    }
+
+    #[test]
+    fn connection_fields_never_reach_the_header_map() {
+        let text = "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n\
+                    Transfer-Encoding: chunked\r\nContent-Length: 9\r\nX-Kept: 1\r\n\r\n";
+        let (parts, framing) = parse_head(&mut BytesMut::from(text), &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            framing,
+            Framing {
+                body: BodyKind::Chunked,
+                keep_alive: false
+            }
+        );
+        let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"123"), Some(123));
+        assert_eq!(parse_decimal(b"+1"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
     }
 
     #[test]
