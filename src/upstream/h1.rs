@@ -57,8 +57,11 @@ pub enum H1Error {
 pub struct UpstreamConn {
     pub stream: TcpStream,
     buf: BytesMut,
-    /// Requests sent on this connection so far.
-    pub uses: u32,
+    /// How much the next read for a response head asks for: sized after
+    /// the last response on this connection, so a backend that serves 64 KiB
+    /// objects has head and body arrive in one read, and one serving small
+    /// pages keeps small buffers.
+    head_read: usize,
 }
 
 impl UpstreamConn {
@@ -66,7 +69,7 @@ impl UpstreamConn {
         UpstreamConn {
             stream,
             buf: BytesMut::new(),
-            uses: 0,
+            head_read: READ_CHUNK,
         }
     }
 
@@ -98,7 +101,6 @@ impl UpstreamConn {
         headers: &HeaderMap,
         body: &[u8],
     ) -> io::Result<()> {
-        self.uses += 1;
         let mut head = Vec::with_capacity(256 + headers.len() * 32);
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
@@ -142,7 +144,8 @@ impl UpstreamConn {
     }
 
     async fn read_more(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read_more(cx, READ_CHUNK)).await
+        let want = self.head_read;
+        std::future::poll_fn(|cx| self.poll_read_more(cx, want)).await
     }
 
     /// Reads into the buffer with room for at least `want` bytes.
@@ -395,6 +398,8 @@ pub struct UpstreamBody {
     /// Size of the next read of a body of unknown length (grows when reads
     /// come back full).
     next_read: usize,
+    /// Body bytes handed out so far.
+    body_bytes: usize,
     /// Longest silence allowed between two reads of the body.
     read_timeout: Duration,
     /// Armed only once a read had to wait: a body that is already buffered
@@ -435,6 +440,7 @@ impl UpstreamBody {
             state,
             keep_alive: framing.keep_alive,
             next_read: READ_CHUNK,
+            body_bytes: 0,
             read_timeout,
             stall: None,
             pool,
@@ -448,9 +454,10 @@ impl UpstreamBody {
 
     fn finish(&mut self) {
         self.state = BodyState::Done;
-        if let Some(conn) = self.conn.take()
+        if let Some(mut conn) = self.conn.take()
             && self.keep_alive
         {
+            conn.head_read = (self.body_bytes + 1024).clamp(READ_CHUNK, MAX_READ);
             self.pool.put_back(conn);
         }
         self.in_flight = None;
@@ -588,8 +595,12 @@ impl http_body::Body for UpstreamBody {
                     this.fail();
                     return Poll::Ready(Some(Err(e)));
                 }
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Data(data)) => {
+                    this.body_bytes += data.len();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 Ok(Step::LastData(data)) => {
+                    this.body_bytes += data.len();
                     this.finish();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
