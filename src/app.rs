@@ -37,7 +37,7 @@ pub fn run(path: &Path) -> u8 {
         }
     };
     init_logging(&config.log.level);
-    let Some(runtime) = tokio_runtime(config.server.workers) else {
+    let Some(runtime) = tokio_runtime() else {
         return 1;
     };
     runtime.block_on(async move {
@@ -62,7 +62,7 @@ pub fn run(path: &Path) -> u8 {
 /// `palisade demo`: the sample app and the proxy in front of it.
 pub fn demo() -> u8 {
     init_logging("info");
-    let Some(runtime) = tokio_runtime(0) else {
+    let Some(runtime) = tokio_runtime() else {
         return 1;
     };
     runtime.block_on(async {
@@ -78,13 +78,13 @@ pub fn demo() -> u8 {
     })
 }
 
-/// A multi-thread runtime with `workers` threads (0: one per core).
-fn tokio_runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+/// The control runtime: admin listener, health checks, reloads, signals.
+/// Requests are served on the threads `server.workers` starts, so this one
+/// needs little.
+fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
-    match builder.enable_all().thread_name("palisade-worker").build() {
+    builder.worker_threads(1);
+    match builder.enable_all().thread_name("palisade-control").build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("palisade: cannot start the async runtime: {e}");

@@ -8,6 +8,7 @@
 pub mod access_log;
 mod conn;
 pub mod respond;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,25 +54,29 @@ pub struct Server {
     drain_timeout: Duration,
     shutdown: watch::Sender<bool>,
     drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// Ends the serving threads when the server is dropped.
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.stop.send_replace(true);
+    }
 }
 
 impl Server {
-    /// Binds the listeners and starts serving. Must run inside a
-    /// multi-thread tokio runtime.
+    /// Binds the listeners and starts serving: the serving threads (see
+    /// `workers.rs`) plus the admin listener on the calling runtime.
     pub async fn start(config: Config) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let limits = config.server.limits.clone();
         let config_path = config.source.clone();
-        let mut listeners = Vec::new();
-        for addr in &config.server.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-            listeners.push(listener);
-        }
+        let worker_count = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let bound = workers::bind(&config.server.listen, worker_count)?;
         let admin_listener = match config.server.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -85,10 +90,8 @@ impl Server {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = mpsc::channel(1);
-        let listen_addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let (stop, stop_rx) = watch::channel(false);
+        let listen_addrs = bound.addrs;
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let server = Arc::new(Server {
             listen_addrs,
@@ -99,6 +102,7 @@ impl Server {
             drain_timeout: limits.drain_timeout,
             shutdown,
             drain_rx: tokio::sync::Mutex::new(drain_rx),
+            stop,
         });
         let shared = Arc::new(ConnShared {
             runtime,
@@ -106,17 +110,16 @@ impl Server {
             keepalive_timeout: limits.keepalive_timeout,
             scheme: "http",
         });
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        for listener in listeners {
-            tokio::spawn(accept_loop(
-                listener,
-                Arc::clone(&shared),
-                Arc::clone(&permits),
-                Arc::clone(&metrics),
-                shutdown_rx.clone(),
-                drain_tx.clone(),
-            ));
-        }
+        let launch = workers::Launch {
+            shared,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown_rx.clone(),
+            drain: drain_tx,
+            stop: stop_rx,
+        };
+        workers::spawn(bound.per_worker, &launch)?;
+        drop(launch);
         if let Some(listener) = admin_listener {
             tokio::spawn(admin::serve(listener, Arc::downgrade(&server), shutdown_rx));
         }

@@ -12,6 +12,8 @@ pub mod headers;
 mod health;
 mod pool;
 
+pub use pool::pin_thread_slot;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -95,13 +95,19 @@ impl ConnPool {
     }
 }
 
+thread_local! {
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Gives a serving thread its own slot, so no two serving threads share an
+/// idle list.
+pub fn pin_thread_slot(index: usize) {
+    SLOT.with(|slot| slot.set(index));
+}
+
 /// A small per-thread index, stable for the thread's life.
 fn thread_slot() -> usize {
-    use std::cell::Cell;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
+    static NEXT: AtomicUsize = AtomicUsize::new(1 << 16);
     SLOT.with(|slot| {
         if slot.get() == usize::MAX {
             slot.set(NEXT.fetch_add(1, Ordering::Relaxed));
