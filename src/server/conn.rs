@@ -90,6 +90,8 @@ pub async fn serve(
     }
     loop {
         tokio::select! {
+            // The connection first: it is what wakes this task nearly always.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");

@@ -62,6 +62,8 @@ pub struct UpstreamConn {
     /// objects has head and body arrive in one read, and one serving small
     /// pages keeps small buffers.
     head_read: usize,
+    /// Reused for serialising request heads.
+    head_buf: Vec<u8>,
 }
 
 impl UpstreamConn {
@@ -70,6 +72,7 @@ impl UpstreamConn {
             stream,
             buf: BytesMut::new(),
             head_read: READ_CHUNK,
+            head_buf: Vec::new(),
         }
     }
 
@@ -101,7 +104,9 @@ impl UpstreamConn {
         headers: &HeaderMap,
         body: &[u8],
     ) -> io::Result<()> {
-        let mut head = Vec::with_capacity(256 + headers.len() * 32);
+        // The head buffer is kept with the connection and reused.
+        let mut head = std::mem::take(&mut self.head_buf);
+        head.clear();
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(target.as_bytes());
@@ -113,7 +118,11 @@ impl UpstreamConn {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        write_all_vectored(&mut self.stream, &head, body).await
+        let written = write_all_vectored(&mut self.stream, &head, body).await;
+        if head.capacity() <= 16 * 1024 {
+            self.head_buf = head;
+        }
+        written
     }
 
     /// Reads the response head (skipping interim 1xx responses other than
