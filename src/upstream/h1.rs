@@ -189,11 +189,14 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
 /// Parses a complete response head at the start of `buf`, splits it off,
 /// and works out the body's framing; `None` while the head is incomplete.
 ///
+/// Public for benches and fuzz targets; the proxy calls it through
+/// `UpstreamConn::read_head`.
+///
 /// Hop-by-hop fields, the fields `Connection` names, and a `Content-Length`
 /// that the framing overrides never enter the header map: they describe
 /// this connection, not the message the client will get. Header values share
 /// the head's buffer instead of being copied one by one.
-fn parse_head(
+pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<(response::Parts, Framing)>, H1Error> {
