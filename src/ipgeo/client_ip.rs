@@ -33,6 +33,13 @@ impl TrustedProxies {
         if self.nets.is_empty() || !self.contains(peer) {
             return peer;
         }
+        self.client_behind(peer, headers)
+    }
+
+    /// The client address for a request from `peer`, already known to be a
+    /// trusted proxy: the right-most untrusted X-Forwarded-For entry.
+    pub fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         let mut client = peer;
         // Header lines are in arrival order; within a line the right-most
         // entry was added last.

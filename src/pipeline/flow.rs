@@ -53,7 +53,11 @@ pub async fn handle(
     let rt = shared.load_full();
     let started = std::time::Instant::now();
     let peer_trusted = rt.trusted.contains(conn.peer.ip());
-    let client_ip = rt.trusted.client_ip(conn.peer.ip(), req.headers());
+    let client_ip = if peer_trusted {
+        rt.trusted.client_behind(conn.peer.ip(), req.headers())
+    } else {
+        conn.peer.ip().to_canonical()
+    };
     let id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if peer_trusted && request_id::is_acceptable(v) => v.clone(),
         _ => request_id::generate(),

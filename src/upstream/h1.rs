@@ -55,7 +55,7 @@ pub enum H1Error {
 /// A connection to a backend with the bytes already read past the last
 /// response.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    stream: TcpStream,
     buf: BytesMut,
     /// How much the next read for a response head asks for: sized after
     /// the last response on this connection, so a backend that serves 64 KiB
