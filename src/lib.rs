@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod framing;
 pub mod ipgeo;
 pub mod pipeline;
 pub mod server;

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, request};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http::{HeaderMap, Response, request};
+use http_body_util::BodyExt;
 
 use crate::upstream::h1::UpstreamBody;
 use tokio::time::Instant;
 
 use super::body::LogOnEnd;
+use super::request_body::RequestBody;
 use super::request_id;
 use super::router::normalise_host;
 use super::{RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
@@ -44,43 +44,41 @@ impl ConnInfo {
     }
 }
 
-/// Answers one request. Never fails: every error becomes our error page.
-pub async fn handle(
+/// Answers one request, given its head and its body still unread. Never
+/// fails: every error becomes our error page.
+pub async fn handle<B: RequestBody>(
     shared: &SharedRuntime,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    head: request::Parts,
+    body: B,
 ) -> Response<ResponseBody> {
     let rt = shared.load_full();
     let started = std::time::Instant::now();
     let peer_trusted = rt.trusted.contains(conn.peer.ip());
     let client_ip = if peer_trusted {
-        rt.trusted.client_behind(conn.peer.ip(), req.headers())
+        rt.trusted.client_behind(conn.peer.ip(), &head.headers)
     } else {
         conn.peer.ip().to_canonical()
     };
-    let id = match req.headers().get(&X_REQUEST_ID) {
+    let id = match head.headers.get(&X_REQUEST_ID) {
         Some(v) if peer_trusted && request_id::is_acceptable(v) => v.clone(),
         _ => request_id::generate(),
     };
-    let raw_host = req
-        .uri()
+    let raw_host = head
+        .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
     let mut ctx = RequestCtx {
         id,
         peer: conn.peer,
         client_ip,
         started,
-        method: req.method().clone(),
+        method: head.method.clone(),
         host: normalise_host(raw_host),
-        path: req.uri().path().to_string(),
-        http_version: req.version(),
+        path: head.uri.path().to_string(),
+        http_version: head.version,
         route: None,
         upstream_server: None,
         cache_status: None,
@@ -91,7 +89,7 @@ pub async fn handle(
     // Every wait below runs against this deadline; no separate timer
     // watches the whole request.
     let deadline = Instant::now() + limit;
-    let outcome = proxy(&rt, &mut ctx, req, peer_trusted, &conn, deadline).await;
+    let outcome = proxy(&rt, &mut ctx, head, body, peer_trusted, &conn, deadline).await;
     let mut response = match outcome {
         Ok(response) => response,
         Err(e) => error_response(&e, &ctx.id, rt.error_page()),
@@ -108,15 +106,16 @@ pub async fn handle(
     response
 }
 
-async fn proxy(
+async fn proxy<B: RequestBody>(
     rt: &Arc<Runtime>,
     ctx: &mut RequestCtx,
-    req: Request<Incoming>,
+    mut head: request::Parts,
+    body: B,
     peer_trusted: bool,
     conn: &ConnInfo,
     deadline: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    if ctx.host.is_empty() && req.version() != http::Version::HTTP_10 {
+    if ctx.host.is_empty() && head.version != http::Version::HTTP_10 {
         return Err(ProxyError::BadRequest("missing Host"));
     }
     let route_index = rt
@@ -124,7 +123,6 @@ async fn proxy(
         .find(&ctx.host, &ctx.path)
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route_index);
-    let (mut head, body) = req.into_parts();
     for stage in &rt.stages {
         if let Verdict::Reject(e) = stage.on_request(ctx, &head) {
             return Err(e);
@@ -132,12 +130,9 @@ async fn proxy(
     }
 
     let limits = &rt.config.server.limits;
-    let body = tokio::time::timeout_at(
-        deadline,
-        read_body(body, &head.headers, limits.max_request_body),
-    )
-    .await
-    .map_err(|_| ProxyError::RequestTimeout)??;
+    let body = tokio::time::timeout_at(deadline, read_body(body, limits.max_request_body))
+        .await
+        .map_err(|_| ProxyError::RequestTimeout)??;
     ctx.bytes_in = body.len() as u64;
     for stage in &rt.stages {
         if let Verdict::Reject(e) = stage.on_request_body(ctx, &body) {
@@ -253,21 +248,13 @@ fn host_value(head: &request::Parts) -> Option<HeaderValue> {
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes. A
-/// declared Content-Length over the limit is refused before reading.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ProxyError> {
-    let declared = content_length(headers);
-    if declared.is_some_and(|len| len > limit) {
+/// declared length over the limit is refused before reading.
+async fn read_body<B: RequestBody>(body: B, limit: u64) -> Result<Bytes, ProxyError> {
+    if body.declared_length().is_some_and(|len| len > limit) {
         return Err(ProxyError::PayloadTooLarge);
     }
-    if http_body::Body::is_end_stream(&body) {
+    if body.is_empty() {
         return Ok(Bytes::new());
     }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge),
-        Err(_) => Err(ProxyError::BadRequest(
-            "malformed or interrupted request body",
-        )),
-    }
+    body.read_all(limit).await
 }

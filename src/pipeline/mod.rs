@@ -7,6 +7,7 @@
 
 mod body;
 mod flow;
+mod request_body;
 pub mod request_id;
 pub mod router;
 mod runtime;
@@ -18,6 +19,7 @@ use http::{HeaderValue, Method, request, response};
 
 pub use body::ResponseBody;
 pub use flow::{ConnInfo, handle};
+pub use request_body::RequestBody;
 pub use runtime::{Runtime, SharedRuntime};
 
 use crate::admin::metrics::Metrics;

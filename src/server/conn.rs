@@ -1,11 +1,7 @@
-//! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) through
-//! hyper-util's auto builder, the keep-alive idle timeout, and graceful
-//! close when the server drains.
-//!
-//! Header-read timeout, header size and count limits are hyper's, set in
-//! `http_builder`. hyper times the wait for the *next* request head on an
-//! HTTP/1.1 keep-alive connection with the header-read timeout too, so an
-//! idle HTTP/1.1 connection closes after the smaller of the two timeouts.
+//! One client connection: tells HTTP/2 prior knowledge from HTTP/1 by the
+//! first bytes, then serves HTTP/1.x with our own loop (`h1.rs`) or HTTP/2
+//! through hyper, with the keep-alive idle timeout and graceful close when
+//! the server drains.
 
 use std::convert::Infallible;
 use std::io;
@@ -15,35 +11,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
+use super::h1::{self, ClientIo, H1Limits};
 use crate::config::Limits;
 use crate::pipeline::{ConnInfo, SharedRuntime, handle};
 
 /// What every connection of a listener shares.
 pub struct ConnShared {
     pub runtime: SharedRuntime,
-    pub builder: auto::Builder<TokioExecutor>,
+    pub h1: H1Limits,
+    pub h2: http2::Builder<TokioExecutor>,
     pub keepalive_timeout: Duration,
     pub scheme: &'static str,
 }
 
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
@@ -58,14 +49,35 @@ pub async fn serve(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<ConnShared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
     _drain: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut io = ClientIo::new(stream, BytesMut::with_capacity(4096));
+    match h1::sniff_h2(&mut io, &shared.h1).await {
+        Ok(false) => h1::serve(io, info, &shared.runtime, shared.h1, shutdown).await,
+        Ok(true) => {
+            let (stream, buf) = io.into_parts();
+            serve_h2(stream, buf, info, &shared, shutdown).await;
+        }
+        Err(_) => {}
+    }
+}
+
+/// Serves an HTTP/2 connection whose first bytes, `read`, were already
+/// taken off the socket.
+async fn serve_h2(
+    stream: TcpStream,
+    read: BytesMut,
+    info: ConnInfo,
+    shared: &ConnShared,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(CountingIo {
         inner: stream,
+        read,
         activity: Arc::clone(&activity),
     });
     let peer = info.peer;
@@ -73,9 +85,12 @@ pub async fn serve(
     let service = service_fn(move |req| {
         let runtime = Arc::clone(&runtime);
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(&runtime, info, req).await) }
+        async move {
+            let (head, body) = req.into_parts();
+            Ok::<_, Infallible>(handle(&runtime, info, head, body).await)
+        }
     });
-    let conn = shared.builder.serve_connection(io, service);
+    let conn = shared.h2.serve_connection(io, service);
     tokio::pin!(conn);
 
     // The idle check runs four times per timeout: a connection with no
@@ -110,7 +125,7 @@ pub async fn serve(
                     idle_ticks += 1;
                     if idle_ticks >= 4 {
                         closing = true;
-                        // Lets an in-flight response finish, then closes.
+                        // Lets in-flight streams finish, then closes.
                         conn.as_mut().graceful_shutdown();
                     }
                 } else {
@@ -131,10 +146,11 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
-/// A TCP stream that counts reads and writes that moved bytes, for the idle
-/// check.
+/// A TCP stream that first replays the bytes already read from it, and
+/// counts reads and writes that moved bytes, for the idle check.
 struct CountingIo {
     inner: TcpStream,
+    read: BytesMut,
     activity: Arc<AtomicU64>,
 }
 
@@ -150,6 +166,12 @@ impl AsyncRead for CountingIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

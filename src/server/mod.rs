@@ -7,6 +7,7 @@
 
 pub mod access_log;
 mod conn;
+pub mod h1;
 pub mod respond;
 mod workers;
 
@@ -106,7 +107,8 @@ impl Server {
         });
         let shared = Arc::new(ConnShared {
             runtime,
-            builder: conn::http_builder(&limits),
+            h1: h1::H1Limits::from_limits(&limits),
+            h2: conn::h2_builder(&limits),
             keepalive_timeout: limits.keepalive_timeout,
             scheme: "http",
         });

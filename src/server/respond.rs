@@ -20,6 +20,10 @@ pub enum ProxyError {
     Forbidden(&'static str),
     #[error("request body larger than the limit")]
     PayloadTooLarge,
+    #[error("request head larger than the limit")]
+    HeadersTooLarge,
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     #[error("client sent the request body too slowly")]
     RequestTimeout,
     #[error("no upstream server answered")]
@@ -37,6 +41,8 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -49,7 +55,11 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge | ProxyError::RequestTimeout
+            ProxyError::BadRequest(_)
+                | ProxyError::PayloadTooLarge
+                | ProxyError::HeadersTooLarge
+                | ProxyError::NotImplemented(_)
+                | ProxyError::RequestTimeout
         )
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
 use http_body::{Frame, SizeHint};
@@ -27,6 +27,8 @@ use tokio::net::TcpStream;
 
 use super::InFlight;
 use super::pool::ConnPool;
+pub(crate) use crate::framing::parse_decimal;
+use crate::framing::{BodyState, FramingError, Step, step};
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -34,7 +36,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The most one read of a body asks for: a body of known length up to this
 /// size arrives in one read when the backend sent it all.
 const MAX_READ: usize = 256 * 1024;
-const MAX_CHUNK_LINE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
@@ -52,6 +53,12 @@ pub enum H1Error {
     Stalled,
 }
 
+impl From<FramingError> for H1Error {
+    fn from(e: FramingError) -> H1Error {
+        H1Error::Malformed(e.0)
+    }
+}
+
 /// A connection to a backend with the bytes already read past the last
 /// response.
 pub struct UpstreamConn {
@@ -64,16 +71,33 @@ pub struct UpstreamConn {
     head_read: usize,
     /// Reused for serialising request heads.
     head_buf: Vec<u8>,
+    /// The pool slot of the thread whose reactor the socket is registered
+    /// with (see `pool::ConnPool::take_idle`).
+    pub(super) home: usize,
 }
 
 impl UpstreamConn {
-    pub fn new(stream: TcpStream) -> UpstreamConn {
+    pub fn new(stream: TcpStream, home: usize) -> UpstreamConn {
         UpstreamConn {
             stream,
             buf: BytesMut::new(),
             head_read: READ_CHUNK,
             head_buf: Vec::new(),
+            home,
         }
+    }
+
+    /// Moves the socket's registration to the calling thread's reactor.
+    /// A socket stays registered where it was made; used from another
+    /// worker thread, each readiness event would wake this thread through
+    /// the other one (an eventfd write and a cross-core wake per I/O).
+    pub(super) fn rehome(self, home: usize) -> io::Result<UpstreamConn> {
+        let std_stream = self.stream.into_std()?;
+        Ok(UpstreamConn {
+            stream: TcpStream::from_std(std_stream)?,
+            home,
+            ..self
+        })
     }
 
     /// Whether the connection looks usable: no bytes and no EOF arrived
@@ -225,17 +249,20 @@ pub fn parse_head(
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        if is_hop_by_hop(h.name)
-            || wire.connection_names.iter().any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Malformed("bad header name"))?;
+        if crate::upstream::headers::is_hop_by_hop(&name)
+            || wire
+                .connection_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
             // The length the client sees must be the one we send: a stale
             // Content-Length next to chunked framing is how responses get
             // smuggled.
-            || (drops_length && h.name.eq_ignore_ascii_case("content-length"))
+            || (drops_length && name == http::header::CONTENT_LENGTH)
         {
             continue;
         }
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed("bad header name"))?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
@@ -251,21 +278,6 @@ pub fn parse_head(
     parts.version = version;
     parts.headers = map;
     Ok(Some((parts, framing)))
-}
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// How a response body is delimited, and whether the connection can carry
@@ -390,16 +402,6 @@ impl<'a> WireFraming<'a> {
     }
 }
 
-/// A non-empty run of ASCII digits as a u64 (no sign, no spaces, no overflow).
-pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
-}
-
 /// The response body, read from the backend connection as it is polled.
 /// At the end of a reusable body the connection goes back to its pool;
 /// dropped early, the connection is closed.
@@ -420,17 +422,6 @@ pub struct UpstreamBody {
     pool: Arc<ConnPool>,
     /// Released with the body: counts the request against its server.
     in_flight: Option<InFlight>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyState {
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkDataEnd,
-    Trailers,
-    UntilClose,
-    Done,
 }
 
 impl UpstreamBody {
@@ -482,113 +473,6 @@ impl UpstreamBody {
     }
 }
 
-/// What one step of body decoding produced.
-enum Step {
-    Data(Bytes),
-    /// Data that ends the body.
-    LastData(Bytes),
-    NeedMore,
-    Finished,
-}
-
-/// Advances the body state machine over the buffered bytes.
-fn step(state: &mut BodyState, buf: &mut BytesMut) -> Result<Step, H1Error> {
-    loop {
-        match *state {
-            BodyState::Done => return Ok(Step::Finished),
-            BodyState::Length(0) => return Ok(Step::Finished),
-            BodyState::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::NeedMore);
-                }
-                let take = (buf.len() as u64).min(left) as usize;
-                *state = BodyState::Length(left - take as u64);
-                let data = buf.split_to(take).freeze();
-                return Ok(if left == take as u64 {
-                    Step::LastData(data)
-                } else {
-                    Step::Data(data)
-                });
-            }
-            BodyState::UntilClose => {
-                if buf.is_empty() {
-                    return Ok(Step::NeedMore);
-                }
-                return Ok(Step::Data(buf.split().freeze()));
-            }
-            BodyState::ChunkSize => {
-                let Some(line_end) = find_crlf(buf) else {
-                    if buf.len() > MAX_CHUNK_LINE {
-                        return Err(H1Error::Malformed("chunk size line too long"));
-                    }
-                    return Ok(Step::NeedMore);
-                };
-                let size = parse_chunk_size(&buf[..line_end])?;
-                buf.advance(line_end + 2);
-                *state = if size == 0 {
-                    BodyState::Trailers
-                } else {
-                    BodyState::ChunkData(size)
-                };
-            }
-            BodyState::ChunkData(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::NeedMore);
-                }
-                let take = (buf.len() as u64).min(left) as usize;
-                let data = buf.split_to(take).freeze();
-                *state = if left == take as u64 {
-                    BodyState::ChunkDataEnd
-                } else {
-                    BodyState::ChunkData(left - take as u64)
-                };
-                return Ok(Step::Data(data));
-            }
-            BodyState::ChunkDataEnd => {
-                if buf.len() < 2 {
-                    return Ok(Step::NeedMore);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(H1Error::Malformed("chunk not followed by CRLF"));
-                }
-                buf.advance(2);
-                *state = BodyState::ChunkSize;
-            }
-            BodyState::Trailers => {
-                // Trailer fields are dropped: passing them on would need a
-                // trailer-aware client on the other side.
-                let Some(line_end) = find_crlf(buf) else {
-                    if buf.len() > MAX_HEAD_BYTES {
-                        return Err(H1Error::HeadTooLarge);
-                    }
-                    return Ok(Step::NeedMore);
-                };
-                buf.advance(line_end + 2);
-                if line_end == 0 {
-                    return Ok(Step::Finished);
-                }
-            }
-        }
-    }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
-    let digits = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(H1Error::Malformed("bad chunk size"));
-    }
-    let text = std::str::from_utf8(digits).map_err(|_| H1Error::Malformed("bad chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| H1Error::Malformed("bad chunk size"))
-}
-
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = H1Error;
@@ -605,7 +489,7 @@ impl http_body::Body for UpstreamBody {
             match step(&mut this.state, &mut conn.buf) {
                 Err(e) => {
                     this.fail();
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 Ok(Step::Data(data)) => {
                     this.body_bytes += data.len();
@@ -757,23 +641,5 @@ mod tests {
         );
         let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn decimal_lengths() {
-        assert_eq!(parse_decimal(b"0"), Some(0));
-        assert_eq!(parse_decimal(b"123"), Some(123));
-        assert_eq!(parse_decimal(b"+1"), None);
-        assert_eq!(parse_decimal(b""), None);
-        assert_eq!(parse_decimal(b"99999999999999999999"), None);
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(parse_chunk_size(b"1A;ext=1").unwrap(), 26);
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"-1").is_err());
-        assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
     }
 }

@@ -13,20 +13,21 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
-/// non-standard ones still sent in the wild).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-    )
+/// non-standard ones still sent in the wild). Standard names compare as
+/// enum values, so the common case costs no string comparison.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Removes hop-by-hop headers and the headers listed in `Connection`.
@@ -37,14 +38,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers, the headers `Connection` names, and `extra`,
 /// in one pass over the header names.
 fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    if !headers
+        .keys()
+        .any(|k| is_hop_by_hop(k) || extra.contains(k))
+    {
+        return;
+    }
     let mut doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| is_hop_by_hop(k) || extra.contains(k))
         .cloned()
         .collect();
-    if doomed.is_empty() {
-        return;
-    }
     if headers.contains_key(header::CONNECTION) {
         let named = headers
             .get_all(header::CONNECTION)

@@ -55,11 +55,18 @@ impl ConnPool {
     }
 
     /// An idle connection that is ready for a request, if any: this
-    /// thread's first, then another thread's (tasks move between workers, so
-    /// connections come back to whichever thread finished the response).
+    /// thread's first, then another thread's, moved to this thread's reactor
+    /// (an idle backend connection is cheaper to move than to open).
     pub fn take_idle(&self) -> Option<UpstreamConn> {
-        let own = thread_slot() % self.idle.len();
-        (0..self.idle.len()).find_map(|k| self.take_from(&self.idle[(own + k) % self.idle.len()]))
+        let me = thread_slot();
+        let own = me % self.idle.len();
+        let conn = (0..self.idle.len())
+            .find_map(|k| self.take_from(&self.idle[(own + k) % self.idle.len()]))?;
+        if conn.home == me {
+            Some(conn)
+        } else {
+            conn.rehome(me).ok()
+        }
     }
 
     fn take_from(&self, slot: &Mutex<Vec<(UpstreamConn, Instant)>>) -> Option<UpstreamConn> {
@@ -82,7 +89,7 @@ impl ConnPool {
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let _ = stream.set_nodelay(true);
-        Ok(UpstreamConn::new(stream))
+        Ok(UpstreamConn::new(stream, thread_slot()))
     }
 
     /// Returns a connection whose last response was read to the end.

@@ -4,6 +4,7 @@
 
 mod backend_protocol;
 mod balancing;
+mod client_protocol;
 mod headers;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,203 @@
+//! HTTP/1.1 message body framing (RFC 9112 §6, §7.1), shared by the client
+//! side (`server::h1`) and the backend side (`upstream::h1`): the decoder
+//! for fixed-length, chunked and close-delimited bodies, and the strict
+//! number parsers both sides use for lengths and chunk sizes.
+
+use bytes::{Buf, BytesMut};
+
+pub use bytes::Bytes;
+
+/// The longest chunk-size line (with extensions) we accept.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// The most trailer bytes we skip before calling the body malformed.
+pub const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+/// A body that breaks the framing rules; the connection cannot be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FramingError(pub &'static str);
+
+/// Where the decoder stands in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyState {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+/// What one step of body decoding produced.
+pub enum Step {
+    Data(Bytes),
+    /// Data that ends the body.
+    LastData(Bytes),
+    NeedMore,
+    Finished,
+}
+
+/// Advances the body state machine over the buffered bytes.
+pub fn step(state: &mut BodyState, buf: &mut BytesMut) -> Result<Step, FramingError> {
+    loop {
+        match *state {
+            BodyState::Done => return Ok(Step::Finished),
+            BodyState::Length(0) => return Ok(Step::Finished),
+            BodyState::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                *state = BodyState::Length(left - take as u64);
+                let data = buf.split_to(take).freeze();
+                return Ok(if left == take as u64 {
+                    Step::LastData(data)
+                } else {
+                    Step::Data(data)
+                });
+            }
+            BodyState::UntilClose => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                return Ok(Step::Data(buf.split().freeze()));
+            }
+            BodyState::ChunkSize => {
+                let Some(line_end) = find_crlf(buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(FramingError("chunk size line too long"));
+                    }
+                    return Ok(Step::NeedMore);
+                };
+                let size = parse_chunk_size(&buf[..line_end])?;
+                buf.advance(line_end + 2);
+                *state = if size == 0 {
+                    BodyState::Trailers
+                } else {
+                    BodyState::ChunkData(size)
+                };
+            }
+            BodyState::ChunkData(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(take).freeze();
+                *state = if left == take as u64 {
+                    BodyState::ChunkDataEnd
+                } else {
+                    BodyState::ChunkData(left - take as u64)
+                };
+                return Ok(Step::Data(data));
+            }
+            BodyState::ChunkDataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(FramingError("chunk not followed by CRLF"));
+                }
+                buf.advance(2);
+                *state = BodyState::ChunkSize;
+            }
+            BodyState::Trailers => {
+                // Trailer fields are dropped: passing them on would need a
+                // trailer-aware client on the other side.
+                let Some(line_end) = find_crlf(buf) else {
+                    if buf.len() > MAX_TRAILER_BYTES {
+                        return Err(FramingError("trailer section too large"));
+                    }
+                    return Ok(Step::NeedMore);
+                };
+                buf.advance(line_end + 2);
+                if line_end == 0 {
+                    return Ok(Step::Finished);
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+pub fn parse_chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(FramingError("bad chunk size"));
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| FramingError("bad chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| FramingError("bad chunk size"))
+}
+
+/// A non-empty run of ASCII digits as a u64 (no sign, no spaces, no overflow).
+pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_lengths() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"123"), Some(123));
+        assert_eq!(parse_decimal(b"+1"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"1A;ext=1").unwrap(), 26);
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"-1").is_err());
+        assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
+    }
+
+    fn decode_all(state: BodyState, wire: &[u8]) -> Result<(Vec<u8>, bool), FramingError> {
+        let mut state = state;
+        let mut buf = BytesMut::from(wire);
+        let mut out = Vec::new();
+        loop {
+            match step(&mut state, &mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::LastData(d) => {
+                    out.extend_from_slice(&d);
+                    return Ok((out, true));
+                }
+                Step::Finished => return Ok((out, true)),
+                Step::NeedMore => return Ok((out, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let wire = b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: 1\r\n\r\n";
+        assert_eq!(
+            decode_all(BodyState::ChunkSize, wire),
+            Ok((b"abcde".to_vec(), true))
+        );
+        let partial = b"3\r\nab";
+        assert_eq!(
+            decode_all(BodyState::ChunkSize, partial),
+            Ok((b"ab".to_vec(), false))
+        );
+        assert!(decode_all(BodyState::ChunkSize, b"3\r\nabcX\r\n").is_err());
+        assert!(decode_all(BodyState::ChunkSize, b"zz\r\n").is_err());
+    }
+}
