@@ -11,29 +11,20 @@ use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::sharded::{LatencyHistogram, ShardedCounter};
 use crate::pipeline::{RequestCtx, Stage, Summary};
 
 type Labels = Vec<(&'static str, String)>;
 
-#[derive(Clone)]
-struct LatencyBuckets;
-
-impl MetricConstructor<Histogram> for LatencyBuckets {
-    fn new_metric(&self) -> Histogram {
-        // 0.5 ms to ~16 s.
-        Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-    }
-}
-
 pub struct Metrics {
     registry: Mutex<Registry>,
-    requests: Family<Labels, Counter>,
-    latency: Family<Labels, Histogram, LatencyBuckets>,
+    // Updated by every request on every serving thread: sharded.
+    requests: Family<Labels, ShardedCounter>,
+    latency: Family<Labels, LatencyHistogram>,
     upstream_healthy: Family<Labels, Gauge>,
     upstream_failures: Family<Labels, Counter>,
     upstream_ejections: Family<Labels, Counter>,
@@ -54,7 +45,7 @@ impl Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("palisade")),
             requests: Family::default(),
-            latency: Family::new_with_constructor(LatencyBuckets),
+            latency: Family::default(),
             upstream_healthy: Family::default(),
             upstream_failures: Family::default(),
             upstream_ejections: Family::default(),
@@ -167,8 +158,8 @@ impl Metrics {
 }
 
 struct RouteHandles {
-    by_class: [Counter; 5],
-    latency: Histogram,
+    by_class: [ShardedCounter; 5],
+    latency: LatencyHistogram,
 }
 
 pub struct RouteMetrics {
@@ -188,6 +179,6 @@ impl Stage for RouteMetrics {
             .unwrap_or(&self.unrouted);
         let class = (summary.status / 100).clamp(1, 5) as usize - 1;
         handles.by_class[class].inc();
-        handles.latency.observe(summary.duration.as_secs_f64());
+        handles.latency.observe(summary.duration);
     }
 }

@@ -3,6 +3,7 @@
 //! It is never reachable through the proxy listeners.
 
 pub mod metrics;
+mod sharded;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Weak};

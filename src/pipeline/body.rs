@@ -4,14 +4,13 @@
 //! dropped (the client went away).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::upstream::h1::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{RequestCtx, Runtime, Summary};
+use super::{LocalRuntime, RequestCtx, Summary};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -33,7 +32,7 @@ enum Inner {
 
 /// Carries the request context to the end of the response.
 pub(crate) struct LogOnEnd {
-    pub runtime: Arc<Runtime>,
+    pub runtime: LocalRuntime,
     pub ctx: RequestCtx,
     pub status: u16,
     pub bytes_out: u64,

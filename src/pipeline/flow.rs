@@ -3,7 +3,6 @@
 //! into a response by `respond.rs` only.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -18,7 +17,7 @@ use super::body::LogOnEnd;
 use super::request_body::RequestBody;
 use super::request_id;
 use super::router::normalise_host;
-use super::{RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
+use super::{LocalRuntime, RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
 use crate::server::respond::{ProxyError, error_response};
 use crate::upstream::Outgoing;
 use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
@@ -52,7 +51,7 @@ pub async fn handle<B: RequestBody>(
     head: request::Parts,
     body: B,
 ) -> Response<ResponseBody> {
-    let rt = shared.load_full();
+    let rt = LocalRuntime::current(shared);
     let started = std::time::Instant::now();
     let peer_trusted = rt.trusted.contains(conn.peer.ip());
     let client_ip = if peer_trusted {
@@ -89,7 +88,18 @@ pub async fn handle<B: RequestBody>(
     // Every wait below runs against this deadline; no separate timer
     // watches the whole request.
     let deadline = Instant::now() + limit;
-    let outcome = proxy(&rt, &mut ctx, head, body, peer_trusted, &conn, deadline).await;
+    // Boxed: the proxying future is several KiB, and kept inline it would be
+    // copied into every future that awaits this one.
+    let outcome = Box::pin(proxy(
+        &rt,
+        &mut ctx,
+        head,
+        body,
+        peer_trusted,
+        &conn,
+        deadline,
+    ))
+    .await;
     let mut response = match outcome {
         Ok(response) => response,
         Err(e) => error_response(&e, &ctx.id, rt.error_page()),
@@ -107,7 +117,7 @@ pub async fn handle<B: RequestBody>(
 }
 
 async fn proxy<B: RequestBody>(
-    rt: &Arc<Runtime>,
+    rt: &Runtime,
     ctx: &mut RequestCtx,
     mut head: request::Parts,
     body: B,

@@ -20,7 +20,7 @@ use http::{HeaderValue, Method, request, response};
 pub use body::ResponseBody;
 pub use flow::{ConnInfo, handle};
 pub use request_body::RequestBody;
-pub use runtime::{Runtime, SharedRuntime};
+pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
 
 use crate::admin::metrics::Metrics;
 use crate::config::Config;

@@ -135,26 +135,32 @@ pub async fn serve(
     info: ConnInfo,
     runtime: &SharedRuntime,
     limits: H1Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    // One wait for the drain signal for the whole connection: a fresh
+    // `changed()` per request would lock the channel's waiter list, shared
+    // by every connection on every thread, twice per request.
+    let drain = Drain::new(shutdown);
+    let drain_signal = drain.signal();
+    tokio::pin!(drain_signal);
     let mut ticker = tokio::time::interval(limits.tick());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.reset();
     let mut out = Vec::with_capacity(512);
     let mut first = true;
     loop {
-        let (head, framing) = match read_head(&mut io, &limits, &mut ticker, &mut shutdown, first)
-            .await
-        {
-            Ok(parsed) => parsed,
-            Err(HeadError::Close) => return,
-            Err(HeadError::Reject(e)) => {
-                let response = error_response(&e, &request_id::generate(), None);
-                let _ = write_response(&mut io, &mut out, response, &ResponseMode::closing()).await;
-                linger_close(io).await;
-                return;
-            }
-        };
+        let (head, framing) =
+            match read_head(&mut io, &limits, &mut ticker, drain_signal.as_mut(), first).await {
+                Ok(parsed) => parsed,
+                Err(HeadError::Close) => return,
+                Err(HeadError::Reject(e)) => {
+                    let response = error_response(&e, &request_id::generate(), None);
+                    let _ =
+                        write_response(&mut io, &mut out, response, &ResponseMode::closing()).await;
+                    linger_close(io).await;
+                    return;
+                }
+            };
         first = false;
         let is_head = head.method == Method::HEAD;
         let client_version = head.version;
@@ -165,7 +171,7 @@ pub async fn serve(
             expect_continue: framing.expect_continue,
         };
         let response = handle(runtime, info.clone(), head, body).await;
-        let closing = *shutdown.borrow();
+        let closing = drain.started();
         let keep_alive =
             framing.keep_alive && !io.body_pending && !closing && !wants_close(response.headers());
         let mode = ResponseMode {
@@ -181,6 +187,42 @@ pub async fn serve(
                 return;
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// The server's drain signal as one connection sees it.
+struct Drain {
+    rx: watch::Receiver<bool>,
+    /// Draining had begun before the connection started.
+    already: bool,
+}
+
+impl Drain {
+    fn new(rx: watch::Receiver<bool>) -> Drain {
+        let already = *rx.borrow();
+        Drain { rx, already }
+    }
+
+    /// Whether the drain has begun. Only reads the channel's version, so
+    /// asking on every request shares no cache line for writing.
+    fn started(&self) -> bool {
+        self.already || self.rx.has_changed().unwrap_or(true)
+    }
+
+    /// Completes when the drain begins (at once if it already has).
+    fn signal(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut rx = self.rx.clone();
+        let already = self.already;
+        async move {
+            if already {
+                return;
+            }
+            loop {
+                if rx.changed().await.is_err() || *rx.borrow() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -220,12 +262,12 @@ async fn read_head(
     io: &mut ClientIo,
     limits: &H1Limits,
     ticker: &mut Interval,
-    shutdown: &mut watch::Receiver<bool>,
+    mut drain_signal: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     first: bool,
 ) -> Result<(request::Parts, RequestFraming), HeadError> {
     let waiting_since = Instant::now();
     let mut head_started = (!io.buf.is_empty()).then_some(waiting_since);
-    let mut draining = *shutdown.borrow();
+    let mut draining = false;
     loop {
         if !io.buf.is_empty() {
             if let Some(parsed) = parse_request(&mut io.buf, limits)? {
@@ -255,8 +297,8 @@ async fn read_head(
                     return Err(HeadError::Close);
                 }
             }
-            changed = shutdown.changed(), if !draining => {
-                draining = changed.is_err() || *shutdown.borrow();
+            () = drain_signal.as_mut(), if !draining => {
+                draining = true;
             }
         }
     }

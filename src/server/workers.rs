@@ -86,6 +86,12 @@ pub fn spawn(
     for (index, listeners) in per_worker.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // Before sleeping in epoll_wait, let the peers (clients,
+            // backends) that our last writes woke run first: more of their
+            // answers are then ready when we look, and the thread sleeps and
+            // wakes less often. Measured on 2 cores: half the voluntary
+            // context switches per request.
+            .on_thread_park(std::thread::yield_now)
             .build()
             .map_err(StartError::Setup)?;
         let shared = Arc::clone(&launch.shared);

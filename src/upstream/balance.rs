@@ -58,6 +58,10 @@ impl Balancer {
         if n == 0 {
             return None;
         }
+        if n == 1 {
+            // Nothing to balance, and no shared counter to touch.
+            return eligible(0).then_some(0);
+        }
         match self.policy {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);

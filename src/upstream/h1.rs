@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::InFlight;
-use super::pool::ConnPool;
+use super::pool::IdleSlot;
 pub(crate) use crate::framing::parse_decimal;
 use crate::framing::{BodyState, FramingError, Step, step};
 
@@ -419,7 +419,7 @@ pub struct UpstreamBody {
     /// Armed only once a read had to wait: a body that is already buffered
     /// costs no timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    pool: Arc<ConnPool>,
+    pool: Arc<IdleSlot>,
     /// Released with the body: counts the request against its server.
     in_flight: Option<InFlight>,
 }
@@ -428,7 +428,7 @@ impl UpstreamBody {
     pub(crate) fn new(
         conn: UpstreamConn,
         framing: Framing,
-        pool: Arc<ConnPool>,
+        pool: Arc<IdleSlot>,
         in_flight: InFlight,
         read_timeout: Duration,
     ) -> UpstreamBody {

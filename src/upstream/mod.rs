@@ -50,19 +50,26 @@ pub struct ServerState {
     ejections: Counter,
 }
 
-/// Counts a request against a server while it is open (least_conn).
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+/// Counts a request against a server while it is open. Only least_conn
+/// reads the count, so only least_conn pays for keeping it: the counter is
+/// shared by every serving thread.
+pub(crate) struct InFlight(Option<Arc<AtomicUsize>>);
 
 impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+    fn enter(counter: &Arc<AtomicUsize>, counted: bool) -> InFlight {
+        if !counted {
+            return InFlight(None);
+        }
         counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(counter))
+        InFlight(Some(Arc::clone(counter)))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(counter) = &self.0 {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -177,7 +184,10 @@ impl UpstreamPool {
             };
             tried |= 1u128 << index;
             let server = &self.servers[index];
-            let in_flight = InFlight::enter(&server.in_flight);
+            let in_flight = InFlight::enter(
+                &server.in_flight,
+                self.config.balance == crate::config::Balance::LeastConn,
+            );
             match self.exchange(server, out, deadline).await {
                 Ok((conn, parts, framing)) => {
                     if parts.status.is_server_error() {
@@ -188,7 +198,7 @@ impl UpstreamPool {
                     let body = UpstreamBody::new(
                         conn,
                         framing,
-                        Arc::clone(&server.conns),
+                        Arc::clone(server.conns.home_slot()),
                         in_flight,
                         self.config.response_timeout,
                     );

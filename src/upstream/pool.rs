@@ -7,8 +7,8 @@
 //! since the bytes still in flight would belong to no request.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -27,10 +27,19 @@ pub enum ConnectError {
 pub struct ConnPool {
     addr: SocketAddr,
     connect_timeout: Duration,
-    max_idle_per_thread: usize,
-    idle_timeout: Duration,
+    /// One idle list per thread slot.
+    slots: Vec<Arc<IdleSlot>>,
+}
+
+/// One thread's idle connections to a server. Each slot is its own
+/// allocation, aligned to keep it off its neighbours' cache lines: the
+/// serving threads lock and count on their own slot on every request.
+#[repr(align(128))]
+pub struct IdleSlot {
     /// Idle connections with the time they were put back.
-    idle: Vec<Mutex<Vec<(UpstreamConn, Instant)>>>,
+    idle: Mutex<Vec<(UpstreamConn, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
 }
 
 impl ConnPool {
@@ -41,17 +50,25 @@ impl ConnPool {
         idle_timeout: Duration,
     ) -> ConnPool {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let max_idle = max_idle.div_ceil(threads);
         ConnPool {
             addr,
             connect_timeout,
-            max_idle_per_thread: max_idle.div_ceil(threads),
-            idle_timeout,
-            idle: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+            slots: (0..threads)
+                .map(|_| {
+                    Arc::new(IdleSlot {
+                        idle: Mutex::new(Vec::new()),
+                        max_idle,
+                        idle_timeout,
+                    })
+                })
+                .collect(),
         }
     }
 
-    fn slot(&self) -> &Mutex<Vec<(UpstreamConn, Instant)>> {
-        &self.idle[thread_slot() % self.idle.len()]
+    /// The calling thread's idle list, where its finished connections go.
+    pub fn home_slot(&self) -> &Arc<IdleSlot> {
+        &self.slots[thread_slot() % self.slots.len()]
     }
 
     /// An idle connection that is ready for a request, if any: this
@@ -59,9 +76,9 @@ impl ConnPool {
     /// (an idle backend connection is cheaper to move than to open).
     pub fn take_idle(&self) -> Option<UpstreamConn> {
         let me = thread_slot();
-        let own = me % self.idle.len();
-        let conn = (0..self.idle.len())
-            .find_map(|k| self.take_from(&self.idle[(own + k) % self.idle.len()]))?;
+        let own = me % self.slots.len();
+        let conn =
+            (0..self.slots.len()).find_map(|k| self.slots[(own + k) % self.slots.len()].take())?;
         if conn.home == me {
             Some(conn)
         } else {
@@ -69,8 +86,19 @@ impl ConnPool {
         }
     }
 
-    fn take_from(&self, slot: &Mutex<Vec<(UpstreamConn, Instant)>>) -> Option<UpstreamConn> {
-        let Ok(mut idle) = slot.lock() else {
+    /// A new connection.
+    pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        let _ = stream.set_nodelay(true);
+        Ok(UpstreamConn::new(stream, thread_slot()))
+    }
+}
+
+impl IdleSlot {
+    fn take(&self) -> Option<UpstreamConn> {
+        let Ok(mut idle) = self.idle.lock() else {
             return None;
         };
         while let Some((conn, since)) = idle.pop() {
@@ -83,19 +111,10 @@ impl ConnPool {
         None
     }
 
-    /// A new connection.
-    pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        let _ = stream.set_nodelay(true);
-        Ok(UpstreamConn::new(stream, thread_slot()))
-    }
-
     /// Returns a connection whose last response was read to the end.
     pub fn put_back(&self, conn: UpstreamConn) {
-        if let Ok(mut idle) = self.slot().lock()
-            && idle.len() < self.max_idle_per_thread
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
         {
             idle.push((conn, Instant::now()));
         }
