@@ -9,6 +9,7 @@ pub mod access_log;
 mod conn;
 pub mod h1;
 pub mod respond;
+mod spread;
 mod workers;
 
 use std::net::SocketAddr;
@@ -17,14 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::admin;
 use crate::admin::metrics::Metrics;
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::{ConnInfo, Runtime, SharedRuntime};
 use conn::ConnShared;
+use spread::{Handoff, Spread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -173,14 +175,20 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<ConnShared>,
-    permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-    drain: mpsc::Sender<()>,
-) {
+/// What one serving thread's tasks share.
+#[derive(Clone)]
+pub(crate) struct Worker {
+    pub index: usize,
+    pub spread: Arc<Spread>,
+    pub shared: Arc<ConnShared>,
+    pub permits: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+    pub drain: mpsc::Sender<()>,
+}
+
+async fn accept_loop(listener: TcpListener, worker: Worker) {
+    let mut shutdown = worker.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -195,20 +203,69 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            metrics.refused_connections.inc();
+        let Ok(permit) = Arc::clone(&worker.permits).try_acquire_owned() else {
+            worker.metrics.refused_connections.inc();
             tokio::spawn(conn::refuse(stream));
             continue;
         };
-        let info = ConnInfo::new(peer, shared.scheme);
-        let shared = Arc::clone(&shared);
-        let metrics = Arc::clone(&metrics);
-        let shutdown = shutdown.clone();
-        let drain = drain.clone();
-        tokio::spawn(async move {
-            metrics.open_connections.inc();
-            conn::serve(stream, info, shared, shutdown, permit, drain).await;
-            metrics.open_connections.dec();
-        });
+        let target = worker.spread.choose(worker.index);
+        if target == worker.index {
+            spawn_serve(stream, peer, permit, &worker);
+            continue;
+        }
+        match stream.into_std() {
+            Ok(std_stream) => {
+                let handoff = Handoff {
+                    stream: std_stream,
+                    peer,
+                    permit,
+                };
+                if let Err(back) = worker.spread.hand_off(target, handoff) {
+                    serve_moved(back, &worker);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
+        }
     }
+}
+
+/// Serves the connections other threads hand to this one, until the
+/// server drains (connections still queued then are closed).
+async fn inbox_loop(mut inbox: mpsc::UnboundedReceiver<Handoff>, worker: Worker) {
+    let mut shutdown = worker.shutdown.clone();
+    if *shutdown.borrow() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            handoff = inbox.recv() => match handoff {
+                Some(handoff) => serve_moved(handoff, &worker),
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn serve_moved(handoff: Handoff, worker: &Worker) {
+    match TcpStream::from_std(handoff.stream) {
+        Ok(stream) => spawn_serve(stream, handoff.peer, handoff.permit, worker),
+        Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
+    }
+}
+
+fn spawn_serve(stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, worker: &Worker) {
+    let info = ConnInfo::new(peer, worker.shared.scheme);
+    let open = worker.spread.open(worker.index);
+    let shared = Arc::clone(&worker.shared);
+    let metrics = Arc::clone(&worker.metrics);
+    let shutdown = worker.shutdown.clone();
+    let drain = worker.drain.clone();
+    tokio::spawn(async move {
+        metrics.open_connections.inc();
+        conn::serve(stream, info, shared, shutdown, permit, drain).await;
+        metrics.open_connections.dec();
+        drop(open);
+    });
 }

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::StartError;
 use super::conn::ConnShared;
+use super::spread::Spread;
+use super::{StartError, Worker, accept_loop, inbox_loop};
 use crate::admin::metrics::Metrics;
 
 const BACKLOG: u32 = 4096;
@@ -83,7 +84,9 @@ pub fn spawn(
     per_worker: Vec<Vec<std::net::TcpListener>>,
     launch: &Launch,
 ) -> Result<(), StartError> {
-    for (index, listeners) in per_worker.into_iter().enumerate() {
+    let (spread, inboxes) = Spread::new(per_worker.len());
+    let spread = Arc::new(spread);
+    for ((index, listeners), inbox) in per_worker.into_iter().enumerate().zip(inboxes) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             // Before sleeping in epoll_wait, let the peers (clients,
@@ -94,11 +97,15 @@ pub fn spawn(
             .on_thread_park(std::thread::yield_now)
             .build()
             .map_err(StartError::Setup)?;
-        let shared = Arc::clone(&launch.shared);
-        let permits = Arc::clone(&launch.permits);
-        let metrics = Arc::clone(&launch.metrics);
-        let shutdown = launch.shutdown.clone();
-        let drain = launch.drain.clone();
+        let worker = Worker {
+            index,
+            spread: Arc::clone(&spread),
+            shared: Arc::clone(&launch.shared),
+            permits: Arc::clone(&launch.permits),
+            metrics: Arc::clone(&launch.metrics),
+            shutdown: launch.shutdown.clone(),
+            drain: launch.drain.clone(),
+        };
         let mut stop = launch.stop.clone();
         std::thread::Builder::new()
             .name(format!("palisade-io-{index}"))
@@ -108,19 +115,12 @@ pub fn spawn(
                     for std_listener in listeners {
                         match TcpListener::from_std(std_listener) {
                             Ok(listener) => {
-                                tokio::spawn(super::accept_loop(
-                                    listener,
-                                    Arc::clone(&shared),
-                                    Arc::clone(&permits),
-                                    Arc::clone(&metrics),
-                                    shutdown.clone(),
-                                    drain.clone(),
-                                ));
+                                tokio::spawn(accept_loop(listener, worker.clone()));
                             }
                             Err(e) => tracing::error!(error = %e, "cannot use a listening socket"),
                         }
                     }
-                    drop(drain);
+                    tokio::spawn(inbox_loop(inbox, worker));
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 });
             })

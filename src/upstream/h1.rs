@@ -461,6 +461,13 @@ impl UpstreamBody {
             && self.keep_alive
         {
             conn.head_read = (self.body_bytes + 1024).clamp(READ_CHUNK, MAX_READ);
+            if conn.buf.is_empty() {
+                // Let the read buffer go back to the allocator once the
+                // client has the body: the next read, on whichever
+                // connection, then gets the most recently freed (cache-warm)
+                // block instead of this connection's own, long cold one.
+                conn.buf = BytesMut::new();
+            }
             self.pool.put_back(conn);
         }
         self.in_flight = None;
