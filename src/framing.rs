@@ -146,6 +146,91 @@ pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// The header fields of an origin's response, kept as the origin sent them:
+/// the head's bytes and where each field's name and value lie in them.
+///
+/// Passing a response through needs no header map: the fields are written
+/// back out as they came (httparse already checked their syntax). A map is
+/// built only when a stage asks to read the response head
+/// (`OriginFields::move_into`), so the common pass-through pays for neither
+/// the hashing nor the name and value checks of `http::HeaderMap`.
+#[derive(Debug, Clone, Default)]
+pub struct OriginFields {
+    head: Bytes,
+    spans: Vec<[u32; 4]>,
+}
+
+impl OriginFields {
+    pub fn new(head: Bytes, capacity: usize) -> OriginFields {
+        OriginFields {
+            head,
+            spans: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds the field whose name and value lie at these byte ranges of the
+    /// head. Ranges outside the head are ignored.
+    pub fn push(&mut self, name: std::ops::Range<usize>, value: std::ops::Range<usize>) {
+        let fits = |r: &std::ops::Range<usize>| r.start <= r.end && r.end <= self.head.len();
+        if !fits(&name) || !fits(&value) {
+            return;
+        }
+        let as32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.spans.push([
+            as32(name.start),
+            as32(name.end),
+            as32(value.start),
+            as32(value.end),
+        ]);
+    }
+
+    /// The fields in order, as (name, value) bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|[ns, ne, vs, ve]| {
+            (
+                &self.head[*ns as usize..*ne as usize],
+                &self.head[*vs as usize..*ve as usize],
+            )
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Whether a field of this name (compared without case) is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Keeps the fields whose name passes `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let head = &self.head;
+        self.spans
+            .retain(|[ns, ne, _, _]| keep(&head[*ns as usize..*ne as usize]));
+    }
+
+    /// Moves the fields into `map`, after the ones already there. A field
+    /// the map cannot hold (not possible after httparse's checks) is
+    /// dropped rather than passed on unchecked.
+    pub fn move_into(self, map: &mut http::HeaderMap) {
+        map.reserve(self.spans.len());
+        for [ns, ne, vs, ve] in &self.spans {
+            let name = http::HeaderName::from_bytes(&self.head[*ns as usize..*ne as usize]);
+            let value =
+                http::HeaderValue::from_maybe_shared(self.head.slice(*vs as usize..*ve as usize));
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +268,25 @@ mod tests {
                 Step::NeedMore => return Ok((out, false)),
             }
         }
+    }
+
+    #[test]
+    fn origin_fields_keep_order_and_move_into_a_map() {
+        let head = Bytes::from_static(b"Server: x\r\nX-A: 1\r\nx-a: 2\r\n");
+        let mut fields = OriginFields::new(head, 3);
+        fields.push(0..6, 8..9);
+        fields.push(11..14, 16..17);
+        fields.push(19..22, 24..25);
+        fields.push(0..99, 0..1);
+        assert_eq!(fields.len(), 3, "out-of-range spans are ignored");
+        assert!(fields.contains("SERVER"));
+        fields.retain(|n| !n.eq_ignore_ascii_case(b"server"));
+        let seen: Vec<_> = fields.iter().collect();
+        assert_eq!(seen, [(&b"X-A"[..], &b"1"[..]), (&b"x-a"[..], &b"2"[..])]);
+        let mut map = http::HeaderMap::new();
+        fields.move_into(&mut map);
+        let values: Vec<_> = map.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
     }
 
     #[test]

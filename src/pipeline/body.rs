@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::framing::OriginFields;
 use crate::upstream::h1::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,6 +18,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ResponseBody {
     inner: Inner,
     log: Option<Box<LogOnEnd>>,
+    /// The origin's header fields, when they were passed through without a
+    /// header map (see `OriginFields`). They belong to the response head:
+    /// writers send them with the fields of the head's map.
+    origin_fields: Option<OriginFields>,
 }
 
 enum Inner {
@@ -58,6 +63,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(Some(bytes)),
             log: None,
+            origin_fields: None,
         }
     }
 
@@ -65,6 +71,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(None),
             log: None,
+            origin_fields: None,
         }
     }
 
@@ -75,6 +82,7 @@ impl ResponseBody {
                 body: Box::new(body),
             },
             log: None,
+            origin_fields: None,
         }
     }
 
@@ -86,7 +94,21 @@ impl ResponseBody {
                 body: Box::new(body),
             },
             log: None,
+            origin_fields: None,
         }
+    }
+
+    pub fn set_origin_fields(&mut self, fields: OriginFields) {
+        self.origin_fields = Some(fields);
+    }
+
+    /// The origin's fields that still belong to the head, if any.
+    pub fn origin_fields(&self) -> Option<&OriginFields> {
+        self.origin_fields.as_ref()
+    }
+
+    pub fn take_origin_fields(&mut self) -> Option<OriginFields> {
+        self.origin_fields.take()
     }
 
     /// The bytes of a body we made ourselves (tests, admin).

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Response, request};
+use http::{Response, request};
 use http_body_util::BodyExt;
 
 use crate::upstream::h1::UpstreamBody;
@@ -20,7 +20,7 @@ use super::router::normalise_host;
 use super::{LocalRuntime, RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
 use crate::server::respond::{ProxyError, error_response};
 use crate::upstream::Outgoing;
-use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
+use crate::upstream::headers::{ClientSide, X_REQUEST_ID, prepare_request};
 
 /// The client side of the connection a request came in on.
 #[derive(Debug, Clone)]
@@ -188,19 +188,39 @@ async fn proxy<B: RequestBody>(
     let forwarded = upstream.forward(&outgoing, deadline).await?;
     ctx.upstream_server = Some(forwarded.server);
 
-    let (mut parts, body) = forwarded.response.into_parts();
-    clean_response(&mut parts.headers, &rt.config.server.hide_headers);
-    if parts.status.is_server_error() && rt.config.server.replace_error_pages {
-        return Err(ProxyError::OriginError(parts.status));
+    let mut origin = forwarded.head;
+    if origin.status.is_server_error() && rt.config.server.replace_error_pages {
+        return Err(ProxyError::OriginError(origin.status));
     }
-    for stage in &rt.stages {
-        if let Verdict::Reject(e) = stage.on_response(ctx, &mut parts) {
-            return Err(e);
+    let hide = &rt.config.server.hide_headers;
+    origin.fields.retain(|name| {
+        // Our X-Request-Id replaces the origin's.
+        !name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes())
+            && !hide
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+    });
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = origin.status;
+    parts.version = origin.version;
+    let mut fields = Some(origin.fields);
+    if rt.inspects_responses {
+        if let Some(fields) = fields.take() {
+            fields.move_into(&mut parts.headers);
+        }
+        for stage in rt.stages.iter().filter(|s| s.inspects_response()) {
+            if let Verdict::Reject(e) = stage.on_response(ctx, &mut parts) {
+                return Err(e);
+            }
         }
     }
-    let body = tokio::time::timeout_at(deadline, first_bytes(&head.method, &parts.headers, body))
+    let body = forwarded.body;
+    let mut body = tokio::time::timeout_at(deadline, first_bytes(&head.method, body))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout)??;
+    if let Some(fields) = fields {
+        body.set_origin_fields(fields);
+    }
     Ok(Response::from_parts(parts, body))
 }
 
@@ -214,14 +234,17 @@ const BUFFERED_RESPONSE_MAX: u64 = 16 * 1024;
 /// the head alone.
 async fn first_bytes(
     method: &http::Method,
-    headers: &HeaderMap,
     mut body: UpstreamBody,
 ) -> Result<ResponseBody, ProxyError> {
     use http_body::Body as _;
     if *method == http::Method::HEAD || body.is_end_stream() {
         return Ok(ResponseBody::upstream(body));
     }
-    if content_length(headers).is_some_and(|n| n <= BUFFERED_RESPONSE_MAX) {
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= BUFFERED_RESPONSE_MAX)
+    {
         return match body.collect().await {
             Ok(collected) => Ok(ResponseBody::full(collected.to_bytes())),
             Err(_) => Err(ProxyError::UpstreamUnavailable),
@@ -239,12 +262,6 @@ async fn first_bytes(
             Err(frame) => Ok(ResponseBody::upstream_after(frame, body)),
         },
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| crate::upstream::h1::parse_decimal(v.as_bytes().trim_ascii()))
 }
 
 /// The Host to send upstream: the client's Host header, or for HTTP/2 the

@@ -54,9 +54,18 @@ pub trait Stage: Send + Sync {
         Verdict::Continue
     }
 
+    /// Whether this stage reads or changes response heads. Only stages that
+    /// say so get `on_response`; while none does, the origin's fields pass
+    /// through without being parsed into a header map at all.
+    fn inspects_response(&self) -> bool {
+        false
+    }
+
     /// Runs on the origin's response head after header hygiene, before
-    /// anything is sent to the client. `Reject` replaces the response with
-    /// our error page.
+    /// anything is sent to the client, for stages whose
+    /// `inspects_response` is true; `head.headers` then holds every field
+    /// the origin sent that survived hygiene. `Reject` replaces the
+    /// response with our error page.
     fn on_response(&self, _ctx: &mut RequestCtx, _head: &mut response::Parts) -> Verdict {
         Verdict::Continue
     }

@@ -20,6 +20,8 @@ pub struct Runtime {
     pub router: Router,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     pub stages: Vec<Box<dyn Stage>>,
+    /// Some stage reads response heads (`Stage::inspects_response`).
+    pub inspects_responses: bool,
     pub trusted: TrustedProxies,
     pub metrics: Arc<Metrics>,
 }
@@ -88,6 +90,7 @@ impl Runtime {
             .collect();
         let stages = build_stages(&config, &metrics, &route_labels, access_log);
         Ok(Runtime {
+            inspects_responses: stages.iter().any(|s| s.inspects_response()),
             router: Router::new(&config.routes),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             upstreams,

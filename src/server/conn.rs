@@ -87,7 +87,16 @@ async fn serve_h2(
         let info = info.clone();
         async move {
             let (head, body) = req.into_parts();
-            Ok::<_, Infallible>(handle(&runtime, info, head, body).await)
+            let mut response = handle(&runtime, info, head, body).await;
+            // hyper writes only the header map.
+            if let Some(fields) = response.body_mut().take_origin_fields() {
+                let ours = std::mem::take(response.headers_mut());
+                fields.move_into(response.headers_mut());
+                for (name, value) in &ours {
+                    response.headers_mut().append(name, value.clone());
+                }
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let conn = shared.h2.serve_connection(io, service);

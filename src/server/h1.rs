@@ -610,6 +610,18 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut has_date = parts.headers.contains_key(header::DATE);
+    if let Some(fields) = body.origin_fields() {
+        for (name, value) in fields.iter() {
+            // Hop-by-hop fields were dropped when the head was parsed; the
+            // length is ours to state (except for HEAD, where it is the
+            // origin's statement about the GET body).
+            if mode.is_head || !name.eq_ignore_ascii_case(b"content-length") {
+                push_field(out, name, value);
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+        }
+    }
     for (name, value) in &parts.headers {
         let ours = *name == header::CONNECTION
             || *name == header::TRANSFER_ENCODING
@@ -618,7 +630,7 @@ async fn write_response(
             push_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !has_date {
         push_field(out, b"date", &http_date());
     }
     if !bodiless {

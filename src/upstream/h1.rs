@@ -19,8 +19,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version, response};
+use http::header::HeaderMap;
+use http::{Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use super::InFlight;
 use super::pool::IdleSlot;
 pub(crate) use crate::framing::parse_decimal;
-use crate::framing::{BodyState, FramingError, Step, step};
+use crate::framing::{BodyState, FramingError, OriginFields, Step, step};
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -154,7 +154,7 @@ impl UpstreamConn {
     pub async fn read_head(
         &mut self,
         request_method: &Method,
-    ) -> Result<(response::Parts, Framing), H1Error> {
+    ) -> Result<(ResponseHead, Framing), H1Error> {
         loop {
             if let Some((parts, framing)) = parse_head(&mut self.buf, request_method)? {
                 let status = parts.status;
@@ -223,7 +223,7 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<Option<(response::Parts, Framing)>, H1Error> {
+) -> Result<Option<(ResponseHead, Framing)>, H1Error> {
     let mut headers =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -247,37 +247,56 @@ pub fn parse_head(
     let drops_length = matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose);
 
     let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(parsed.headers.len());
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut kept = 0;
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed("bad header name"))?;
-        if crate::upstream::headers::is_hop_by_hop(&name)
+        let name = h.name.as_bytes();
+        if crate::upstream::headers::is_hop_by_hop_name(name)
             || wire
                 .connection_names
                 .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+                .any(|n| n.eq_ignore_ascii_case(name))
             // The length the client sees must be the one we send: a stale
             // Content-Length next to chunked framing is how responses get
             // smuggled.
-            || (drops_length && name == http::header::CONTENT_LENGTH)
+            || (drops_length && name.eq_ignore_ascii_case(b"content-length"))
         {
             continue;
         }
-        let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
+        let name_at = h.name.as_ptr() as usize - base;
+        let value_at = h.value.as_ptr() as usize - base;
+        if let Some(slot) = spans.get_mut(kept) {
+            *slot = (
+                name_at,
+                name_at + name.len(),
+                value_at,
+                value_at + h.value.len(),
+            );
+            kept += 1;
+        }
     }
     let head = buf.split_to(head_len).freeze();
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| H1Error::Malformed("bad header value"))?;
-        map.append(name, value);
+    let mut fields = OriginFields::new(head, kept);
+    for (ns, ne, vs, ve) in spans.into_iter().take(kept) {
+        fields.push(ns..ne, vs..ve);
     }
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = version;
-    parts.headers = map;
-    Ok(Some((parts, framing)))
+    Ok(Some((
+        ResponseHead {
+            status,
+            version,
+            fields,
+        },
+        framing,
+    )))
+}
+
+/// A response head from a backend: status, version, and its end-to-end
+/// fields (hop-by-hop ones already dropped) as received.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: OriginFields,
 }
 
 /// How a response body is delimited, and whether the connection can carry
@@ -633,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn connection_fields_never_reach_the_header_map() {
+    fn connection_fields_never_reach_the_client() {
         let text = "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n\
                     Transfer-Encoding: chunked\r\nContent-Length: 9\r\nX-Kept: 1\r\n\r\n";
         let (parts, framing) = parse_head(&mut BytesMut::from(text), &Method::GET)
@@ -646,7 +665,7 @@ mod tests {
                 keep_alive: false
             }
         );
-        let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
+        let names: Vec<&[u8]> = parts.fields.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"X-Kept"[..]]);
     }
 }

@@ -30,6 +30,23 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
+/// `is_hop_by_hop` for a name as it came off the wire, in any case.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+    ];
+    NAMES
+        .iter()
+        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers and the headers listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &[]);

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, Method};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -75,7 +75,8 @@ impl Drop for InFlight {
 
 /// A successful exchange with a backend.
 pub struct Forwarded {
-    pub response: Response<UpstreamBody>,
+    pub head: h1::ResponseHead,
+    pub body: UpstreamBody,
     pub server: SocketAddr,
 }
 
@@ -203,7 +204,8 @@ impl UpstreamPool {
                         self.config.response_timeout,
                     );
                     return Ok(Forwarded {
-                        response: Response::from_parts(parts, body),
+                        head: parts,
+                        body,
                         server: server.addr,
                     });
                 }
@@ -245,7 +247,7 @@ impl UpstreamPool {
         server: &ServerState,
         out: &Outgoing,
         request_deadline: tokio::time::Instant,
-    ) -> Result<(UpstreamConn, http::response::Parts, h1::Framing), Failure> {
+    ) -> Result<(UpstreamConn, h1::ResponseHead, h1::Framing), Failure> {
         let deadline =
             (tokio::time::Instant::now() + self.config.response_timeout).min(request_deadline);
         let mut pooled = server.conns.take_idle();

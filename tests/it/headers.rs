@@ -112,7 +112,7 @@ async fn trusted_proxy_chain_is_extended_and_its_client_ip_believed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_generated_sent_upstream_and_returned() {
-    let origin = Origin::named("ok").await;
+    let origin = Origin::start(|_| Reply::ok("ok").header("x-request-id", "origin-chosen")).await;
     let proxy = Proxy::start(&one_upstream(origin.addr, "")).await;
     let got = get(
         proxy.addr,
@@ -128,6 +128,11 @@ async fn request_id_is_generated_sent_upstream_and_returned() {
     );
     assert_eq!(id.len(), 32);
     assert_eq!(origin.requests()[0].headers["x-request-id"], id);
+    assert_eq!(
+        got.headers.get_all("x-request-id").iter().count(),
+        1,
+        "ours replaces the origin's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,7 +180,12 @@ async fn idle_keepalive_connection_is_closed_after_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleartext_http2_with_prior_knowledge_is_served() {
-    let origin = Origin::named("over h2").await;
+    let origin = Origin::start(|_| {
+        Reply::ok("over h2")
+            .header("x-origin", "kept")
+            .header("server", "Apache")
+    })
+    .await;
     let proxy = Proxy::start(&config(origin.addr, "")).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) =
@@ -194,6 +199,9 @@ async fn cleartext_http2_with_prior_knowledge_is_served() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.headers()["x-origin"], "kept");
+    assert!(!resp.headers().contains_key("server"), "hidden over h2 too");
+    assert_eq!(resp.headers().get_all("x-request-id").iter().count(), 1);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.as_ref(), b"over h2");
     let seen = &origin.requests()[0];
