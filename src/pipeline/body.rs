@@ -98,6 +98,15 @@ impl ResponseBody {
         }
     }
 
+    /// Runs the log phase now, as if the body had been dropped: for a
+    /// writer that has taken the last frame and is about to send it.
+    pub fn end_log(&mut self) {
+        if self.is_end_stream() {
+            self.mark_complete();
+        }
+        drop(self.log.take());
+    }
+
     pub fn set_origin_fields(&mut self, fields: OriginFields) {
         self.origin_fields = Some(fields);
     }

@@ -650,6 +650,7 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
 
     if bodiless {
+        body.end_log();
         return io.stream.write_all(out).await;
     }
     let mut head_sent = false;
@@ -680,6 +681,12 @@ async fn write_response(
         chunk_line.clear();
         if chunked && !data.is_empty() {
             chunk_line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if ended {
+            // The log phase runs as the last bytes are handed to the
+            // socket, so anything that reads the log or the metrics after
+            // the client has its answer sees this request.
+            body.end_log();
         }
         write_all_vectored(&mut io.stream, [head, &chunk_line, &data, finish]).await?;
         head_sent = true;
