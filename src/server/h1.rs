@@ -155,8 +155,13 @@ pub async fn serve(
                 Err(HeadError::Close) => return,
                 Err(HeadError::Reject(e)) => {
                     let response = error_response(&e, &request_id::generate(), None);
-                    let _ =
-                        write_response(&mut io, &mut out, response, &ResponseMode::closing()).await;
+                    let _ = write_response(
+                        &mut io,
+                        &mut out,
+                        response,
+                        &ResponseMode::closing(limits.keepalive_timeout),
+                    )
+                    .await;
                     linger_close(io).await;
                     return;
                 }
@@ -176,6 +181,7 @@ pub async fn serve(
             framing.keep_alive && !io.body_pending && !closing && !wants_close(response.headers());
         let mode = ResponseMode {
             is_head,
+            stall: limits.keepalive_timeout,
             keep_alive,
             http10: client_version == Version::HTTP_10,
         };
@@ -570,15 +576,18 @@ impl RequestBody for H1Body<'_> {
 /// What the response must look like on this connection.
 struct ResponseMode {
     is_head: bool,
+    /// How long the client may take no bytes before we give up on it.
+    stall: Duration,
     keep_alive: bool,
     /// The client spoke HTTP/1.0: no chunked encoding for it.
     http10: bool,
 }
 
 impl ResponseMode {
-    fn closing() -> ResponseMode {
+    fn closing(stall: Duration) -> ResponseMode {
         ResponseMode {
             is_head: false,
+            stall,
             keep_alive: false,
             http10: false,
         }
@@ -651,7 +660,7 @@ async fn write_response(
 
     if bodiless {
         body.end_log();
-        return io.stream.write_all(out).await;
+        return write_all_vectored(&mut io.stream, [out, &[], &[], &[]], mode.stall).await;
     }
     let mut head_sent = false;
     let mut chunk_line = Vec::with_capacity(20);
@@ -688,7 +697,12 @@ async fn write_response(
             // the client has its answer sees this request.
             body.end_log();
         }
-        write_all_vectored(&mut io.stream, [head, &chunk_line, &data, finish]).await?;
+        write_all_vectored(
+            &mut io.stream,
+            [head, &chunk_line, &data, finish],
+            mode.stall,
+        )
+        .await?;
         head_sent = true;
         if ended {
             return Ok(());
@@ -729,8 +743,15 @@ fn itoa_buf(mut n: u64) -> Digits {
     }
 }
 
-/// Writes all of `parts`, in as few system calls as the socket allows.
-async fn write_all_vectored(stream: &mut TcpStream, parts: [&[u8]; 4]) -> io::Result<()> {
+/// Writes all of `parts`, in as few system calls as the socket allows. A
+/// client that takes no bytes for `stall` is given up on (`TimedOut`): a
+/// reader that stops reading must not hold a connection and its backend
+/// for ever. The timer is armed only when the socket is full.
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    parts: [&[u8]; 4],
+    stall: Duration,
+) -> io::Result<()> {
     let mut parts = parts;
     loop {
         let pending = parts.iter().filter(|p| !p.is_empty()).count();
@@ -744,7 +765,19 @@ async fn write_all_vectored(stream: &mut TcpStream, parts: [&[u8]; 4]) -> io::Re
         {
             *slice = IoSlice::new(part);
         }
-        let mut written = stream.write_vectored(&slices[..pending]).await?;
+        let mut written = match stream.try_write_vectored(&slices[..pending]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(stall, stream.writable()).await {
+                    Ok(ready) => {
+                        ready?;
+                        continue;
+                    }
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

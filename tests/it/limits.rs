@@ -240,3 +240,40 @@ async fn oversized_or_too_many_request_headers_are_refused_and_closed() {
     assert!(closed);
     assert_eq!(origin.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_stops_reading_a_large_answer_is_cut_off() {
+    let big = "x".repeat(32 << 20);
+    let origin = Origin::start(move |_| Reply::ok(big.clone())).await;
+    let proxy = Proxy::start(&config(origin.addr, "keepalive_timeout = \"300ms\"")).await;
+    let mut stalled = TcpStream::connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the proxy's socket fills and its writes stop moving.
+    let open = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("palisade_open_connections "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let started = Instant::now();
+    let mut seen_open = false;
+    loop {
+        let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+        match open(&metrics) {
+            Some(0) if seen_open => break,
+            Some(n) if n > 0 => seen_open = true,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stalled connection is still open: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
+    assert_eq!(get(proxy.addr, "site.test", "/", &[]).await.status, 200);
+}
