@@ -913,6 +913,66 @@ mod tests {
         assert!(err.contains("head"), "{err}");
     }
 
+    /// Mutated requests never panic the parser, and whatever it accepts is
+    /// framed unambiguously: chunked never beside a Content-Length, and a
+    /// length only when every Content-Length agrees with it.
+    #[test]
+    fn mutated_requests_parse_unambiguously_or_not_at_all() {
+        let seeds: [&[u8]; 3] = [
+            b"POST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+        ];
+        let alphabet = b"\r\n :,;0123456789-+chunkedContent-LengthTransfer-Encoding\x00\x7f\t";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut lims = limits();
+        lims.max_headers = 8;
+        let mut accepted = 0;
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < bytes.len() => bytes[at] = b,
+                    1 => bytes.insert(at, b),
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            let before = bytes.len();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let Ok(Some((parts, framing))) = parse_request(&mut buf, &lims) else {
+                continue;
+            };
+            accepted += 1;
+            assert!(buf.len() < before, "the head was consumed");
+            let lengths: Vec<&HeaderValue> =
+                parts.headers.get_all("content-length").iter().collect();
+            match framing.body {
+                RequestBodyKind::Chunked => assert!(lengths.is_empty(), "{bytes:?}"),
+                RequestBodyKind::Length(n) => {
+                    for v in lengths {
+                        for part in v.as_bytes().split(|b| *b == b',') {
+                            assert_eq!(parse_decimal(part.trim_ascii()), Some(n), "{bytes:?}");
+                        }
+                    }
+                    assert!(!parts.headers.contains_key("transfer-encoding"));
+                }
+                RequestBodyKind::Empty => {
+                    assert!(!parts.headers.contains_key("transfer-encoding"));
+                }
+            }
+        }
+        // Enough mutants got through for the checks above to mean something.
+        assert!(accepted > 2_000, "only {accepted} mutants parsed");
+    }
+
     #[test]
     fn content_length_digits() {
         assert_eq!(itoa_buf(0).as_bytes(), b"0");
