@@ -87,7 +87,7 @@ pub async fn handle<B: RequestBody>(
     let limit = rt.config.server.limits.request_timeout;
     // Every wait below runs against this deadline; no separate timer
     // watches the whole request.
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::from_std(started) + limit;
     // Boxed: the proxying future is several KiB, and kept inline it would be
     // copied into every future that awaits this one.
     let outcome = Box::pin(proxy(

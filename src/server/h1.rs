@@ -16,7 +16,7 @@
 //! through the eventfd on most requests.
 
 use std::io::{self, IoSlice};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -271,8 +271,13 @@ async fn read_head(
     mut drain_signal: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     first: bool,
 ) -> Result<(request::Parts, RequestFraming), HeadError> {
-    let waiting_since = Instant::now();
-    let mut head_started = (!io.buf.is_empty()).then_some(waiting_since);
+    // Time is counted in ticks of the connection's ticker, not read from
+    // the clock: a request then costs no clock read here. The first tick
+    // seen may come at once, so a limit of n ticks waits n + 1.
+    let tick = limits.tick().as_nanos().max(1);
+    let ticks_for = |limit: Duration| (limit.as_nanos() / tick) as u64 + 1;
+    let mut ticks_waiting = 0u64;
+    let mut ticks_in_head = (!io.buf.is_empty()).then_some(0u64);
     let mut draining = false;
     loop {
         if !io.buf.is_empty() {
@@ -290,14 +295,18 @@ async fn read_head(
             read = io.read_more(READ_CHUNK) => match read {
                 Ok(0) | Err(_) => return Err(HeadError::Close),
                 Ok(_) => {
-                    head_started.get_or_insert_with(Instant::now);
+                    ticks_in_head.get_or_insert(0);
                 }
             },
             _ = ticker.tick() => {
-                let limit_passed = match head_started {
-                    Some(started) => started.elapsed() >= limits.header_read_timeout,
-                    None if first => waiting_since.elapsed() >= limits.header_read_timeout,
-                    None => waiting_since.elapsed() >= limits.keepalive_timeout,
+                ticks_waiting += 1;
+                if let Some(ticks) = ticks_in_head.as_mut() {
+                    *ticks += 1;
+                }
+                let limit_passed = match ticks_in_head {
+                    Some(ticks) => ticks >= ticks_for(limits.header_read_timeout),
+                    None if first => ticks_waiting >= ticks_for(limits.header_read_timeout),
+                    None => ticks_waiting >= ticks_for(limits.keepalive_timeout),
                 };
                 if limit_passed {
                     return Err(HeadError::Close);

@@ -146,24 +146,34 @@ impl UpstreamPool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn available(&self, index: usize, now_ms: u64) -> bool {
+    /// Healthy and not ejected. The clock is read only while an ejection
+    /// is on record; one that ran out is cleared.
+    fn available(&self, index: usize) -> bool {
         let s = &self.servers[index];
-        s.healthy.load(Ordering::Relaxed) && s.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        if !s.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = s.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until > self.now_ms() {
+            return false;
+        }
+        let _ = s
+            .ejected_until_ms
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        true
     }
 
     /// Picks a server not yet tried. When every server is down or ejected
     /// the group is tried anyway: a false "down" must not take a site off
     /// the air, and a true one costs a fast connect error.
     fn pick(&self, client_ip: IpAddr, tried: u128) -> Option<usize> {
-        let now = self.now_ms();
         let untried = |i: usize| tried & (1u128 << i) == 0;
         let in_flight = |i: usize| self.servers[i].in_flight.load(Ordering::Relaxed);
         self.balancer
-            .pick(
-                client_ip,
-                |i| untried(i) && self.available(i, now),
-                in_flight,
-            )
+            .pick(client_ip, |i| untried(i) && self.available(i), in_flight)
             .or_else(|| self.balancer.pick(client_ip, untried, in_flight))
     }
 
