@@ -168,6 +168,19 @@ impl OriginFields {
         }
     }
 
+    /// The fields at these (name, value) byte ranges of `head`, in order.
+    /// Ranges outside the head are ignored.
+    pub fn from_spans(
+        head: Bytes,
+        spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    ) -> OriginFields {
+        let mut fields = OriginFields::new(head, spans.len());
+        for (name, value) in spans {
+            fields.push(name, value);
+        }
+        fields
+    }
+
     /// Adds the field whose name and value lie at these byte ranges of the
     /// head. Ranges outside the head are ignored.
     pub fn push(&mut self, name: std::ops::Range<usize>, value: std::ops::Range<usize>) {

@@ -261,8 +261,7 @@ pub fn parse_head(
     let drops_length = matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose);
 
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let mut kept = 0;
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if crate::upstream::headers::is_hop_by_hop_name(name)
@@ -279,21 +278,13 @@ pub fn parse_head(
         }
         let name_at = h.name.as_ptr() as usize - base;
         let value_at = h.value.as_ptr() as usize - base;
-        if let Some(slot) = spans.get_mut(kept) {
-            *slot = (
-                name_at,
-                name_at + name.len(),
-                value_at,
-                value_at + h.value.len(),
-            );
-            kept += 1;
-        }
+        spans.push((
+            name_at..name_at + name.len(),
+            value_at..value_at + h.value.len(),
+        ));
     }
     let head = buf.split_to(head_len).freeze();
-    let mut fields = OriginFields::new(head, kept);
-    for (ns, ne, vs, ve) in spans.into_iter().take(kept) {
-        fields.push(ns..ne, vs..ve);
-    }
+    let fields = OriginFields::from_spans(head, spans);
     Ok(Some((
         ResponseHead {
             status,
