@@ -69,13 +69,11 @@ fn header_hygiene(c: &mut Criterion) {
         .ok()
         .flatten()
         .expect("the sample head parses");
-    let mut map = http::HeaderMap::new();
-    parts.fields.clone().move_into(&mut map);
     c.bench_function("clean response headers", |b| {
         b.iter(|| {
-            let mut headers = map.clone();
-            clean_response(&mut headers, &hide);
-            black_box(headers);
+            let mut fields = parts.fields.clone();
+            clean_response(&mut fields, &hide);
+            black_box(fields);
         })
     });
 }

@@ -20,7 +20,7 @@ use super::router::normalise_host;
 use super::{LocalRuntime, RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
 use crate::server::respond::{ProxyError, error_response};
 use crate::upstream::Outgoing;
-use crate::upstream::headers::{ClientSide, X_REQUEST_ID, prepare_request};
+use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
 
 /// The client side of the connection a request came in on.
 #[derive(Debug, Clone)]
@@ -192,14 +192,7 @@ async fn proxy<B: RequestBody>(
     if origin.status.is_server_error() && rt.config.server.replace_error_pages {
         return Err(ProxyError::OriginError(origin.status));
     }
-    let hide = &rt.config.server.hide_headers;
-    origin.fields.retain(|name| {
-        // Our X-Request-Id replaces the origin's.
-        !name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes())
-            && !hide
-                .iter()
-                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
-    });
+    clean_response(&mut origin.fields, &rt.config.server.hide_headers);
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = origin.status;
     parts.version = origin.version;

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 
 use super::InFlight;
 use super::pool::IdleSlot;
-pub(crate) use crate::framing::parse_decimal;
+use crate::framing::parse_decimal;
 use crate::framing::{BodyState, FramingError, OriginFields, Step, step};
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -7,27 +7,18 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::framing::OriginFields;
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
-/// non-standard ones still sent in the wild). Standard names compare as
-/// enum values, so the common case costs no string comparison.
+/// non-standard ones still sent in the wild).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == KEEP_ALIVE
-        || *name == PROXY_CONNECTION
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// `is_hop_by_hop` for a name as it came off the wire, in any case.
@@ -49,21 +40,12 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 
 /// Removes hop-by-hop headers and the headers listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, &[]);
-}
-
-/// Removes hop-by-hop headers, the headers `Connection` names, and `extra`,
-/// in one pass over the header names.
-fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    if !headers
-        .keys()
-        .any(|k| is_hop_by_hop(k) || extra.contains(k))
-    {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     let mut doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_hop_by_hop(k) || extra.contains(k))
+        .filter(|k| is_hop_by_hop(k))
         .cloned()
         .collect();
     if headers.contains_key(header::CONNECTION) {
@@ -144,9 +126,17 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
-/// Cleans the backend's response headers before they reach the client.
-pub fn clean_response(headers: &mut HeaderMap, hide: &[HeaderName]) {
-    strip(headers, hide);
+/// Cleans the backend's response fields before they reach the client: the
+/// `hide` list goes, and so does the origin's X-Request-Id (ours replaces
+/// it). Hop-by-hop fields never got this far: `h1::parse_head` drops them.
+pub fn clean_response(fields: &mut OriginFields, hide: &[HeaderName]) {
+    let ours = X_REQUEST_ID.as_str().as_bytes();
+    fields.retain(|name| {
+        !name.eq_ignore_ascii_case(ours)
+            && !hide
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+    });
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
