@@ -12,9 +12,11 @@ pub fn check(path: &Path) -> u8 {
     match Config::load(path) {
         Ok(config) => {
             println!(
-                "{}: ok ({} listener(s), {} route(s), {} upstream(s))",
+                "{}: ok ({} HTTP and {} HTTPS listener(s), {} certificate(s), {} route(s), {} upstream(s))",
                 path.display(),
                 config.server.listen.len(),
+                config.server.tls_listen.len(),
+                config.server.tls.len(),
                 config.routes.len(),
                 config.upstreams.len()
             );
@@ -45,6 +47,9 @@ pub fn run(path: &Path) -> u8 {
             Ok(server) => {
                 for addr in &server.listen_addrs {
                     tracing::info!("listening on http://{addr}");
+                }
+                for addr in &server.tls_addrs {
+                    tracing::info!("listening on https://{addr}");
                 }
                 if let Some(addr) = server.admin_addr {
                     tracing::info!("admin on http://{addr}");
@@ -116,8 +121,13 @@ async fn serve_until_signal(server: Arc<Server>) -> u8 {
         eprintln!("palisade: cannot install signal handlers");
         return 1;
     };
+    // Expiry warnings come at start and reload; a server left running for
+    // weeks between reloads must still say so in time.
+    let every = std::time::Duration::from_secs(12 * 3600);
+    let mut cert_check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
+            _ = cert_check.tick() => server.check_certificates(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {

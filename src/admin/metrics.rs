@@ -32,6 +32,10 @@ pub struct Metrics {
     pub refused_connections: Counter,
     pub access_log_dropped: Counter,
     pub reloads: Family<Labels, Counter>,
+    /// Each served certificate's notAfter (Unix seconds), by file.
+    pub tls_cert_not_after: Family<Labels, Gauge>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -53,6 +57,8 @@ impl Metrics {
             refused_connections: Counter::default(),
             access_log_dropped: Counter::default(),
             reloads: Family::default(),
+            tls_cert_not_after: Family::default(),
+            tls_handshake_failures: Counter::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -96,6 +102,16 @@ impl Metrics {
                 m.access_log_dropped.clone(),
             );
             r.register("reloads", "Config reloads by result", m.reloads.clone());
+            r.register(
+                "tls_certificate_not_after_seconds",
+                "Expiry (notAfter, Unix time) of each served certificate, by file",
+                m.tls_cert_not_after.clone(),
+            );
+            r.register(
+                "tls_handshake_failures",
+                "Client TLS handshakes that failed or timed out",
+                m.tls_handshake_failures.clone(),
+            );
         }
         m
     }
@@ -127,6 +143,12 @@ impl Metrics {
 
     pub fn upstream_ejections(&self, labels: &Labels) -> Counter {
         self.upstream_ejections.get_or_create_owned(labels)
+    }
+
+    pub fn set_cert_expiry(&self, cert: &str, not_after: i64) {
+        self.tls_cert_not_after
+            .get_or_create(&vec![("cert", cert.to_string())])
+            .set(not_after);
     }
 
     pub fn reload_result(&self, ok: bool) {

@@ -10,15 +10,19 @@
 mod diag;
 mod parse;
 mod raw;
+pub mod tls;
 pub mod units;
 mod validate;
+mod validate_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use rustls::pki_types::ServerName;
 
 pub use diag::{ConfigErrors, Diagnostic};
 
@@ -46,6 +50,27 @@ pub struct ServerConfig {
     /// Worker threads of the async runtime (0: one per core).
     pub workers: usize,
     pub limits: Limits,
+    /// `[[server.tls]]` certificates, in config order.
+    pub tls: Vec<TlsCertConfig>,
+    /// Every HTTPS listen address, in config order.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Plain-HTTP requests get a 308 to the same URL over https.
+    pub https_redirect: bool,
+    /// The Strict-Transport-Security value for HTTPS responses.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// One `[[server.tls]]` entry with its files loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TlsCertConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The HTTPS addresses that serve this certificate.
+    pub listen: Vec<SocketAddr>,
+    /// SNI names, lower case; `*.example.com` matches one label.
+    pub names: Vec<String>,
+    pub default: bool,
+    pub loaded: tls::LoadedCert,
 }
 
 /// Connection and request limits. Defaults are safe for an edge proxy.
@@ -90,6 +115,17 @@ pub enum Balance {
 pub struct UpstreamServer {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// `https://`: TLS to this server with the upstream's `tls` settings.
+    pub tls: bool,
+}
+
+/// TLS towards an upstream's `https://` servers.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub client: Arc<rustls::ClientConfig>,
+    /// SNI and the name verified; `None`: the server's IP address.
+    pub server_name: Option<ServerName<'static>>,
+    pub skip_verify: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +142,8 @@ pub struct UpstreamConfig {
     pub max_fails: u32,
     pub fail_timeout: Duration,
     pub health_check: Option<HealthCheckConfig>,
+    /// Set when some server is `https://`.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]

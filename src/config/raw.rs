@@ -38,6 +38,25 @@ pub struct RawServer {
     /// Runtime worker threads; 0 or absent: one per CPU core.
     pub workers: Option<S<i64>>,
     pub limits: Option<S<RawLimits>>,
+    /// HTTPS listeners, one entry per certificate.
+    pub tls: Option<Vec<S<RawTls>>>,
+    /// Plain-HTTP listeners answer every request with a 308 to https.
+    pub https_redirect: Option<S<bool>>,
+    /// Strict-Transport-Security on HTTPS responses, e.g. "365d".
+    pub hsts_max_age: Option<S<String>>,
+    pub hsts_include_subdomains: Option<S<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Option<Vec<S<String>>>,
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    /// SNI names this certificate answers; absent: the names in it.
+    pub names: Option<Vec<S<String>>>,
+    /// The certificate for clients that send no (or an unknown) SNI name.
+    pub default: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +100,13 @@ pub struct RawUpstream {
     /// How long an ejected server stays out before it is tried again.
     pub fail_timeout: Option<S<String>>,
     pub health_check: Option<S<RawHealthCheck>>,
+    /// PEM CA certificates that `https://` servers are verified against
+    /// (absent: the system's roots).
+    pub tls_ca: Option<S<String>>,
+    /// The name sent as SNI and checked in the backend's certificate
+    /// (absent: the server's IP address).
+    pub tls_server_name: Option<S<String>>,
+    pub tls_insecure_skip_verify: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

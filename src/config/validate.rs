@@ -35,7 +35,7 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
-        .filter_map(|u| upstream(u, diag))
+        .filter_map(|u| upstream(u, &base, diag))
         .collect();
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, (raw_u, u)) in raw.upstreams.iter().zip(&upstreams).enumerate() {
@@ -118,8 +118,27 @@ fn server(raw: Option<S<RawServer>>, base: &Path, diag: &mut Collector<'_>) -> S
     });
     let limits = raw
         .limits
+        .as_ref()
         .map(|l| limits(l.get_ref(), diag))
         .unwrap_or_default();
+    let (tls, tls_listen) =
+        super::validate_tls::tls_entries(raw.tls.as_deref(), &listen, base, diag);
+    let https_redirect = raw.https_redirect.as_ref().is_some_and(|b| *b.get_ref());
+    if let Some(flag) = &raw.https_redirect
+        && https_redirect
+        && tls_listen.is_empty()
+    {
+        diag.error(
+            flag.span(),
+            "https_redirect needs an HTTPS listener ([[server.tls]])",
+        );
+    }
+    let hsts = super::validate_tls::hsts(&raw, diag);
+    let mut hide_headers: Vec<HeaderName> = hide_headers;
+    if hsts.is_some() && !hide_headers.contains(&http::header::STRICT_TRANSPORT_SECURITY) {
+        // Ours replaces the origin's, rather than two disagreeing.
+        hide_headers.push(http::header::STRICT_TRANSPORT_SECURITY);
+    }
     ServerConfig {
         listen,
         admin_listen,
@@ -129,6 +148,10 @@ fn server(raw: Option<S<RawServer>>, base: &Path, diag: &mut Collector<'_>) -> S
         error_page,
         workers: count(&raw.workers, 0, 0, 1024, diag),
         limits,
+        tls,
+        tls_listen,
+        https_redirect,
+        hsts,
     }
 }
 
@@ -154,7 +177,7 @@ fn limits(raw: &RawLimits, diag: &mut Collector<'_>) -> Limits {
     }
 }
 
-fn upstream(raw: &S<RawUpstream>, diag: &mut Collector<'_>) -> Option<UpstreamConfig> {
+fn upstream(raw: &S<RawUpstream>, base: &Path, diag: &mut Collector<'_>) -> Option<UpstreamConfig> {
     let span = raw.span();
     let raw = raw.get_ref();
     let Some(name) = &raw.name else {
@@ -209,6 +232,7 @@ fn upstream(raw: &S<RawUpstream>, diag: &mut Collector<'_>) -> Option<UpstreamCo
         .health_check
         .as_ref()
         .map(|h| health_check(h.get_ref(), diag));
+    let tls = super::validate_tls::upstream_tls(raw, &servers, base, diag);
     Some(UpstreamConfig {
         name: name.get_ref().clone(),
         servers,
@@ -221,6 +245,7 @@ fn upstream(raw: &S<RawUpstream>, diag: &mut Collector<'_>) -> Option<UpstreamCo
         max_fails: count(&raw.max_fails, 3, 0, 1000, diag) as u32,
         fail_timeout: duration(&raw.fail_timeout, Duration::from_secs(10), diag),
         health_check,
+        tls,
     })
 }
 
@@ -240,10 +265,20 @@ fn upstream_server(raw: &S<RawServerEntry>, diag: &mut Collector<'_>) -> Option<
             1
         }
     };
+    let (tls, address) = match address.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        _ => (false, address.as_str()),
+    };
     match address.parse::<SocketAddr>() {
-        Ok(addr) => Some(UpstreamServer { addr, weight }),
+        Ok(addr) => Some(UpstreamServer { addr, weight, tls }),
         Err(_) => {
-            diag.error(raw.span(), format!("{address:?} is not an IP:port address"));
+            diag.error(
+                raw.span(),
+                format!(
+                    "{address:?} is not an IP:port address (optionally after http:// or https://)"
+                ),
+            );
             None
         }
     }
@@ -377,7 +412,7 @@ fn log(raw: Option<S<RawLog>>, base: &Path, diag: &mut Collector<'_>) -> LogConf
     }
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_path_buf()
@@ -386,7 +421,7 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn socket_addr(raw: &S<String>, diag: &mut Collector<'_>) -> Option<SocketAddr> {
+pub(super) fn socket_addr(raw: &S<String>, diag: &mut Collector<'_>) -> Option<SocketAddr> {
     match raw.get_ref().parse() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -411,7 +446,11 @@ fn cidr(raw: &S<String>, diag: &mut Collector<'_>) -> Option<IpNet> {
     None
 }
 
-fn duration(raw: &Option<S<String>>, default: Duration, diag: &mut Collector<'_>) -> Duration {
+pub(super) fn duration(
+    raw: &Option<S<String>>,
+    default: Duration,
+    diag: &mut Collector<'_>,
+) -> Duration {
     match raw {
         None => default,
         Some(v) => parse_duration(v.get_ref()).unwrap_or_else(|msg| {

@@ -1,6 +1,8 @@
 //! `palisade demo`: the sample origin (`origin.rs`) on a loopback port and
-//! the proxy on 127.0.0.1:8080 in front of it, with the bundled config
-//! written to a temporary folder so SIGHUP and `POST /reload` work on it.
+//! the proxy on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (HTTPS, with a
+//! self-signed certificate made at start) in front of it, with the bundled
+//! config written to a temporary folder so SIGHUP and `POST /reload` work
+//! on it.
 
 mod origin;
 
@@ -23,6 +25,7 @@ pub async fn start() -> Result<Demo, String> {
         .map_err(|e| format!("cannot start the sample app: {e}"))?;
     let dir = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write_self_signed(&dir)?;
     let path = dir.join("palisade.toml");
     let text = CONFIG_TEMPLATE.replace("{origin}", &origin.to_string());
     std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -32,12 +35,19 @@ pub async fn start() -> Result<Demo, String> {
         .listen_addrs
         .first()
         .map_or_else(|| "127.0.0.1:8080".to_string(), |a| a.to_string());
+    let https = server
+        .tls_addrs
+        .first()
+        .map_or_else(|| "127.0.0.1:8443".to_string(), |a| a.to_string());
+    let https_port = https.rsplit(':').next().unwrap_or("8443");
+    let cert = dir.join("cert.pem");
     let admin = server
         .admin_addr
         .map_or_else(|| "(admin off)".to_string(), |a| a.to_string());
     let instructions = format!(
         "Palisade demo\n\
          \x20 proxy      http://{proxy}  ->  sample legacy app on {origin} (hidden)\n\
+         \x20 https      https://{https}  (self-signed certificate for localhost: {cert})\n\
          \x20 admin      http://{admin}\n\
          \x20 config     {config}\n\
          \n\
@@ -48,13 +58,31 @@ pub async fn start() -> Result<Demo, String> {
          \x20 curl -i http://{proxy}/api/products           # JSON API\n\
          \x20 curl -i http://{proxy}/static/app.css         # static asset with Cache-Control\n\
          \x20 curl -i http://{proxy}/crash                  # origin stack trace replaced by our 500 page\n\
+         \x20 curl -i --cacert {cert} https://localhost:{https_port}/   # HTTPS; HTTP/2 by ALPN\n\
          \x20 curl -s http://{admin}/metrics | grep palisade_requests\n\
          \n\
          Access log lines (JSON) follow below. Ctrl-C drains and stops.",
         config = path.display(),
+        cert = cert.display(),
     );
     Ok(Demo {
         server,
         instructions,
     })
+}
+
+/// A fresh ECDSA P-256 key and a self-signed certificate for `localhost`
+/// and 127.0.0.1, as `cert.pem` and `key.pem` in `dir`.
+fn write_self_signed(dir: &std::path::Path) -> Result<(), String> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make the demo certificate: {e}"))?;
+    for (file, pem) in [
+        ("cert.pem", generated.cert.pem()),
+        ("key.pem", generated.signing_key.serialize_pem()),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }

@@ -29,16 +29,19 @@ pub struct ConnInfo {
     /// The peer's IP as a header value, made once per connection.
     pub peer_ip_value: HeaderValue,
     pub scheme: &'static str,
+    /// Where HTTPS is served, for `https_redirect` on plain HTTP.
+    pub https_port: Option<u16>,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, scheme: &'static str) -> ConnInfo {
+    pub fn new(peer: SocketAddr, scheme: &'static str, https_port: Option<u16>) -> ConnInfo {
         let ip = peer.ip().to_canonical().to_string();
         ConnInfo {
             peer,
             peer_ip_value: HeaderValue::from_str(&ip)
                 .unwrap_or(HeaderValue::from_static("unknown")),
             scheme,
+            https_port,
         }
     }
 }
@@ -105,6 +108,13 @@ pub async fn handle<B: RequestBody>(
         Err(e) => error_response(&e, &ctx.id, rt.error_page()),
     };
     response.headers_mut().insert(&X_REQUEST_ID, ctx.id.clone());
+    if conn.scheme == "https"
+        && let Some(hsts) = &rt.config.server.hsts
+    {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     let status = response.status().as_u16();
     response.body_mut().attach_log(LogOnEnd {
         runtime: rt,
@@ -127,6 +137,12 @@ async fn proxy<B: RequestBody>(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if ctx.host.is_empty() && head.version != http::Version::HTTP_10 {
         return Err(ProxyError::BadRequest("missing Host"));
+    }
+    if conn.scheme == "http"
+        && rt.config.server.https_redirect
+        && let Some(port) = conn.https_port
+    {
+        return redirect_to_https(&ctx.host, port, &head.uri);
     }
     let route_index = rt
         .router
@@ -215,6 +231,34 @@ async fn proxy<B: RequestBody>(
         body.set_origin_fields(fields);
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// The 308 that sends a plain-HTTP request to the same URL over HTTPS
+/// (308 rather than 301: the method and body are kept).
+fn redirect_to_https(
+    host: &str,
+    port: u16,
+    uri: &http::Uri,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let host_ok = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        });
+    if !host_ok {
+        return Err(ProxyError::BadRequest("invalid Host"));
+    }
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let location =
+        HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("invalid target"))?;
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
 }
 
 /// Responses up to this size (by Content-Length) are read whole before the

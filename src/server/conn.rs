@@ -1,7 +1,8 @@
-//! One client connection: tells HTTP/2 prior knowledge from HTTP/1 by the
-//! first bytes, then serves HTTP/1.x with our own loop (`h1.rs`) or HTTP/2
-//! through hyper, with the keep-alive idle timeout and graceful close when
-//! the server drains.
+//! One client connection: the TLS handshake on HTTPS listeners (ALPN picks
+//! the protocol), else HTTP/2 prior knowledge told from HTTP/1 by the first
+//! bytes; then HTTP/1.x with our own loop (`h1.rs`) or HTTP/2 through
+//! hyper, with the keep-alive idle timeout and graceful close when the
+//! server drains.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::h1::{self, ClientIo, H1Limits};
+use super::transport::Transport;
+use crate::admin::metrics::Metrics;
 use crate::config::Limits;
 use crate::pipeline::{ConnInfo, SharedRuntime, handle};
 
@@ -29,7 +32,13 @@ pub struct ConnShared {
     pub h1: H1Limits,
     pub h2: http2::Builder<TokioExecutor>,
     pub keepalive_timeout: Duration,
+    /// "https" on TLS listeners.
     pub scheme: &'static str,
+    /// The port HTTPS is served on, for redirects from plain HTTP.
+    pub https_port: Option<u16>,
+    /// Set on TLS listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
@@ -54,12 +63,48 @@ pub async fn serve(
     _drain: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = &shared.tls else {
+        return serve_plain(stream, info, &shared, shutdown).await;
+    };
+    // The handshake is held to the same limit as a request head: a client
+    // that opens connections and never finishes a handshake must not keep
+    // them.
+    let handshake =
+        tokio::time::timeout(shared.h1.header_read_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failures.inc();
+            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.inc();
+            tracing::debug!(peer = %info.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(stream, BytesMut::new(), info, &shared, shutdown).await;
+    } else {
+        let io = ClientIo::new(stream, BytesMut::with_capacity(4096));
+        h1::serve(io, info, &shared.runtime, shared.h1, shutdown).await;
+    }
+}
+
+/// A plain-TCP connection: HTTP/2 with prior knowledge, or HTTP/1.x.
+async fn serve_plain(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: &ConnShared,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut io = ClientIo::new(stream, BytesMut::with_capacity(4096));
     match h1::sniff_h2(&mut io, &shared.h1).await {
         Ok(false) => h1::serve(io, info, &shared.runtime, shared.h1, shutdown).await,
         Ok(true) => {
             let (stream, buf) = io.into_parts();
-            serve_h2(stream, buf, info, &shared, shutdown).await;
+            serve_h2(stream, buf, info, shared, shutdown).await;
         }
         Err(_) => {}
     }
@@ -67,8 +112,8 @@ pub async fn serve(
 
 /// Serves an HTTP/2 connection whose first bytes, `read`, were already
 /// taken off the socket.
-async fn serve_h2(
-    stream: TcpStream,
+async fn serve_h2<S: Transport>(
+    stream: S,
     read: BytesMut,
     info: ConnInfo,
     shared: &ConnShared,
@@ -157,19 +202,19 @@ pub async fn refuse(mut stream: TcpStream) {
 
 /// A TCP stream that first replays the bytes already read from it, and
 /// counts reads and writes that moved bytes, for the idle check.
-struct CountingIo {
-    inner: TcpStream,
+struct CountingIo<S> {
+    inner: S,
     read: BytesMut,
     activity: Arc<AtomicU64>,
 }
 
-impl CountingIo {
+impl<S> CountingIo<S> {
     fn bump(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for CountingIo {
+impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,7 +235,7 @@ impl AsyncRead for CountingIo {
     }
 }
 
-impl AsyncWrite for CountingIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

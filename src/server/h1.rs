@@ -15,7 +15,7 @@
 //! timer armed per request is what made hyper's server wake its own runtime
 //! through the eventfd on most requests.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -23,11 +23,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, request};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::respond::{ProxyError, error_response};
+use super::transport::Transport;
 use crate::config::Limits;
 use crate::framing::{BodyState, Step, parse_decimal, step};
 use crate::pipeline::{ConnInfo, RequestBody, ResponseBody, SharedRuntime, handle, request_id};
@@ -80,15 +80,15 @@ enum HeadError {
 }
 
 /// The client socket and the bytes read from it but not consumed yet.
-pub struct ClientIo {
-    stream: TcpStream,
+pub struct ClientIo<S> {
+    stream: S,
     buf: BytesMut,
     /// Set while a request's body is still (partly) on the wire.
     body_pending: bool,
 }
 
-impl ClientIo {
-    pub fn new(stream: TcpStream, buf: BytesMut) -> ClientIo {
+impl<S: Transport> ClientIo<S> {
+    pub fn new(stream: S, buf: BytesMut) -> ClientIo<S> {
         ClientIo {
             stream,
             buf,
@@ -97,7 +97,7 @@ impl ClientIo {
     }
 
     /// The socket and the bytes read from it but not consumed.
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    pub fn into_parts(self) -> (S, BytesMut) {
         (self.stream, self.buf)
     }
 
@@ -110,7 +110,7 @@ impl ClientIo {
 /// Reads the first bytes of a connection, enough to tell HTTP/2 prior
 /// knowledge from HTTP/1. `Ok(true)` means the connection starts with the
 /// HTTP/2 preface; the bytes read stay in `io.buf` either way.
-pub async fn sniff_h2(io: &mut ClientIo, limits: &H1Limits) -> io::Result<bool> {
+pub async fn sniff_h2<S: Transport>(io: &mut ClientIo<S>, limits: &H1Limits) -> io::Result<bool> {
     let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
     loop {
         let n = io.buf.len().min(H2_PREFACE.len());
@@ -130,8 +130,8 @@ pub async fn sniff_h2(io: &mut ClientIo, limits: &H1Limits) -> io::Result<bool> 
 
 /// Serves HTTP/1.x requests on `io` until the client or a timeout closes it,
 /// or the server drains.
-pub async fn serve(
-    mut io: ClientIo,
+pub async fn serve<S: Transport>(
+    mut io: ClientIo<S>,
     info: ConnInfo,
     runtime: &SharedRuntime,
     limits: H1Limits,
@@ -174,6 +174,7 @@ pub async fn serve(
             io: &mut io,
             kind: framing.body,
             expect_continue: framing.expect_continue,
+            stall: limits.keepalive_timeout,
         };
         let response = handle(runtime, info.clone(), head, body).await;
         let closing = drain.started();
@@ -264,8 +265,8 @@ struct RequestFraming {
 /// connection, and every head once its first byte arrived, must be complete
 /// within `header_read_timeout`; between requests an empty connection may
 /// idle for `keepalive_timeout`.
-async fn read_head(
-    io: &mut ClientIo,
+async fn read_head<S: Transport>(
+    io: &mut ClientIo<S>,
     limits: &H1Limits,
     ticker: &mut Interval,
     mut drain_signal: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
@@ -506,13 +507,15 @@ fn scan_framing(
 
 /// The body of an HTTP/1.x request, read from the client connection when
 /// the pipeline asks for it.
-struct H1Body<'a> {
-    io: &'a mut ClientIo,
+struct H1Body<'a, S> {
+    io: &'a mut ClientIo<S>,
     kind: RequestBodyKind,
     expect_continue: bool,
+    /// How long the client may take no bytes of the 100 Continue.
+    stall: Duration,
 }
 
-impl RequestBody for H1Body<'_> {
+impl<S: Transport> RequestBody for H1Body<'_, S> {
     fn declared_length(&self) -> Option<u64> {
         match self.kind {
             RequestBodyKind::Empty => Some(0),
@@ -529,8 +532,9 @@ impl RequestBody for H1Body<'_> {
         let io = self.io;
         let cut_short = ProxyError::BadRequest("request body cut short");
         if self.expect_continue && io.buf.is_empty() {
+            const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             io.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .write_parts([CONTINUE, &[], &[], &[]], self.stall)
                 .await
                 .map_err(|_| cut_short.clone())?;
         }
@@ -606,8 +610,8 @@ impl ResponseMode {
 /// Writes the response head and body. The head goes out together with the
 /// first body bytes. `Err` means the connection is unusable (client gone,
 /// or the body failed halfway and only closing can tell the client).
-async fn write_response(
-    io: &mut ClientIo,
+async fn write_response<S: Transport>(
+    io: &mut ClientIo<S>,
     out: &mut Vec<u8>,
     response: Response<ResponseBody>,
     mode: &ResponseMode,
@@ -669,7 +673,10 @@ async fn write_response(
 
     if bodiless {
         body.end_log();
-        return write_all_vectored(&mut io.stream, [out, &[], &[], &[]], mode.stall).await;
+        return io
+            .stream
+            .write_parts([out, &[], &[], &[]], mode.stall)
+            .await;
     }
     let mut head_sent = false;
     let mut chunk_line = Vec::with_capacity(20);
@@ -706,12 +713,9 @@ async fn write_response(
             // the client has its answer sees this request.
             body.end_log();
         }
-        write_all_vectored(
-            &mut io.stream,
-            [head, &chunk_line, &data, finish],
-            mode.stall,
-        )
-        .await?;
+        io.stream
+            .write_parts([head, &chunk_line, &data, finish], mode.stall)
+            .await?;
         head_sent = true;
         if ended {
             return Ok(());
@@ -752,56 +756,10 @@ fn itoa_buf(mut n: u64) -> Digits {
     }
 }
 
-/// Writes all of `parts`, in as few system calls as the socket allows. A
-/// client that takes no bytes for `stall` is given up on (`TimedOut`): a
-/// reader that stops reading must not hold a connection and its backend
-/// for ever. The timer is armed only when the socket is full.
-async fn write_all_vectored(
-    stream: &mut TcpStream,
-    parts: [&[u8]; 4],
-    stall: Duration,
-) -> io::Result<()> {
-    let mut parts = parts;
-    loop {
-        let pending = parts.iter().filter(|p| !p.is_empty()).count();
-        if pending == 0 {
-            return Ok(());
-        }
-        let mut slices = [IoSlice::new(&[]); 4];
-        for (slice, part) in slices
-            .iter_mut()
-            .zip(parts.iter().filter(|p| !p.is_empty()))
-        {
-            *slice = IoSlice::new(part);
-        }
-        let mut written = match stream.try_write_vectored(&slices[..pending]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(stall, stream.writable()).await {
-                    Ok(ready) => {
-                        ready?;
-                        continue;
-                    }
-                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        for part in parts.iter_mut() {
-            let take = written.min(part.len());
-            *part = &part[take..];
-            written -= take;
-        }
-    }
-}
-
 /// Closes the connection after our last answer: stop sending, then read
 /// and drop what the client still sends for a moment, so the kernel does
 /// not answer it with a reset that could destroy the answer in flight.
-async fn linger_close(mut io: ClientIo) {
+async fn linger_close<S: Transport>(mut io: ClientIo<S>) {
     if io.stream.shutdown().await.is_err() {
         return;
     }

@@ -10,6 +10,8 @@ mod conn;
 pub mod h1;
 pub mod respond;
 mod spread;
+pub mod tls;
+pub mod transport;
 mod workers;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Setup(std::io::Error),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +53,15 @@ pub enum ReloadError {
 
 /// A running proxy.
 pub struct Server {
+    /// Plain-HTTP listeners, bound (port 0 resolved).
     pub listen_addrs: Vec<SocketAddr>,
+    /// HTTPS listeners, bound.
+    pub tls_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub runtime: SharedRuntime,
     pub metrics: Arc<Metrics>,
     config_path: PathBuf,
+    tls: tls::TlsListeners,
     drain_timeout: Duration,
     shutdown: watch::Sender<bool>,
     drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -79,7 +87,17 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let bound = workers::bind(&config.server.listen, worker_count)?;
+        let plain_count = config.server.listen.len();
+        let all_addrs: Vec<SocketAddr> = config
+            .server
+            .listen
+            .iter()
+            .chain(&config.server.tls_listen)
+            .copied()
+            .collect();
+        let bound = workers::bind(&all_addrs, worker_count)?;
+        let tls = tls::TlsListeners::new(&config)?;
+        tls::check_expiry(&config, &metrics);
         let admin_listener = match config.server.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -94,28 +112,42 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = mpsc::channel(1);
         let (stop, stop_rx) = watch::channel(false);
-        let listen_addrs = bound.addrs;
+        let mut listen_addrs = bound.addrs;
+        let tls_addrs = listen_addrs.split_off(plain_count);
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let server = Arc::new(Server {
-            listen_addrs,
+            listen_addrs: listen_addrs.clone(),
+            tls_addrs: tls_addrs.clone(),
             admin_addr,
             runtime: Arc::clone(&runtime),
             metrics: Arc::clone(&metrics),
             config_path,
+            tls,
             drain_timeout: limits.drain_timeout,
             shutdown,
             drain_rx: tokio::sync::Mutex::new(drain_rx),
             stop,
         });
-        let shared = Arc::new(ConnShared {
-            runtime,
-            h1: h1::H1Limits::from_limits(&limits),
-            h2: conn::h2_builder(&limits),
-            keepalive_timeout: limits.keepalive_timeout,
-            scheme: "http",
-        });
+        let listener_shared = |tls: Option<tokio_rustls::TlsAcceptor>| {
+            Arc::new(ConnShared {
+                runtime: Arc::clone(&runtime),
+                h1: h1::H1Limits::from_limits(&limits),
+                h2: conn::h2_builder(&limits),
+                keepalive_timeout: limits.keepalive_timeout,
+                scheme: if tls.is_some() { "https" } else { "http" },
+                https_port: tls_addrs.first().map(SocketAddr::port),
+                tls,
+                metrics: Arc::clone(&metrics),
+            })
+        };
+        let mut per_listener: Vec<Arc<ConnShared>> =
+            (0..plain_count).map(|_| listener_shared(None)).collect();
+        let configured_tls = runtime.load().config.server.tls_listen.clone();
+        for configured in &configured_tls {
+            per_listener.push(listener_shared(server.tls.acceptor(configured)));
+        }
         let launch = workers::Launch {
-            shared,
+            per_listener,
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             metrics: Arc::clone(&metrics),
             shutdown: shutdown_rx.clone(),
@@ -147,14 +179,24 @@ impl Server {
         let config = Config::load(&self.config_path)?;
         let current = self.runtime.load();
         if config.server.listen != current.config.server.listen
+            || config.server.tls_listen != current.config.server.tls_listen
             || config.server.limits != current.config.server.limits
         {
             tracing::warn!("listen addresses and limits change only on restart");
         }
         let runtime =
             Runtime::build(config, Arc::clone(&self.metrics)).map_err(ReloadError::Setup)?;
+        self.tls.update(&runtime.config);
+        tls::check_expiry(&runtime.config, &self.metrics);
         self.runtime.store(Arc::new(runtime));
         Ok(())
+    }
+
+    /// Warns again about certificates close to expiry; the app calls this
+    /// periodically, since a server may run far longer than 14 days
+    /// between reloads.
+    pub fn check_certificates(&self) {
+        tls::check_expiry(&self.runtime.load().config, &self.metrics);
     }
 
     /// Stops accepting and asks every connection to close once its
@@ -180,14 +222,13 @@ impl Server {
 pub(crate) struct Worker {
     pub index: usize,
     pub spread: Arc<Spread>,
-    pub shared: Arc<ConnShared>,
     pub permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: mpsc::Sender<()>,
 }
 
-async fn accept_loop(listener: TcpListener, worker: Worker) {
+async fn accept_loop(listener: TcpListener, shared: Arc<ConnShared>, worker: Worker) {
     let mut shutdown = worker.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -210,7 +251,7 @@ async fn accept_loop(listener: TcpListener, worker: Worker) {
         };
         let target = worker.spread.choose(worker.index);
         if target == worker.index {
-            spawn_serve(stream, peer, permit, &worker);
+            spawn_serve(stream, peer, permit, &shared, &worker);
             continue;
         }
         match stream.into_std() {
@@ -219,6 +260,7 @@ async fn accept_loop(listener: TcpListener, worker: Worker) {
                     stream: std_stream,
                     peer,
                     permit,
+                    shared: Arc::clone(&shared),
                 };
                 if let Err(back) = worker.spread.hand_off(target, handoff) {
                     serve_moved(back, &worker);
@@ -250,15 +292,27 @@ async fn inbox_loop(mut inbox: mpsc::UnboundedReceiver<Handoff>, worker: Worker)
 
 fn serve_moved(handoff: Handoff, worker: &Worker) {
     match TcpStream::from_std(handoff.stream) {
-        Ok(stream) => spawn_serve(stream, handoff.peer, handoff.permit, worker),
+        Ok(stream) => spawn_serve(
+            stream,
+            handoff.peer,
+            handoff.permit,
+            &handoff.shared,
+            worker,
+        ),
         Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
     }
 }
 
-fn spawn_serve(stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, worker: &Worker) {
-    let info = ConnInfo::new(peer, worker.shared.scheme);
+fn spawn_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: &Arc<ConnShared>,
+    worker: &Worker,
+) {
+    let info = ConnInfo::new(peer, shared.scheme, shared.https_port);
     let open = worker.spread.open(worker.index);
-    let shared = Arc::clone(&worker.shared);
+    let shared = Arc::clone(shared);
     let metrics = Arc::clone(&worker.metrics);
     let shutdown = worker.shutdown.clone();
     let drain = worker.drain.clone();

@@ -17,6 +17,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub permit: OwnedSemaphorePermit,
+    /// The listener's settings (plain or TLS).
+    pub shared: Arc<super::conn::ConnShared>,
 }
 
 #[repr(align(128))]

@@ -69,7 +69,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// What each serving thread needs.
 pub struct Launch {
-    pub shared: Arc<ConnShared>,
+    /// Each listen address's settings, in `bind` order.
+    pub per_listener: Vec<Arc<ConnShared>>,
     pub permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -111,12 +112,12 @@ pub fn spawn(
         let worker = Worker {
             index,
             spread: Arc::clone(&spread),
-            shared: Arc::clone(&launch.shared),
             permits: Arc::clone(&launch.permits),
             metrics: Arc::clone(&launch.metrics),
             shutdown: launch.shutdown.clone(),
             drain: launch.drain.clone(),
         };
+        let shared = launch.per_listener.clone();
         let mut stop = launch.stop.clone();
         std::thread::Builder::new()
             .name(format!("palisade-io-{index}"))
@@ -124,10 +125,10 @@ pub fn spawn(
                 crate::upstream::pin_thread_slot(index);
                 batch_scheduling();
                 runtime.block_on(async move {
-                    for std_listener in listeners {
+                    for (std_listener, shared) in listeners.into_iter().zip(shared) {
                         match TcpListener::from_std(std_listener) {
                             Ok(listener) => {
-                                tokio::spawn(accept_loop(listener, worker.clone()));
+                                tokio::spawn(accept_loop(listener, shared, worker.clone()));
                             }
                             Err(e) => tracing::error!(error = %e, "cannot use a listening socket"),
                         }

@@ -23,10 +23,10 @@ use http::header::HeaderMap;
 use http::{Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::InFlight;
 use super::pool::IdleSlot;
+use super::stream::BackendStream;
 use crate::framing::parse_decimal;
 use crate::framing::{BodyState, FramingError, OriginFields, Step, step};
 
@@ -64,7 +64,7 @@ impl From<FramingError> for H1Error {
 /// A connection to a backend with the bytes already read past the last
 /// response.
 pub struct UpstreamConn {
-    stream: TcpStream,
+    stream: BackendStream,
     buf: BytesMut,
     /// How much the next read for a response head asks for: sized after
     /// the last response on this connection, so a backend that serves 64 KiB
@@ -79,7 +79,7 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
-    pub fn new(stream: TcpStream, home: usize) -> UpstreamConn {
+    pub fn new(stream: BackendStream, home: usize) -> UpstreamConn {
         UpstreamConn {
             stream,
             buf: BytesMut::new(),
@@ -94,9 +94,8 @@ impl UpstreamConn {
     /// worker thread, each readiness event would wake this thread through
     /// the other one (an eventfd write and a cross-core wake per I/O).
     pub(super) fn rehome(self, home: usize) -> io::Result<UpstreamConn> {
-        let std_stream = self.stream.into_std()?;
         Ok(UpstreamConn {
-            stream: TcpStream::from_std(std_stream)?,
+            stream: self.stream.rehome()?,
             home,
             ..self
         })
@@ -104,22 +103,8 @@ impl UpstreamConn {
 
     /// Whether the connection looks usable: no bytes and no EOF arrived
     /// while it sat idle. Costs no syscall unless the poller saw something.
-    pub fn looks_alive(&self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable while idle: EOF, reset or stray bytes. Either way
-            // the next response would not be ours.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+    pub fn looks_alive(&mut self) -> bool {
+        self.buf.is_empty() && self.stream.idle_and_open()
     }
 
     /// Writes the request head and body.
@@ -208,7 +193,11 @@ impl UpstreamConn {
     }
 }
 
-async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+async fn write_all_vectored(
+    stream: &mut BackendStream,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
     let (mut head, mut body) = (head, body);
     while !head.is_empty() || !body.is_empty() {
         let slices = [IoSlice::new(head), IoSlice::new(body)];
@@ -221,7 +210,8 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
         head = &head[from_head..];
         body = &body[n - from_head..];
     }
-    Ok(())
+    // TLS may hold the last record back; plain TCP has nothing to flush.
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_flush(cx)).await
 }
 
 /// Parses a complete response head at the start of `buf`, splits it off,

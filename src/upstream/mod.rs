@@ -11,6 +11,7 @@ pub mod h1;
 pub mod headers;
 mod health;
 mod pool;
+mod stream;
 
 pub use pool::pin_thread_slot;
 
@@ -112,6 +113,7 @@ impl UpstreamPool {
                     addr: s.addr,
                     conns: Arc::new(ConnPool::new(
                         s.addr,
+                        s.tls.then_some(config.tls.as_ref()).flatten(),
                         config.connect_timeout,
                         config.max_idle_per_server,
                         config.idle_timeout,
@@ -136,6 +138,14 @@ impl UpstreamPool {
             servers,
             epoch: Instant::now(),
         });
+        if let Some(tls) = &pool.config.tls
+            && tls.skip_verify
+        {
+            tracing::warn!(
+                upstream = %pool.config.name,
+                "tls_insecure_skip_verify: backend certificates are NOT verified; anyone on the path can impersonate the backend"
+            );
+        }
         if let Some(check) = pool.config.health_check.clone() {
             health::spawn_checker(&pool, check);
         }

@@ -11,9 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::h1::UpstreamConn;
+use super::stream::BackendStream;
+use crate::config::UpstreamTls;
 
 /// Why no connection could be had. Nothing was sent in either case.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +26,19 @@ pub enum ConnectError {
     Timeout,
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+}
+
+/// How to start TLS on a new connection to an `https://` server.
+struct TlsTarget {
+    connector: TlsConnector,
+    name: ServerName<'static>,
 }
 
 pub struct ConnPool {
     addr: SocketAddr,
+    tls: Option<TlsTarget>,
     connect_timeout: Duration,
     /// One idle list per thread slot.
     slots: Vec<Arc<IdleSlot>>,
@@ -45,14 +58,23 @@ pub struct IdleSlot {
 impl ConnPool {
     pub fn new(
         addr: SocketAddr,
+        tls: Option<&UpstreamTls>,
         connect_timeout: Duration,
         max_idle: usize,
         idle_timeout: Duration,
     ) -> ConnPool {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let max_idle = max_idle.div_ceil(threads);
+        let tls = tls.map(|tls| TlsTarget {
+            connector: TlsConnector::from(Arc::clone(&tls.client)),
+            name: tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
+        });
         ConnPool {
             addr,
+            tls,
             connect_timeout,
             slots: (0..threads)
                 .map(|_| {
@@ -86,12 +108,26 @@ impl ConnPool {
         }
     }
 
-    /// A new connection.
+    /// A new connection, with its TLS handshake done for `https://`
+    /// servers; both within the connect timeout. A certificate that fails
+    /// verification fails the connection: nothing is sent.
     pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let connect = async {
+            let tcp = TcpStream::connect(self.addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = &self.tls else {
+                return Ok::<_, ConnectError>(BackendStream::Plain(tcp));
+            };
+            let stream = tls
+                .connector
+                .connect(tls.name.clone(), tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
+            Ok(BackendStream::Tls(Box::new(stream)))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| ConnectError::Timeout)??;
-        let _ = stream.set_nodelay(true);
         Ok(UpstreamConn::new(stream, thread_slot()))
     }
 }
@@ -101,7 +137,7 @@ impl IdleSlot {
         let Ok(mut idle) = self.idle.lock() else {
             return None;
         };
-        while let Some((conn, since)) = idle.pop() {
+        while let Some((mut conn, since)) = idle.pop() {
             // Past the idle timeout the backend may close it at any moment;
             // one that became readable while idle was closed or is confused.
             if since.elapsed() < self.idle_timeout && conn.looks_alive() {
