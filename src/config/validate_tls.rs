@@ -26,7 +26,7 @@ pub fn tls_entries(
     for entry in raw {
         for addr in entry.get_ref().listen.iter().flatten() {
             if let Some(addr) = socket_addr(addr, diag) {
-                if plain_listen.contains(&addr) {
+                if addr.port() != 0 && plain_listen.contains(&addr) {
                     diag.error(
                         entry.span(),
                         format!("{addr} is both a plain-HTTP and an HTTPS listener"),
@@ -77,6 +77,17 @@ fn tls_entry(
         diag.error(span, "[[server.tls]] needs both `cert` and `key`");
         return None;
     };
+    let configured_names: Option<Vec<String>> = raw.names.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|n| match sni_pattern(n.get_ref()) {
+                Ok(name) => Some(name),
+                Err(message) => {
+                    diag.error(n.span(), message);
+                    None
+                }
+            })
+            .collect()
+    });
     let cert_path = resolve(base, cert.get_ref());
     let key_path = resolve(base, key.get_ref());
     let loaded = match load_cert_and_key(&cert_path, &key_path) {
@@ -99,22 +110,7 @@ fn tls_entry(
             .collect(),
         None => all_listen.to_vec(),
     };
-    let names = match &raw.names {
-        Some(list) => list
-            .iter()
-            .filter_map(|n| match sni_pattern(n.get_ref()) {
-                Ok(name) => Some(name),
-                Err(message) => {
-                    diag.error(n.span(), message);
-                    None
-                }
-            })
-            .collect(),
-        None => loaded.names.clone(),
-    };
-    if names.is_empty() && raw.default.is_none() {
-        tracing::debug!(cert = %cert_path.display(), "certificate has no DNS names");
-    }
+    let names = configured_names.unwrap_or_else(|| loaded.names.clone());
     Some(TlsCertConfig {
         cert_path,
         key_path,

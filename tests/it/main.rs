@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod routing;
+mod tls;
 mod upstream_failures;
 mod util;

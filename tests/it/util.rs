@@ -242,6 +242,12 @@ impl Proxy {
         };
         let config = Config::from_str_at(Path::new("test.toml"), &text)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+        Proxy::from_config(config).await
+    }
+
+    /// Starts the proxy from a validated config (one read from a file, so
+    /// reloads re-read that file).
+    pub async fn from_config(config: Config) -> Proxy {
         let server = Server::start(config).await.expect("proxy starts");
         let addr = server.listen_addrs[0];
         let admin = server.admin_addr.expect("admin listener");
