@@ -43,6 +43,11 @@ pub fn run(path: &Path) -> u8 {
         return 1;
     };
     runtime.block_on(async move {
+        // Installed before the server starts: a SIGHUP or SIGTERM sent as
+        // soon as it logs must not find the default action (exit) in place.
+        let Some(signals) = Signals::install() else {
+            return 1;
+        };
         match Server::start(config).await {
             Ok(server) => {
                 for addr in &server.listen_addrs {
@@ -54,7 +59,7 @@ pub fn run(path: &Path) -> u8 {
                 if let Some(addr) = server.admin_addr {
                     tracing::info!("admin on http://{addr}");
                 }
-                serve_until_signal(server).await
+                serve_until_signal(server, signals).await
             }
             Err(e) => {
                 eprintln!("palisade: {e}");
@@ -71,6 +76,9 @@ pub fn demo() -> u8 {
         return 1;
     };
     runtime.block_on(async {
+        let Some(signals) = Signals::install() else {
+            return 1;
+        };
         let demo = match crate::demo::start().await {
             Ok(d) => d,
             Err(e) => {
@@ -79,7 +87,7 @@ pub fn demo() -> u8 {
             }
         };
         println!("{}", demo.instructions);
-        serve_until_signal(demo.server).await
+        serve_until_signal(demo.server, signals).await
     })
 }
 
@@ -110,17 +118,37 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// The signals `run` and `demo` act on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => {
+                eprintln!("palisade: cannot install signal handlers");
+                None
+            }
+        }
+    }
+}
+
 /// Waits for SIGTERM/SIGINT (drain, then exit 0) and SIGHUP (reload).
-async fn serve_until_signal(server: Arc<Server>) -> u8 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("palisade: cannot install signal handlers");
-        return 1;
-    };
+async fn serve_until_signal(server: Arc<Server>, signals: Signals) -> u8 {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     // Expiry warnings come at start and reload; a server left running for
     // weeks between reloads must still say so in time.
     let every = std::time::Duration::from_secs(12 * 3600);

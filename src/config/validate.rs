@@ -73,7 +73,9 @@ fn server(raw: Option<S<RawServer>>, base: &Path, diag: &mut Collector<'_>) -> S
     };
     let listen = match &raw.listen {
         Some(list) if list.is_empty() => {
-            diag.error(span.clone(), "server.listen is empty: nothing to serve on");
+            if raw.tls.as_ref().is_none_or(|t| t.is_empty()) {
+                diag.error(span.clone(), "server.listen is empty: nothing to serve on");
+            }
             Vec::new()
         }
         Some(list) => list.iter().filter_map(|a| socket_addr(a, diag)).collect(),

@@ -718,3 +718,70 @@ async fn insecure_skip_verify_reaches_a_backend_with_an_untrusted_certificate() 
         "one TLS connection, reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiring_within_14_days_is_warned_about_at_start_and_at_reload() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let origin = Origin::named("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = Pki::new("Root").leaf_with(&["site.test"], KeyPair::generate().unwrap(), |p| {
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(5 * 24 + 12);
+    });
+    let (cert, key) = leaf.write(dir.path(), "site");
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = []\nadmin_listen = \"off\"\n\
+             [[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n\
+             [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n\
+             [log]\naccess = \"off\"\nlevel = \"warn\"\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next_warning = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut seen = Vec::new();
+            while let Some(line) = rx.recv().await {
+                if line.contains("certificate expires within 14 days") {
+                    return line;
+                }
+                seen.push(line);
+            }
+            panic!("palisade exited without the warning:\n{}", seen.join("\n"));
+        })
+        .await
+        .expect("no expiry warning within 10 s")
+    };
+    let at_start = next_warning(&mut rx).await;
+    assert!(
+        at_start.contains("site.pem") && at_start.contains("days_left=5"),
+        "{at_start}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let at_reload = next_warning(&mut rx).await;
+    assert!(at_reload.contains("site.pem"), "{at_reload}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}
