@@ -196,6 +196,11 @@ async fn request(
     )
 }
 
+/// One `[[server.tls]]` entry on a fresh loopback port.
+fn https_entry(cert: &Path, key: &Path) -> String {
+    format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n")
+}
+
 /// Writes `text` as `palisade.toml` in `dir`, loads it, starts the proxy.
 async fn start_from_file(dir: &Path, text: &str) -> (Proxy, SocketAddr) {
     let path = dir.join("palisade.toml");
@@ -300,8 +305,7 @@ async fn h2_is_negotiated_by_alpn_and_http11_remains_for_clients_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("Test Root");
     let (cert, key) = pki.leaf(&["site.test"]).write(dir.path(), "site");
-    let entry =
-        format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n");
+    let entry = https_entry(&cert, &key);
     let (_proxy, https) = start_from_file(dir.path(), &base_config(origin.addr, &entry)).await;
 
     let stream = handshake(
@@ -372,8 +376,7 @@ async fn tls_1_1_client_hello_is_refused_with_a_protocol_version_alert() {
     let (cert, key) = Pki::new("Root")
         .leaf(&["site.test"])
         .write(dir.path(), "site");
-    let entry =
-        format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n");
+    let entry = https_entry(&cert, &key);
     let (proxy, https) = start_from_file(dir.path(), &base_config(origin.addr, &entry)).await;
 
     let mut tcp = TcpStream::connect(https).await.unwrap();
@@ -404,8 +407,7 @@ async fn reload_swaps_the_certificate_for_new_connections_while_an_old_one_keeps
     let pki = Pki::new("Root");
     let first = pki.leaf(&["site.test"]);
     let (cert, key) = first.write(dir.path(), "site");
-    let entry =
-        format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n");
+    let entry = https_entry(&cert, &key);
     let (proxy, https) = start_from_file(dir.path(), &base_config(origin.addr, &entry)).await;
     let connector = client(pki.roots(), &[b"http/1.1"], true);
 
@@ -442,8 +444,7 @@ async fn broken_certificate_files_are_refused_by_name_and_the_old_certificate_st
     let pki = Pki::new("Root");
     let good = pki.leaf(&["site.test"]);
     let (cert, key) = good.write(dir.path(), "site");
-    let entry =
-        format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n");
+    let entry = https_entry(&cert, &key);
     let (proxy, https) = start_from_file(dir.path(), &base_config(origin.addr, &entry)).await;
     let other = pki.leaf(&["site.test"]);
     let expired = pki.leaf_with(&["site.test"], KeyPair::generate().unwrap(), |p| {
@@ -577,8 +578,7 @@ async fn certificate_expiry_is_exported_as_a_metric() {
         p.not_after = rcgen::date_time_ymd(2040, 6, 1);
     });
     let (cert, key) = leaf.write(dir.path(), "site");
-    let entry =
-        format!("[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\ncert = {cert:?}\nkey = {key:?}\n");
+    let entry = https_entry(&cert, &key);
     let (proxy, _) = start_from_file(dir.path(), &base_config(origin.addr, &entry)).await;
     let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
     // 2040-06-01T00:00:00Z
