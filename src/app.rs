@@ -29,6 +29,26 @@ pub fn check(path: &Path) -> u8 {
     }
 }
 
+/// `palisade rules check`: 0 and the rule count when the files load, 1
+/// and every error otherwise. Warnings go to stderr either way.
+pub fn rules_check(files: &[std::path::PathBuf]) -> u8 {
+    match crate::waf::seclang::load(files) {
+        Ok(rules) => {
+            for warning in &rules.warnings {
+                eprintln!("{warning} (warning)");
+            }
+            println!("{} rules loaded", rules.rule_count());
+            0
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            1
+        }
+    }
+}
+
 /// `palisade run`: serve until SIGTERM/SIGINT, reloading on SIGHUP.
 pub fn run(path: &Path) -> u8 {
     let config = match Config::load(path) {

@@ -11,3 +11,4 @@ pub mod ipgeo;
 pub mod pipeline;
 pub mod server;
 pub mod upstream;
+pub mod waf;

@@ -25,6 +25,21 @@ enum Command {
         #[arg(short, long, default_value = "palisade.toml")]
         config: PathBuf,
     },
+    /// SecLang rule tools.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load rule files in order (Includes followed); print the rule count,
+    /// or every error as file:line: message.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,6 +48,9 @@ fn main() -> ExitCode {
         Command::Run { config } => palisade::app::run(&config),
         Command::Demo => palisade::app::demo(),
         Command::Check { config } => palisade::app::check(&config),
+        Command::Rules {
+            command: RulesCommand::Check { files },
+        } => palisade::app::rules_check(&files),
     };
     ExitCode::from(code)
 }

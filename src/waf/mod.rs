@@ -1,0 +1,7 @@
+//! The WAF engine: SecLang rules (the ModSecurity language, so OWASP CRS
+//! runs unmodified), compiled once and evaluated per transaction.
+//!
+//! `seclang` reads rule files, `transform` holds the transformations.
+
+pub mod seclang;
+pub mod transform;

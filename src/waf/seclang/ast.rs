@@ -1,0 +1,172 @@
+//! The parsed form of SecLang: what each rule and directive says, with
+//! names checked against what the engine supports but nothing compiled yet.
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where something was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// How a variable's members are selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The whole collection (or the scalar).
+    All,
+    /// One member by name (compared without case where the collection's
+    /// names have none, such as headers).
+    Key(String),
+    /// Members whose names match the regex.
+    Regex(String),
+    /// An XPath expression (XML only).
+    XPath(String),
+}
+
+/// One entry of a rule's variable list: `ARGS`, `ARGS:id`, `!ARGS:pwd`,
+/// `&ARGS`, `REQUEST_HEADERS:/^x-/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarSpec {
+    /// Upper case, as in the list of supported variables.
+    pub name: String,
+    pub selector: Selector,
+    /// `!`: removes matching members from what the other entries select.
+    pub exclude: bool,
+    /// `&`: the number of members instead of their values.
+    pub count: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorSpec {
+    /// The canonical name (`rx`, `pmFromFile`, ...).
+    pub name: String,
+    pub negated: bool,
+    /// The parameter, before macro expansion.
+    pub param: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// The canonical name (`setvar`, `t`, `ctl`, ...).
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// A `SecRule` or `SecAction` (which has no variables and the
+/// `unconditionalMatch` operator), with the rules chained to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleAst {
+    pub origin: Origin,
+    pub variables: Vec<VarSpec>,
+    pub operator: OperatorSpec,
+    pub actions: Vec<Action>,
+    /// Rules chained after this one (`chain`), in order.
+    pub chain: Vec<RuleAst>,
+    /// The `SecDefaultAction` in force for the rule's phase when it was
+    /// loaded; the rule's own actions override these.
+    pub defaults: Vec<Action>,
+}
+
+impl RuleAst {
+    pub fn action(&self, name: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+
+    pub fn id(&self) -> Option<u64> {
+        self.action("id")
+            .and_then(|a| a.value.as_deref())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn phase(&self) -> Option<u8> {
+        self.action("phase")
+            .and_then(|a| a.value.as_deref())
+            .and_then(parse_phase)
+    }
+
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.actions
+            .iter()
+            .filter(|a| a.name == "tag")
+            .filter_map(|a| a.value.as_deref())
+    }
+
+    pub fn msg(&self) -> Option<&str> {
+        self.action("msg").and_then(|a| a.value.as_deref())
+    }
+}
+
+/// `phase:2`, or the names ModSecurity accepts for 2 and 4.
+pub fn parse_phase(value: &str) -> Option<u8> {
+    match value.trim() {
+        "request" => Some(2),
+        "response" => Some(4),
+        "logging" => Some(5),
+        v => v.parse().ok().filter(|p| (1..=5).contains(p)),
+    }
+}
+
+/// One item of a rule set, in load order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Rule(RuleAst),
+    Marker { name: String, origin: Origin },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMode {
+    On,
+    Off,
+    DetectionOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAction {
+    Reject,
+    ProcessPartial,
+}
+
+/// The engine settings the directives set (last one wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    pub mode: EngineMode,
+    pub request_body_access: bool,
+    pub response_body_access: bool,
+    pub request_body_limit: u64,
+    pub request_body_no_files_limit: u64,
+    pub request_body_limit_action: LimitAction,
+    pub response_body_limit: u64,
+    pub response_body_limit_action: LimitAction,
+    pub response_body_mime_types: Vec<String>,
+    pub component_signatures: Vec<String>,
+    pub argument_separator: u8,
+    pub collection_timeout: u64,
+}
+
+impl Default for EngineSettings {
+    /// ModSecurity's own defaults.
+    fn default() -> Self {
+        EngineSettings {
+            mode: EngineMode::Off,
+            request_body_access: false,
+            response_body_access: false,
+            request_body_limit: 134_217_728,
+            request_body_no_files_limit: 1_048_576,
+            request_body_limit_action: LimitAction::Reject,
+            response_body_limit: 524_288,
+            response_body_limit_action: LimitAction::Reject,
+            response_body_mime_types: vec!["text/plain".into(), "text/html".into()],
+            component_signatures: Vec::new(),
+            argument_separator: b'&',
+            collection_timeout: 3600,
+        }
+    }
+}

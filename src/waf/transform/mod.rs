@@ -1,0 +1,205 @@
+//! SecLang transformations (`t:`): byte-to-byte functions applied to a
+//! value before the operator sees it, as ModSecurity defines them. Each
+//! returns `None` when the value is unchanged, so a chain of them allocates
+//! only where something changes.
+
+mod decode;
+mod text;
+
+/// One transformation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transform {
+    Base64Decode,
+    Base64DecodeExt,
+    Base64Encode,
+    CmdLine,
+    CompressWhitespace,
+    CssDecode,
+    EscapeSeqDecode,
+    HexDecode,
+    HexEncode,
+    HtmlEntityDecode,
+    JsDecode,
+    Length,
+    Lowercase,
+    Md5,
+    NormalisePath,
+    NormalisePathWin,
+    ParityEven7bit,
+    ParityOdd7bit,
+    ParityZero7bit,
+    RemoveComments,
+    RemoveCommentsChar,
+    RemoveNulls,
+    RemoveWhitespace,
+    ReplaceComments,
+    ReplaceNulls,
+    Sha1,
+    SqlHexDecode,
+    Trim,
+    TrimLeft,
+    TrimRight,
+    Uppercase,
+    UrlDecode,
+    UrlDecodeUni,
+    UrlEncode,
+    Utf8ToUnicode,
+}
+
+/// Names as rules write them (matched without case).
+const NAMES: &[(&str, Transform)] = &[
+    ("base64Decode", Transform::Base64Decode),
+    ("base64DecodeExt", Transform::Base64DecodeExt),
+    ("base64Encode", Transform::Base64Encode),
+    ("cmdLine", Transform::CmdLine),
+    ("compressWhitespace", Transform::CompressWhitespace),
+    ("cssDecode", Transform::CssDecode),
+    ("escapeSeqDecode", Transform::EscapeSeqDecode),
+    ("hexDecode", Transform::HexDecode),
+    ("hexEncode", Transform::HexEncode),
+    ("htmlEntityDecode", Transform::HtmlEntityDecode),
+    ("jsDecode", Transform::JsDecode),
+    ("length", Transform::Length),
+    ("lowercase", Transform::Lowercase),
+    ("md5", Transform::Md5),
+    ("normalisePath", Transform::NormalisePath),
+    ("normalizePath", Transform::NormalisePath),
+    ("normalisePathWin", Transform::NormalisePathWin),
+    ("normalizePathWin", Transform::NormalisePathWin),
+    ("parityEven7bit", Transform::ParityEven7bit),
+    ("parityOdd7bit", Transform::ParityOdd7bit),
+    ("parityZero7bit", Transform::ParityZero7bit),
+    ("removeComments", Transform::RemoveComments),
+    ("removeCommentsChar", Transform::RemoveCommentsChar),
+    ("removeNulls", Transform::RemoveNulls),
+    ("removeWhitespace", Transform::RemoveWhitespace),
+    ("replaceComments", Transform::ReplaceComments),
+    ("replaceNulls", Transform::ReplaceNulls),
+    ("sha1", Transform::Sha1),
+    ("sqlHexDecode", Transform::SqlHexDecode),
+    ("trim", Transform::Trim),
+    ("trimLeft", Transform::TrimLeft),
+    ("trimRight", Transform::TrimRight),
+    ("uppercase", Transform::Uppercase),
+    ("urlDecode", Transform::UrlDecode),
+    ("urlDecodeUni", Transform::UrlDecodeUni),
+    ("urlEncode", Transform::UrlEncode),
+    ("utf8toUnicode", Transform::Utf8ToUnicode),
+];
+
+/// The transformation called `name` (any case), if supported. `none` is
+/// not a transformation but a reset, handled by the rule compiler.
+pub fn by_name(name: &str) -> Option<Transform> {
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, t)| *t)
+}
+
+impl Transform {
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// Applies the transformation; `None` when the result equals `input`.
+    pub fn apply(self, input: &[u8]) -> Option<Vec<u8>> {
+        let out = match self {
+            Transform::Base64Decode => decode::base64(input, false),
+            Transform::Base64DecodeExt => decode::base64(input, true),
+            Transform::Base64Encode => text::base64_encode(input),
+            Transform::CmdLine => text::cmd_line(input),
+            Transform::CompressWhitespace => text::compress_whitespace(input),
+            Transform::CssDecode => decode::css(input),
+            Transform::EscapeSeqDecode => decode::escape_seq(input),
+            Transform::HexDecode => decode::hex(input),
+            Transform::HexEncode => text::hex_encode(input),
+            Transform::HtmlEntityDecode => decode::html_entities(input),
+            Transform::JsDecode => decode::js(input),
+            Transform::Length => input.len().to_string().into_bytes(),
+            Transform::Lowercase => {
+                if !input.iter().any(u8::is_ascii_uppercase) {
+                    return None;
+                }
+                input.to_ascii_lowercase()
+            }
+            Transform::Uppercase => {
+                if !input.iter().any(u8::is_ascii_lowercase) {
+                    return None;
+                }
+                input.to_ascii_uppercase()
+            }
+            Transform::Md5 => text::md5(input),
+            Transform::Sha1 => text::sha1(input),
+            Transform::NormalisePath => text::normalise_path(input, false),
+            Transform::NormalisePathWin => text::normalise_path(input, true),
+            Transform::ParityEven7bit => text::parity(input, text::Parity::Even),
+            Transform::ParityOdd7bit => text::parity(input, text::Parity::Odd),
+            Transform::ParityZero7bit => text::parity(input, text::Parity::Zero),
+            Transform::RemoveComments => text::remove_comments(input),
+            Transform::RemoveCommentsChar => text::remove_comment_chars(input),
+            Transform::ReplaceComments => text::replace_comments(input),
+            Transform::RemoveNulls => {
+                if !input.contains(&0) {
+                    return None;
+                }
+                input.iter().copied().filter(|b| *b != 0).collect()
+            }
+            Transform::ReplaceNulls => {
+                if !input.contains(&0) {
+                    return None;
+                }
+                input
+                    .iter()
+                    .map(|b| if *b == 0 { b' ' } else { *b })
+                    .collect()
+            }
+            Transform::RemoveWhitespace => {
+                if !input.iter().any(|b| text::is_space(*b)) {
+                    return None;
+                }
+                input
+                    .iter()
+                    .copied()
+                    .filter(|b| !text::is_space(*b))
+                    .collect()
+            }
+            Transform::SqlHexDecode => decode::sql_hex(input),
+            Transform::Trim => text::trim(input, true, true),
+            Transform::TrimLeft => text::trim(input, true, false),
+            Transform::TrimRight => text::trim(input, false, true),
+            Transform::UrlDecode => decode::url(input, false),
+            Transform::UrlDecodeUni => decode::url(input, true),
+            Transform::UrlEncode => text::url_encode(input),
+            Transform::Utf8ToUnicode => text::utf8_to_unicode(input),
+        };
+        (out != input).then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_resolves_back_to_itself() {
+        for (name, t) in NAMES {
+            assert_eq!(by_name(name), Some(*t));
+            assert_eq!(by_name(&name.to_ascii_uppercase()), Some(*t));
+        }
+        assert!(by_name("nosuch").is_none());
+    }
+
+    #[test]
+    fn unchanged_values_are_not_copied() {
+        assert!(Transform::Lowercase.apply(b"abc").is_none());
+        assert_eq!(
+            Transform::Lowercase.apply(b"aBc").as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert!(Transform::UrlDecode.apply(b"plain").is_none());
+    }
+}
