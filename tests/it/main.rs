@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod routing;
+mod seclang_sts;
 mod tls;
 mod upstream_failures;
 mod util;

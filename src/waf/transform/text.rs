@@ -134,8 +134,18 @@ pub fn replace_comments(input: &[u8]) -> Vec<u8> {
 }
 
 /// `removeComments`: `/* */` and `<!-- -->` removed (an unterminated one
-/// leaves a space), and `--` or `#` ends the value.
+/// leaves a space), and `--` or `#` ends the value. A value that was
+/// nothing but a closed comment becomes a single NUL, as in ModSecurity
+/// (v2 and v3 alike), so rules written against it see the same bytes.
 pub fn remove_comments(input: &[u8]) -> Vec<u8> {
+    let out = strip_comments(input);
+    if out.is_empty() && !input.is_empty() {
+        return vec![0];
+    }
+    out
+}
+
+fn strip_comments(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -220,11 +230,11 @@ pub fn hex_encode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `urlEncode`: letters and digits kept, space as `+`, the rest `%hh`.
+/// `urlEncode`: letters, digits and `*` kept, space as `+`, the rest `%hh`.
 pub fn url_encode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() * 3);
     for &b in input {
-        if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
+        if b.is_ascii_alphanumeric() || b == b'*' {
             out.push(b);
         } else if b == b' ' {
             out.push(b'+');
@@ -294,4 +304,52 @@ pub fn md5(input: &[u8]) -> Vec<u8> {
 
 pub fn sha1(input: &[u8]) -> Vec<u8> {
     sha1::Sha1::digest(input).to_vec()
+}
+
+/// `phpArgsNames`: the name PHP gives a request argument: leading blanks
+/// dropped, blanks and dots in the base name as `_`, `[index]` parts kept
+/// (blanks after `[` dropped) and anything after the last one cut; an
+/// unclosed first `[` becomes `_` and the rest stays as written.
+pub fn php_args_names(input: &[u8]) -> Vec<u8> {
+    let start = input.iter().position(|b| *b != b' ').unwrap_or(input.len());
+    let name = &input[start..];
+    let mangle = |part: &[u8]| -> Vec<u8> {
+        part.iter()
+            .map(|&b| if b == b' ' || b == b'.' { b'_' } else { b })
+            .collect()
+    };
+    let Some(open) = name.iter().position(|b| *b == b'[') else {
+        return mangle(name);
+    };
+    if open == 0 {
+        return Vec::new();
+    }
+    let mut out = mangle(&name[..open]);
+    let mut rest = &name[open..];
+    let mut first = true;
+    while rest.first() == Some(&b'[') {
+        let inner = &rest[1..];
+        let skip = inner
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(inner.len());
+        let trimmed = &inner[skip..];
+        match trimmed.iter().position(|b| *b == b']') {
+            Some(close) => {
+                out.push(b'[');
+                out.extend_from_slice(&trimmed[..close]);
+                out.push(b']');
+                rest = &trimmed[close + 1..];
+                first = false;
+            }
+            None => {
+                if first {
+                    out.push(b'_');
+                    out.extend_from_slice(inner);
+                }
+                break;
+            }
+        }
+    }
+    out
 }
