@@ -3,5 +3,6 @@
 //!
 //! `seclang` reads rule files, `transform` holds the transformations.
 
+pub mod operator;
 pub mod seclang;
 pub mod transform;

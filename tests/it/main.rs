@@ -14,3 +14,4 @@ mod seclang_sts;
 mod tls;
 mod upstream_failures;
 mod util;
+mod waf_rules;

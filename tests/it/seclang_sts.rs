@@ -2,8 +2,8 @@
 //! transformation case, run against the engine's own implementations.
 //!
 //! The set came from Perl tests converted to JSON, and its strings are
-//! written two ways: as the UTF-8 text itself, or with `\xHH` / `\uHHHH`
-//! escapes standing for single bytes (so `Test\u0000Case` may mean a NUL or
+//! written two ways: as the UTF-8 text itself, or with `\xHH`, `\uHHHH`
+//! and `\0` escapes standing for single bytes (so `Test\u0000Case` may mean a NUL or
 //! the six characters). A case passes when the result matches the expected
 //! text under either reading, with the input read the same two ways. Cases
 //! that still disagree are listed, each with its reason, in
@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use palisade::waf::operator::Operator;
 use palisade::waf::transform;
 
 fn sts_dir() -> PathBuf {
@@ -64,7 +65,7 @@ fn cases(kind: &str) -> Vec<Case> {
     out
 }
 
-/// `\xHH` and `\uHHHH` (code < 256) as the bytes they stand for.
+/// `\xHH`, `\uHHHH` (code < 256) and `\0` as the bytes they stand for.
 fn unescape(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -81,6 +82,12 @@ fn unescape(text: &str) -> Vec<u8> {
             {
                 out.push(v as u8);
                 i += 4;
+                continue;
+            }
+            if bytes.get(i + 1) == Some(&b'0') && !bytes.get(i + 2).is_some_and(u8::is_ascii_digit)
+            {
+                out.push(0);
+                i += 2;
                 continue;
             }
             if bytes.get(i + 1) == Some(&b'u')
@@ -168,4 +175,40 @@ fn every_transformation_case_of_the_secrules_test_set() {
         results.push((key, ok, detail));
     }
     judge("transformations", results);
+}
+
+#[test]
+fn every_operator_case_of_the_secrules_test_set() {
+    let op_dir = sts_dir().join("operators/op");
+    let mut results = Vec::new();
+    for case in cases("operators") {
+        let key = format!("{}#{}", case.file, case.index);
+        // The set names its data files by a path of its own repository;
+        // the file itself sits in operators/op.
+        let (param, base) = if case.name == "pmFromFile" {
+            ("pmFromFile-01.dat".to_string(), op_dir.clone())
+        } else {
+            (case.param.clone(), op_dir.clone())
+        };
+        let operator = match Operator::compile(&case.name, &param, &base) {
+            Ok(op) => op,
+            Err(e) => {
+                results.push((key, false, format!("@{} {:?}: {e}", case.name, case.param)));
+                continue;
+            }
+        };
+        let input = unescape(&case.input);
+        let mut captures = Vec::new();
+        let matched = operator.matches(&input, param.as_bytes(), Some(&mut captures));
+        let ok = matched == (case.ret == 1);
+        results.push((
+            key,
+            ok,
+            format!(
+                "@{} {:?} on {:?}: matched {matched}, expected ret {}",
+                case.name, case.param, case.input, case.ret
+            ),
+        ));
+    }
+    judge("operators", results);
 }

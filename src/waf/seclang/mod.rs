@@ -45,7 +45,34 @@ pub fn load(files: &[PathBuf]) -> Result<RuleSource, Vec<Diag>> {
         load_file(&mut parser, file, &mut stack, None);
     }
     parser.finish();
+    check_operators(&mut parser);
     finish(parser)
+}
+
+/// Compiles every operator once, so a bad regex or a missing data file is
+/// reported with the rule's file and line at load.
+fn check_operators(parser: &mut parse::Parser) {
+    fn visit(rule: &RuleAst, errors: &mut Vec<Diag>) {
+        let base = rule.origin.file.parent().unwrap_or(Path::new(""));
+        if let Err(message) =
+            crate::waf::operator::Operator::compile(&rule.operator.name, &rule.operator.param, base)
+        {
+            errors.push(Diag {
+                origin: rule.origin.clone(),
+                message,
+            });
+        }
+        for chained in &rule.chain {
+            visit(chained, errors);
+        }
+    }
+    let mut errors = Vec::new();
+    for item in &parser.items {
+        if let Item::Rule(rule) = item {
+            visit(rule, &mut errors);
+        }
+    }
+    parser.errors.extend(errors);
 }
 
 /// Parses rules given as text, as if read from `name` (relative `Include`s
@@ -56,6 +83,7 @@ pub fn load_str(name: &str, text: &str) -> Result<RuleSource, Vec<Diag>> {
     let mut stack = Vec::new();
     parse_text(&mut parser, &file, text, &mut stack);
     parser.finish();
+    check_operators(&mut parser);
     finish(parser)
 }
 

@@ -1,0 +1,323 @@
+//! SecLang operators (`@rx`, `@pm`, `@detectSQLi`, ...): compiled once from
+//! their parameter, then matched against transformed values.
+//!
+//! Parameters with macros (`@ge %{tx.threshold}`) are kept as templates and
+//! expanded per transaction by the engine; only the cheap operators
+//! (comparisons and string tests) accept them, since compiling a regex or
+//! an automaton per request would be a denial-of-service lever.
+
+mod simple;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use regex::bytes::{Regex, RegexBuilder};
+
+pub use simple::{atoi, validate_url_encoding};
+
+/// Compiled regexes may take at most this much memory each.
+pub const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// What a successful match can hand to `capture`: the whole match and its
+/// groups (up to TX.9).
+pub type Captures = Vec<Vec<u8>>;
+
+/// A compiled operator.
+#[derive(Debug, Clone)]
+pub enum Operator {
+    Rx(Regex),
+    RxGlobal(Regex),
+    Pm(AhoCorasick),
+    DetectSqli,
+    DetectXss,
+    IpMatch(Vec<IpNet>),
+    ValidateByteRange(Box<[bool; 256]>),
+    ValidateUrlEncoding,
+    ValidateUtf8Encoding,
+    VerifyCc(Regex),
+    /// Operators over a string parameter, which may hold macros.
+    Text(TextOp, String),
+    Unconditional,
+    NoMatch,
+    GeoLookup,
+}
+
+/// The operators whose parameter is plain text (or a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOp {
+    BeginsWith,
+    Contains,
+    ContainsWord,
+    EndsWith,
+    Streq,
+    Strmatch,
+    Within,
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+impl Operator {
+    /// Compiles operator `name` (canonical) with `param`. Files named by
+    /// `pmFromFile` and `ipMatchFromFile` are relative to `base`.
+    pub fn compile(name: &str, param: &str, base: &Path) -> Result<Operator, String> {
+        let has_macro = param.contains("%{");
+        let text = |op| Ok(Operator::Text(op, param.to_string()));
+        let static_only = || {
+            if has_macro {
+                Err(format!("@{name} does not take macros ({param:?})"))
+            } else {
+                Ok(())
+            }
+        };
+        match name {
+            "beginsWith" => text(TextOp::BeginsWith),
+            "contains" => text(TextOp::Contains),
+            "containsWord" => text(TextOp::ContainsWord),
+            "endsWith" => text(TextOp::EndsWith),
+            "streq" => text(TextOp::Streq),
+            "strmatch" => text(TextOp::Strmatch),
+            "within" => text(TextOp::Within),
+            "eq" => text(TextOp::Eq),
+            "ge" => text(TextOp::Ge),
+            "gt" => text(TextOp::Gt),
+            "le" => text(TextOp::Le),
+            "lt" => text(TextOp::Lt),
+            "rx" => {
+                static_only()?;
+                Ok(Operator::Rx(regex(param)?))
+            }
+            "rxGlobal" => {
+                static_only()?;
+                Ok(Operator::RxGlobal(regex(param)?))
+            }
+            "verifyCC" => {
+                static_only()?;
+                Ok(Operator::VerifyCc(regex(param)?))
+            }
+            "pm" => {
+                static_only()?;
+                phrases(pm_phrases(param))
+            }
+            "pmFromFile" => {
+                static_only()?;
+                let mut all = Vec::new();
+                for file in param.split_whitespace() {
+                    all.extend(read_list(base, file)?);
+                }
+                phrases(all)
+            }
+            "ipMatch" => {
+                static_only()?;
+                Ok(Operator::IpMatch(ip_list(
+                    param.split(',').map(str::to_string),
+                )?))
+            }
+            "ipMatchFromFile" => {
+                static_only()?;
+                Ok(Operator::IpMatch(ip_list(
+                    read_list(base, param.trim())?
+                        .into_iter()
+                        .map(|l| String::from_utf8_lossy(&l).into_owned()),
+                )?))
+            }
+            "validateByteRange" => {
+                static_only()?;
+                Ok(Operator::ValidateByteRange(simple::byte_ranges(param)))
+            }
+            "validateUrlEncoding" => Ok(Operator::ValidateUrlEncoding),
+            "validateUtf8Encoding" => Ok(Operator::ValidateUtf8Encoding),
+            "detectSQLi" => Ok(Operator::DetectSqli),
+            "detectXSS" => Ok(Operator::DetectXss),
+            "unconditionalMatch" => Ok(Operator::Unconditional),
+            "noMatch" => Ok(Operator::NoMatch),
+            "geoLookup" => Ok(Operator::GeoLookup),
+            other => Err(format!("unsupported operator @{other}")),
+        }
+    }
+
+    /// Whether `input` matches. `param` is the parameter with macros
+    /// expanded (used by the text operators only). `captures`, when given,
+    /// receives what `capture` would store.
+    pub fn matches(&self, input: &[u8], param: &[u8], captures: Option<&mut Captures>) -> bool {
+        match self {
+            Operator::Rx(re) | Operator::RxGlobal(re) => match captures {
+                None => re.is_match(input),
+                Some(out) => match re.captures(input) {
+                    None => false,
+                    Some(caps) => {
+                        out.clear();
+                        for group in caps.iter().take(10) {
+                            out.push(group.map_or_else(Vec::new, |m| m.as_bytes().to_vec()));
+                        }
+                        true
+                    }
+                },
+            },
+            Operator::Pm(ac) => match ac.find(input) {
+                None => false,
+                Some(m) => {
+                    if let Some(out) = captures {
+                        out.clear();
+                        out.push(input[m.range()].to_vec());
+                    }
+                    true
+                }
+            },
+            Operator::DetectSqli => {
+                let result = libinjectionrs::detect_sqli(input);
+                if result.is_injection() {
+                    if let (Some(out), Some(fp)) = (captures, result.fingerprint.as_ref()) {
+                        out.clear();
+                        out.push(fp.to_string().into_bytes());
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            Operator::DetectXss => libinjectionrs::detect_xss(input).is_injection(),
+            Operator::IpMatch(nets) => std::str::from_utf8(input)
+                .ok()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
+            Operator::ValidateByteRange(allowed) => input.iter().any(|b| !allowed[usize::from(*b)]),
+            Operator::ValidateUrlEncoding => !validate_url_encoding(input),
+            Operator::ValidateUtf8Encoding => std::str::from_utf8(input).is_err(),
+            Operator::VerifyCc(re) => re.find_iter(input).any(|m| simple::luhn(m.as_bytes())),
+            Operator::Text(op, _) => simple::text_op(*op, input, param),
+            Operator::Unconditional => true,
+            Operator::NoMatch => false,
+            // Looks up the address in the GeoIP database and fills GEO;
+            // without a database loaded it cannot match.
+            Operator::GeoLookup => false,
+        }
+    }
+}
+
+/// A rule regex: bytes, no Unicode classes (as PCRE without UTF mode),
+/// `.` matching newlines (PCRE_DOTALL, as ModSecurity compiles).
+pub fn regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&byte_escapes(pattern))
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("regex is too large to compile (over {limit} bytes compiled)")
+            }
+            e => format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")),
+        })
+}
+
+/// PCRE's `\x{HH}` for a byte is the regex crate's `\xHH` (its `\x{..}`
+/// names a Unicode scalar, which byte mode refuses).
+fn byte_escapes(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains("\\x{") {
+        return std::borrow::Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let braced = after.strip_prefix("x{").and_then(|r| {
+            let close = r.find('}')?;
+            let digits = &r[..close];
+            let is_byte =
+                (1..=2).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_hexdigit());
+            is_byte.then_some((digits, close))
+        });
+        match braced {
+            Some((digits, close)) => {
+                out.push_str(&format!("\\x{digits:0>2}"));
+                rest = &after[2 + close + 1..];
+            }
+            None => {
+                // Any other escape, `\\` included, passes through whole.
+                let next = after.chars().next().map_or(0, char::len_utf8);
+                out.push('\\');
+                out.push_str(&after[..next]);
+                rest = &after[next..];
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// `@pm` phrases: separated by blanks.
+fn pm_phrases(param: &str) -> Vec<Vec<u8>> {
+    param
+        .split_whitespace()
+        .map(|p| p.as_bytes().to_vec())
+        .collect()
+}
+
+fn phrases(list: Vec<Vec<u8>>) -> Result<Operator, String> {
+    let list: Vec<Vec<u8>> = list.into_iter().filter(|p| !p.is_empty()).collect();
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(&list)
+        .map(Operator::Pm)
+        .map_err(|e| format!("cannot build the phrase matcher: {e}"))
+}
+
+/// A list file: one entry per line, blank lines and `#` comments skipped.
+fn read_list(base: &Path, file: &str) -> Result<Vec<Vec<u8>>, String> {
+    let path = if Path::new(file).is_absolute() {
+        Path::new(file).to_path_buf()
+    } else {
+        base.join(file)
+    };
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+fn ip_list(entries: impl Iterator<Item = String>) -> Result<Vec<IpNet>, String> {
+    let mut nets = Vec::new();
+    for entry in entries {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let net = entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("{entry:?} is not an IP address or CIDR"))?;
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcre_byte_escapes_become_regex_crate_ones() {
+        assert_eq!(byte_escapes(r"[\x7f-\x{ff}]"), r"[\x7f-\xff]");
+        assert_eq!(byte_escapes(r"\\x{41}\x{5}"), r"\\x{41}\x05");
+        let re = regex(r"^[\x{c2}-\x{ff}]$").unwrap();
+        assert!(re.is_match(&[0xe2]));
+        assert!(!re.is_match(b"a"));
+    }
+
+    #[test]
+    fn regex_size_limit_is_an_error_not_a_hang() {
+        let huge = format!("(?:{}){{1000}}", "[a-z]{1000}");
+        let err = regex(&huge).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+}
