@@ -3,6 +3,9 @@
 //!
 //! `seclang` reads rule files, `transform` holds the transformations.
 
+pub mod macros;
 pub mod operator;
+pub mod rule;
 pub mod seclang;
 pub mod transform;
+pub mod tx;

@@ -14,4 +14,5 @@ mod seclang_sts;
 mod tls;
 mod upstream_failures;
 mod util;
+mod waf_engine;
 mod waf_rules;

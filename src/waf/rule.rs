@@ -1,0 +1,313 @@
+//! Rules compiled for evaluation: operators built, transformation chains
+//! resolved (with `SecDefaultAction` merged in), actions parsed into what
+//! the engine does with them, and rules sorted into their phases with the
+//! markers `skipAfter` jumps to.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::macros::Template;
+use super::operator::Operator;
+use super::seclang::ast::{Action, Item, Origin, RuleAst, VarSpec};
+use super::seclang::parse::{Diag, severity_level};
+use super::seclang::{EngineSettings, RuleSource};
+use super::transform::{self, Transform};
+
+/// What stops (or settles) a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruptive {
+    Pass,
+    Deny,
+    Drop,
+    Redirect(Template),
+    /// `allow`: the rest of the transaction (`None`), this phase, or the
+    /// request phases.
+    Allow(AllowScope),
+    /// `block`: whatever the phase's default action says.
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowScope {
+    All,
+    Phase,
+    Request,
+}
+
+#[derive(Debug, Clone)]
+pub enum SetVar {
+    Set {
+        collection: String,
+        name: Template,
+        value: Template,
+    },
+    Add {
+        collection: String,
+        name: Template,
+        value: Template,
+    },
+    Sub {
+        collection: String,
+        name: Template,
+        value: Template,
+    },
+    Delete {
+        collection: String,
+        name: Template,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Ctl {
+    pub option: String,
+    pub value: Template,
+}
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: u64,
+    pub phase: u8,
+    pub origin: Origin,
+    pub variables: Vec<VarSpec>,
+    pub operator: Operator,
+    pub negated: bool,
+    /// The operator's parameter, for operators that expand macros.
+    pub param: Template,
+    pub transforms: Vec<Transform>,
+    pub multi_match: bool,
+    pub capture: bool,
+    pub disruptive: Option<Disruptive>,
+    /// The default disruptive action of the phase (what `block` means).
+    pub default_disruptive: Disruptive,
+    pub status: Option<u16>,
+    pub set_vars: Vec<SetVar>,
+    pub ctls: Vec<Ctl>,
+    pub set_env: Vec<(String, Template)>,
+    pub skip: u32,
+    pub skip_after: Option<String>,
+    pub log: bool,
+    pub msg: Option<Template>,
+    pub logdata: Option<Template>,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    pub chain: Option<Box<CompiledRule>>,
+}
+
+/// One step of a phase: a rule or a marker.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Rule(Arc<CompiledRule>),
+    Marker(Arc<str>),
+}
+
+/// A compiled rule set: settings and, per phase 1–5, its steps in order.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub settings: EngineSettings,
+    pub phases: [Vec<Step>; 5],
+    pub rule_count: usize,
+}
+
+impl RuleSet {
+    /// Compiles loaded rules; every error is returned with its rule's
+    /// file and line.
+    pub fn compile(source: RuleSource) -> Result<RuleSet, Vec<Diag>> {
+        let mut phases: [Vec<Step>; 5] = Default::default();
+        let mut errors = Vec::new();
+        let mut rule_count = 0;
+        for item in source.items {
+            match item {
+                Item::Marker { name, .. } => {
+                    let name: Arc<str> = Arc::from(name.as_str());
+                    for phase in &mut phases {
+                        phase.push(Step::Marker(Arc::clone(&name)));
+                    }
+                }
+                Item::Rule(ast) => match compile_rule(&ast, None) {
+                    Ok(rule) => {
+                        rule_count += 1;
+                        let phase = usize::from(rule.phase) - 1;
+                        phases[phase].push(Step::Rule(Arc::new(rule)));
+                    }
+                    Err(message) => errors.push(Diag {
+                        origin: ast.origin.clone(),
+                        message,
+                    }),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(RuleSet {
+                settings: source.settings,
+                phases,
+                rule_count,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn values<'a>(actions: &'a [Action], name: &'a str) -> impl Iterator<Item = &'a str> {
+    actions
+        .iter()
+        .filter(move |a| a.name == name)
+        .filter_map(|a| a.value.as_deref())
+}
+
+fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, String> {
+    let base = ast.origin.file.parent().unwrap_or(Path::new(""));
+    let operator = Operator::compile(&ast.operator.name, &ast.operator.param, base)?;
+    let (id, phase) = match head {
+        Some(h) => h,
+        None => (ast.id().unwrap_or(0), ast.phase().unwrap_or(2)),
+    };
+    // Defaults first, then the rule's own actions; `t:none` resets the
+    // chain built so far (the default's transformations included).
+    let all: Vec<&Action> = if head.is_none() {
+        ast.defaults.iter().chain(ast.actions.iter()).collect()
+    } else {
+        ast.actions.iter().collect()
+    };
+    let mut transforms = Vec::new();
+    for a in all.iter().filter(|a| a.name == "t") {
+        let name = a.value.as_deref().unwrap_or("");
+        if name.eq_ignore_ascii_case("none") {
+            transforms.clear();
+        } else if let Some(t) = transform::by_name(name) {
+            transforms.push(t);
+        }
+    }
+    let own = &ast.actions;
+    let disruptive_of = |actions: &[Action]| -> Option<Disruptive> {
+        actions.iter().rev().find_map(|a| {
+            Some(match a.name.as_str() {
+                "pass" => Disruptive::Pass,
+                "deny" => Disruptive::Deny,
+                "drop" => Disruptive::Drop,
+                "block" => Disruptive::Block,
+                "redirect" => {
+                    Disruptive::Redirect(Template::parse(a.value.as_deref().unwrap_or("")))
+                }
+                "allow" => Disruptive::Allow(match a.value.as_deref() {
+                    Some("phase") => AllowScope::Phase,
+                    Some("request") => AllowScope::Request,
+                    _ => AllowScope::All,
+                }),
+                _ => return None,
+            })
+        })
+    };
+    let default_disruptive = disruptive_of(&ast.defaults).unwrap_or(Disruptive::Pass);
+    let disruptive = disruptive_of(own);
+    let mut set_vars = Vec::new();
+    for value in values(own, "setvar") {
+        set_vars.push(parse_setvar(value)?);
+    }
+    let ctls = values(own, "ctl")
+        .map(|v| {
+            let (option, value) = v.split_once('=').unwrap_or((v, ""));
+            Ctl {
+                option: option.trim().to_string(),
+                value: Template::parse(value.trim()),
+            }
+        })
+        .collect();
+    let set_env = values(own, "setenv")
+        .map(|v| {
+            let (k, val) = v.split_once('=').unwrap_or((v, "1"));
+            (k.trim().to_string(), Template::parse(val))
+        })
+        .collect();
+    let flag = |name: &str| all.iter().any(|a| a.name == name);
+    let log = !all
+        .iter()
+        .rev()
+        .find(|a| a.name == "log" || a.name == "nolog")
+        .is_some_and(|a| a.name == "nolog");
+    let chain = match ast.chain.first() {
+        None => None,
+        Some(first) => {
+            // A chain is a list in the source; evaluation links each rule
+            // to the next.
+            let mut link = RuleAst {
+                chain: ast.chain[1..].to_vec(),
+                ..first.clone()
+            };
+            link.defaults = Vec::new();
+            Some(Box::new(compile_rule(&link, Some((id, phase)))?))
+        }
+    };
+    Ok(CompiledRule {
+        id,
+        phase,
+        origin: ast.origin.clone(),
+        variables: ast.variables.clone(),
+        operator,
+        negated: ast.operator.negated,
+        param: Template::parse(&ast.operator.param),
+        transforms,
+        multi_match: flag("multiMatch"),
+        capture: own.iter().any(|a| a.name == "capture"),
+        disruptive,
+        default_disruptive,
+        status: all
+            .iter()
+            .rev()
+            .find(|a| a.name == "status")
+            .and_then(|a| a.value.as_deref())
+            .and_then(|s| s.parse().ok()),
+        set_vars,
+        ctls,
+        set_env,
+        skip: values(own, "skip")
+            .last()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        skip_after: values(own, "skipAfter").last().map(str::to_string),
+        log,
+        msg: values(own, "msg").last().map(Template::parse),
+        logdata: values(own, "logdata").last().map(Template::parse),
+        severity: values(own, "severity").last().and_then(severity_level),
+        tags: values(own, "tag").map(str::to_string).collect(),
+        chain,
+    })
+}
+
+/// `tx.score=+%{tx.critical_anomaly_score}`, `!tx.x`, `ip.hits=1`.
+fn parse_setvar(text: &str) -> Result<SetVar, String> {
+    let (target, value) = match text.split_once('=') {
+        Some((t, v)) => (t.trim(), Some(v)),
+        None => (text.trim(), None),
+    };
+    let (delete, target) = match target.strip_prefix('!') {
+        Some(t) => (true, t),
+        None => (false, target),
+    };
+    let Some((collection, name)) = target.split_once('.') else {
+        return Err(format!("setvar {text:?}: expected collection.name"));
+    };
+    let collection = collection.to_ascii_uppercase();
+    let name = Template::parse(name);
+    if delete {
+        return Ok(SetVar::Delete { collection, name });
+    }
+    let value = value.unwrap_or("1");
+    Ok(match value.as_bytes().first() {
+        Some(b'+') => SetVar::Add {
+            collection,
+            name,
+            value: Template::parse(&value[1..]),
+        },
+        Some(b'-') => SetVar::Sub {
+            collection,
+            name,
+            value: Template::parse(&value[1..]),
+        },
+        _ => SetVar::Set {
+            collection,
+            name,
+            value: Template::parse(value),
+        },
+    })
+}

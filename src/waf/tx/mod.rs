@@ -1,0 +1,602 @@
+//! A transaction: one request (and its response) evaluated phase by phase
+//! against a compiled rule set.
+//!
+//! The caller fills in the request, then calls the phase methods in order;
+//! each returns the intervention the rules decided on, if any. In
+//! `DetectionOnly` the rules run and are logged but never intervene.
+//!
+//! Actions of a matching rule run once per rule (after its whole chain
+//! matched), in order: captures as the operator matches (so later links of
+//! a chain can use them), then `setvar`, `setenv`, `ctl`, the log entry,
+//! and last the disruptive action.
+
+pub mod request;
+mod vars;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::macros::Resolve;
+use super::operator::{Captures, atoi};
+use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
+use super::seclang::ast::{EngineMode, Selector, VarSpec};
+use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
+use vars::Selected;
+
+/// What the rules decided to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intervention {
+    pub status: u16,
+    pub redirect: Option<String>,
+    /// Close the connection without an answer.
+    pub drop: bool,
+    pub rule_id: u64,
+}
+
+/// A rule that matched, for the log.
+#[derive(Debug, Clone)]
+pub struct RuleMatch {
+    pub id: u64,
+    pub phase: u8,
+    pub msg: String,
+    pub data: String,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+}
+
+/// A rule removed for this transaction by `ctl`.
+#[derive(Debug, Clone)]
+enum RuleFilter {
+    Id(u64, u64),
+    Tag(String),
+}
+
+impl RuleFilter {
+    fn matches(&self, rule: &CompiledRule) -> bool {
+        match self {
+            RuleFilter::Id(lo, hi) => (*lo..=*hi).contains(&rule.id),
+            RuleFilter::Tag(tag) => rule.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)),
+        }
+    }
+}
+
+pub struct Transaction {
+    rules: Arc<RuleSet>,
+    mode: EngineMode,
+    pub request: RequestData,
+    pub response: ResponseData,
+    unique_id: String,
+    started: Instant,
+    args_get: Vec<Pair>,
+    args_post: Vec<Pair>,
+    cookies: Vec<Pair>,
+    body_processor: String,
+    body_error: Option<String>,
+    request_body_access: bool,
+    force_body_variable: bool,
+    /// TX, IP, GLOBAL, ... : names lower-cased.
+    collections: HashMap<&'static str, HashMap<String, Vec<u8>>>,
+    matched_var: Vec<u8>,
+    matched_var_name: String,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    removed_rules: Vec<RuleFilter>,
+    removed_targets: Vec<(RuleFilter, VarSpec)>,
+    allowed: Option<AllowScope>,
+    intervention: Option<Intervention>,
+    highest_severity: Option<u8>,
+    /// The rule whose actions are running (for `%{rule.*}`).
+    current: Option<Arc<CompiledRule>>,
+    pub matches: Vec<RuleMatch>,
+}
+
+const COLLECTIONS: [&str; 8] = [
+    "TX", "IP", "GLOBAL", "SESSION", "USER", "RESOURCE", "ENV", "GEO",
+];
+
+impl Transaction {
+    pub fn new(rules: Arc<RuleSet>, request: RequestData, unique_id: String) -> Transaction {
+        let mode = rules.settings.mode;
+        let request_body_access = rules.settings.request_body_access;
+        let mut collections = HashMap::new();
+        for c in COLLECTIONS {
+            collections.insert(c, HashMap::new());
+        }
+        let mut tx = Transaction {
+            rules,
+            mode,
+            request,
+            response: ResponseData::default(),
+            unique_id,
+            started: Instant::now(),
+            args_get: Vec::new(),
+            args_post: Vec::new(),
+            cookies: Vec::new(),
+            body_processor: String::new(),
+            body_error: None,
+            request_body_access,
+            force_body_variable: false,
+            collections,
+            matched_var: Vec::new(),
+            matched_var_name: String::new(),
+            matched_vars: Vec::new(),
+            removed_rules: Vec::new(),
+            removed_targets: Vec::new(),
+            allowed: None,
+            intervention: None,
+            highest_severity: None,
+            current: None,
+            matches: Vec::new(),
+        };
+        let separator = tx.rules.settings.argument_separator;
+        tx.args_get = parse_urlencoded(tx.request.query(), separator);
+        tx.cookies = tx
+            .request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .flat_map(|(_, v)| parse_cookies(v))
+            .collect();
+        tx
+    }
+
+    pub fn mode(&self) -> EngineMode {
+        self.mode
+    }
+
+    /// Phase 1: request headers.
+    pub fn process_request_headers(&mut self) -> Option<Intervention> {
+        self.run_phase(1)
+    }
+
+    /// Phase 2: the request body (already in `request.body`), parsed by
+    /// the body processor the content type (or `ctl`) names.
+    pub fn process_request_body(&mut self) -> Option<Intervention> {
+        if self.request_body_access && !self.request.body.is_empty() {
+            let content_type = self
+                .request
+                .header("content-type")
+                .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+                .unwrap_or_default();
+            if self.body_processor.is_empty()
+                && content_type.starts_with("application/x-www-form-urlencoded")
+            {
+                self.body_processor = "URLENCODED".into();
+            }
+            if self.body_processor == "URLENCODED" {
+                let separator = self.rules.settings.argument_separator;
+                self.args_post = parse_urlencoded(&self.request.body, separator);
+            }
+        }
+        self.run_phase(2)
+    }
+
+    /// Phase 3: response headers.
+    pub fn process_response_headers(
+        &mut self,
+        status: u16,
+        protocol: &[u8],
+        headers: Vec<Pair>,
+    ) -> Option<Intervention> {
+        self.response.status = status;
+        self.response.protocol = protocol.to_vec();
+        self.response.headers = headers;
+        self.run_phase(3)
+    }
+
+    /// Phase 4: the response body (in `response.body`).
+    pub fn process_response_body(&mut self) -> Option<Intervention> {
+        self.run_phase(4)
+    }
+
+    /// Phase 5: logging. Never intervenes.
+    pub fn process_logging(&mut self) {
+        let _ = self.run_phase(5);
+    }
+
+    /// A TX variable's value (names without case).
+    pub fn tx_var(&self, name: &str) -> Option<&[u8]> {
+        self.collections
+            .get("TX")
+            .and_then(|m| m.get(&name.to_ascii_lowercase()))
+            .map(Vec::as_slice)
+    }
+
+    fn expose_request_body(&self) -> bool {
+        self.request_body_access
+            && (self.force_body_variable
+                || self.body_processor.is_empty()
+                || self.body_processor == "URLENCODED")
+    }
+
+    fn run_phase(&mut self, phase: u8) -> Option<Intervention> {
+        if self.mode == EngineMode::Off || self.intervention.is_some() {
+            return self.intervention.clone();
+        }
+        match self.allowed {
+            Some(AllowScope::All) => return None,
+            Some(AllowScope::Request) if phase <= 2 => return None,
+            _ => {}
+        }
+        let rules = Arc::clone(&self.rules);
+        let steps = &rules.phases[usize::from(phase) - 1];
+        let mut skip_to: Option<&str> = None;
+        let mut skip_rules = 0u32;
+        for step in steps {
+            let rule = match step {
+                Step::Marker(name) => {
+                    if skip_to.is_some_and(|s| s == &**name) {
+                        skip_to = None;
+                    }
+                    continue;
+                }
+                Step::Rule(rule) => rule,
+            };
+            if skip_to.is_some() {
+                continue;
+            }
+            if skip_rules > 0 {
+                skip_rules -= 1;
+                continue;
+            }
+            if self.removed_rules.iter().any(|f| f.matches(rule)) {
+                continue;
+            }
+            if !self.evaluate(rule) {
+                continue;
+            }
+            self.run_actions(rule);
+            if let Some(marker) = &rule.skip_after {
+                skip_to = Some(marker.as_str());
+            }
+            skip_rules = rule.skip;
+            match self.disrupt(rule) {
+                Flow::Continue => {}
+                Flow::StopPhase => break,
+                Flow::Stop => return self.intervention.clone(),
+            }
+        }
+        self.intervention.clone()
+    }
+
+    /// Evaluates a rule and its chain; true when all of it matched.
+    fn evaluate(&mut self, rule: &Arc<CompiledRule>) -> bool {
+        let mut link: &CompiledRule = rule;
+        loop {
+            if !self.evaluate_one(link) {
+                return false;
+            }
+            match &link.chain {
+                Some(next) => link = next,
+                None => return true,
+            }
+        }
+    }
+
+    fn evaluate_one(&mut self, rule: &CompiledRule) -> bool {
+        let param = if rule.param.is_static() {
+            None
+        } else {
+            Some(rule.param.expand(self))
+        };
+        let static_param;
+        let param: &[u8] = match &param {
+            Some(p) => p,
+            None => {
+                static_param = rule.param.static_text();
+                &static_param
+            }
+        };
+        // SecAction and the like: no targets, one unconditional test.
+        if rule.variables.is_empty() {
+            let mut caps = Captures::new();
+            let matched = rule.operator.matches(b"", param, Some(&mut caps)) != rule.negated;
+            return matched;
+        }
+        let mut matched_any = false;
+        let mut found: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut captured: Option<Captures> = None;
+        {
+            let mut selected: Vec<Selected<'_>> = Vec::new();
+            for spec in rule.variables.iter().filter(|v| !v.exclude) {
+                self.select(spec, &mut selected);
+            }
+            let exclusions: Vec<&VarSpec> = rule
+                .variables
+                .iter()
+                .filter(|v| v.exclude)
+                .chain(
+                    self.removed_targets
+                        .iter()
+                        .filter(|(f, _)| f.matches(rule))
+                        .map(|(_, spec)| spec),
+                )
+                .collect();
+            for item in &selected {
+                if exclusions
+                    .iter()
+                    .any(|spec| Self::excluded(&item.name, spec))
+                {
+                    continue;
+                }
+                let mut caps = Captures::new();
+                let want_caps = rule.capture;
+                let hit = test_value(rule, &item.value, param, want_caps.then_some(&mut caps));
+                if hit {
+                    matched_any = true;
+                    found.push((item.name.clone(), item.value.to_vec()));
+                    if want_caps && captured.is_none() {
+                        captured = Some(caps);
+                    }
+                }
+            }
+        }
+        if matched_any {
+            if let Some(caps) = captured {
+                let tx = self.collections.entry("TX").or_default();
+                for (i, c) in caps.into_iter().enumerate() {
+                    tx.insert(i.to_string(), c);
+                }
+            }
+            if let Some((name, value)) = found.last() {
+                self.matched_var_name = name.clone();
+                self.matched_var = value.clone();
+            }
+            self.matched_vars = found;
+        }
+        matched_any
+    }
+
+    fn run_actions(&mut self, rule: &Arc<CompiledRule>) {
+        self.current = Some(Arc::clone(rule));
+        let mut link: &CompiledRule = rule;
+        loop {
+            for sv in &link.set_vars {
+                self.set_var(sv);
+            }
+            for (name, value) in &link.set_env {
+                let value = value.expand(self);
+                self.collections
+                    .entry("ENV")
+                    .or_default()
+                    .insert(name.to_ascii_lowercase(), value);
+            }
+            for ctl in &link.ctls {
+                let value = String::from_utf8_lossy(&ctl.value.expand(self)).into_owned();
+                self.ctl(&ctl.option, &value);
+            }
+            match &link.chain {
+                Some(next) => link = next,
+                None => break,
+            }
+        }
+        if rule.log || rule.msg.is_some() {
+            let msg = rule
+                .msg
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                .unwrap_or_default();
+            let data = rule
+                .logdata
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                .unwrap_or_default();
+            if let Some(sev) = rule.severity {
+                self.highest_severity = Some(self.highest_severity.map_or(sev, |h| h.min(sev)));
+            }
+            if rule.log {
+                self.matches.push(RuleMatch {
+                    id: rule.id,
+                    phase: rule.phase,
+                    msg,
+                    data,
+                    severity: rule.severity,
+                    tags: rule.tags.clone(),
+                });
+            }
+        }
+        self.current = None;
+    }
+
+    fn disrupt(&mut self, rule: &CompiledRule) -> Flow {
+        // No disruptive action, or `block`: the phase's default decides.
+        let action = match &rule.disruptive {
+            None | Some(Disruptive::Block) => &rule.default_disruptive,
+            Some(d) => d,
+        };
+        if self.mode != EngineMode::On {
+            return Flow::Continue;
+        }
+        let intervention = |status: u16, redirect: Option<String>, drop: bool| Intervention {
+            status,
+            redirect,
+            drop,
+            rule_id: rule.id,
+        };
+        match action {
+            Disruptive::Pass | Disruptive::Block => Flow::Continue,
+            Disruptive::Deny => {
+                self.intervention = Some(intervention(rule.status.unwrap_or(403), None, false));
+                Flow::Stop
+            }
+            Disruptive::Drop => {
+                self.intervention = Some(intervention(rule.status.unwrap_or(403), None, true));
+                Flow::Stop
+            }
+            Disruptive::Redirect(target) => {
+                let location = String::from_utf8_lossy(&target.expand(self)).into_owned();
+                let status = rule
+                    .status
+                    .filter(|s| (300..400).contains(s))
+                    .unwrap_or(302);
+                self.intervention = Some(intervention(status, Some(location), false));
+                Flow::Stop
+            }
+            Disruptive::Allow(scope) => {
+                self.allowed = Some(*scope);
+                Flow::StopPhase
+            }
+        }
+    }
+
+    fn set_var(&mut self, sv: &SetVar) {
+        let (collection, name) = match sv {
+            SetVar::Set {
+                collection, name, ..
+            }
+            | SetVar::Add {
+                collection, name, ..
+            }
+            | SetVar::Sub {
+                collection, name, ..
+            }
+            | SetVar::Delete { collection, name } => (collection, name),
+        };
+        let Some(key) = COLLECTIONS.iter().find(|c| **c == collection.as_str()) else {
+            return;
+        };
+        let var = String::from_utf8_lossy(&name.expand(self)).to_ascii_lowercase();
+        let new_value = match sv {
+            SetVar::Delete { .. } => None,
+            SetVar::Set { value, .. } => Some(value.expand(self)),
+            SetVar::Add { value, .. } | SetVar::Sub { value, .. } => {
+                let delta = atoi(&value.expand(self));
+                let current = self
+                    .collections
+                    .get(key)
+                    .and_then(|m| m.get(&var))
+                    .map_or(0, |v| atoi(v));
+                let result = if matches!(sv, SetVar::Add { .. }) {
+                    current.saturating_add(delta)
+                } else {
+                    current.saturating_sub(delta)
+                };
+                Some(result.to_string().into_bytes())
+            }
+        };
+        let map = self.collections.entry(key).or_default();
+        match new_value {
+            Some(v) => {
+                map.insert(var, v);
+            }
+            None => {
+                map.remove(&var);
+            }
+        }
+    }
+
+    fn ctl(&mut self, option: &str, value: &str) {
+        let id_range = |text: &str| -> Option<RuleFilter> {
+            let text = text.trim();
+            match text.split_once('-') {
+                Some((lo, hi)) => Some(RuleFilter::Id(
+                    lo.trim().parse().ok()?,
+                    hi.trim().parse().ok()?,
+                )),
+                None => text.parse().ok().map(|id| RuleFilter::Id(id, id)),
+            }
+        };
+        match option.to_ascii_lowercase().as_str() {
+            "ruleengine" => {
+                self.mode = match value.to_ascii_lowercase().as_str() {
+                    "on" => EngineMode::On,
+                    "off" => EngineMode::Off,
+                    "detectiononly" => EngineMode::DetectionOnly,
+                    _ => self.mode,
+                }
+            }
+            "ruleremovebyid" => {
+                for part in value.split([' ', ',']).filter(|p| !p.is_empty()) {
+                    if let Some(f) = id_range(part) {
+                        self.removed_rules.push(f);
+                    }
+                }
+            }
+            "ruleremovebytag" => self.removed_rules.push(RuleFilter::Tag(value.to_string())),
+            "ruleremovetargetbyid" | "ruleremovetargetbytag" => {
+                let Some((which, target)) = value.split_once(';') else {
+                    return;
+                };
+                let filter = if option.eq_ignore_ascii_case("ruleRemoveTargetById") {
+                    id_range(which)
+                } else {
+                    Some(RuleFilter::Tag(which.to_string()))
+                };
+                if let (Some(filter), Ok(specs)) =
+                    (filter, super::seclang::parse::parse_variables(target))
+                {
+                    for spec in specs {
+                        self.removed_targets.push((filter.clone(), spec));
+                    }
+                }
+            }
+            "requestbodyprocessor" => self.body_processor = value.to_ascii_uppercase(),
+            "requestbodyaccess" => self.request_body_access = value.eq_ignore_ascii_case("on"),
+            "forcerequestbodyvariable" => {
+                self.force_body_variable = value.eq_ignore_ascii_case("on")
+            }
+            // Audit logging is Palisade's own; these have nothing to change.
+            _ => {}
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    StopPhase,
+    Stop,
+}
+
+/// Runs the transformation chain over `value` and tests the operator;
+/// with `multiMatch`, after every step as well.
+fn test_value(
+    rule: &CompiledRule,
+    value: &[u8],
+    param: &[u8],
+    mut caps: Option<&mut Captures>,
+) -> bool {
+    let test = |v: &[u8], caps: Option<&mut Captures>| {
+        rule.operator.matches(v, param, caps) != rule.negated
+    };
+    if rule.multi_match && test(value, caps.as_deref_mut()) {
+        return true;
+    }
+    let mut current: Option<Vec<u8>> = None;
+    for t in &rule.transforms {
+        let input = current.as_deref().unwrap_or(value);
+        if let Some(next) = t.apply(input) {
+            current = Some(next);
+            if rule.multi_match && test(current.as_deref().unwrap_or(value), caps.as_deref_mut()) {
+                return true;
+            }
+        }
+    }
+    if rule.multi_match {
+        return false;
+    }
+    test(current.as_deref().unwrap_or(value), caps)
+}
+
+impl Resolve for Transaction {
+    fn resolve(&self, collection: &str, key: Option<&str>) -> Option<Vec<u8>> {
+        if collection == "RULE" {
+            let rule = self.current.as_ref()?;
+            return match key.map(str::to_ascii_lowercase).as_deref() {
+                Some("id") => Some(rule.id.to_string().into_bytes()),
+                Some("phase") => Some(rule.phase.to_string().into_bytes()),
+                Some("severity") => rule.severity.map(|s| s.to_string().into_bytes()),
+                Some("msg") => rule.msg.as_ref().map(|m| m.static_text()),
+                _ => None,
+            };
+        }
+        let spec = VarSpec {
+            name: collection.to_string(),
+            selector: key.map_or(Selector::All, |k| Selector::Key(k.to_string())),
+            exclude: false,
+            count: false,
+        };
+        let mut out = Vec::new();
+        self.select(&spec, &mut out);
+        out.into_iter().next().map(|s| s.value.into_owned())
+    }
+}

@@ -1,0 +1,183 @@
+//! The rule engine on its own: transactions through the phases, with
+//! small hand-written rule sets and with all of CRS.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use palisade::waf::rule::RuleSet;
+use palisade::waf::seclang;
+use palisade::waf::tx::Transaction;
+use palisade::waf::tx::request::RequestData;
+
+fn crs_dir() -> PathBuf {
+    std::env::var_os("PALISADE_CRS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crs"))
+}
+
+fn rules_from(text: &str) -> Arc<RuleSet> {
+    let source = seclang::load_str("test.conf", text).unwrap_or_else(|e| panic!("{e:?}"));
+    Arc::new(RuleSet::compile(source).unwrap_or_else(|e| panic!("{e:?}")))
+}
+
+/// CRS at paranoia level 1, engine on, request bodies inspected.
+fn crs() -> Arc<RuleSet> {
+    static CRS: OnceLock<Arc<RuleSet>> = OnceLock::new();
+    Arc::clone(CRS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = dir.path().join("engine.conf");
+        std::fs::write(&engine, "SecRuleEngine On\nSecRequestBodyAccess On\n").unwrap();
+        let crs = crs_dir();
+        let mut files = vec![engine, crs.join("crs-setup.conf.example")];
+        let mut rules: Vec<PathBuf> = std::fs::read_dir(crs.join("rules"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        rules.sort();
+        files.extend(rules);
+        let source = seclang::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
+        Arc::new(RuleSet::compile(source).unwrap_or_else(|e| panic!("{e:?}")))
+    }))
+}
+
+fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> RequestData {
+    RequestData {
+        method: method.as_bytes().to_vec(),
+        uri_raw: target.as_bytes().to_vec(),
+        protocol: b"HTTP/1.1".to_vec(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: "192.0.2.10".into(),
+        remote_port: 40000,
+        server_name: b"shop.example".to_vec(),
+        server_port: 443,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn browser_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Host", "shop.example"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Accept-Language", "en-US,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("Connection", "keep-alive"),
+        ("Cookie", "session=3f9a8c7d6e5b4a39; theme=dark"),
+        ("Upgrade-Insecure-Requests", "1"),
+        ("Sec-Fetch-Dest", "document"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Referer", "https://shop.example/catalog"),
+    ]
+}
+
+/// Runs phases 1 and 2; the status of the intervention, if any.
+fn verdict(rules: &Arc<RuleSet>, req: RequestData) -> (Option<u16>, Transaction) {
+    let mut tx = Transaction::new(Arc::clone(rules), req, "test-id".into());
+    let status = tx
+        .process_request_headers()
+        .or_else(|| tx.process_request_body())
+        .map(|i| i.status);
+    (status, tx)
+}
+
+#[test]
+fn setvar_arithmetic_chains_and_skip_after() {
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecAction \"id:1,phase:1,pass,nolog,setvar:tx.score=0\"\n\
+         SecRule ARGS \"@rx attack\" \"id:2,phase:1,pass,t:lowercase,setvar:tx.score=+5,setvar:'tx.hit_%{MATCHED_VAR_NAME}=1'\"\n\
+         SecRule REQUEST_METHOD \"@streq POST\" \"id:3,phase:1,pass,chain,setvar:tx.score=+100\"\n\
+           SecRule ARGS:name \"@rx ^x$\" \"setvar:tx.chained=1\"\n\
+         SecRule TX:score \"@lt 5\" \"id:4,phase:1,pass,nolog,skipAfter:END\"\n\
+         SecRule TX:score \"@ge %{tx.threshold_missing}\" \"id:5,phase:1,deny,status:418\"\n\
+         SecMarker END\n",
+    );
+    let (status, tx) = verdict(
+        &rules,
+        request("GET", "/?q=ATTACK&name=x", &[("Host", "a")], ""),
+    );
+    assert_eq!(status, Some(418));
+    assert_eq!(tx.tx_var("score"), Some(&b"5"[..]));
+    assert_eq!(tx.tx_var("hit_args:q"), Some(&b"1"[..]));
+    assert_eq!(tx.tx_var("chained"), None, "the chain's head did not match");
+
+    let (status, tx) = verdict(&rules, request("GET", "/?q=fine", &[("Host", "a")], ""));
+    assert_eq!(status, None, "skipAfter jumped over the deny");
+    assert_eq!(tx.tx_var("score"), Some(&b"0"[..]));
+}
+
+#[test]
+fn detection_only_logs_but_never_intervenes() {
+    let rules = rules_from(
+        "SecRuleEngine DetectionOnly\n\
+         SecRule ARGS \"@contains evil\" \"id:1,phase:1,deny,log,msg:'evil in %{MATCHED_VAR_NAME}'\"\n",
+    );
+    let (status, tx) = verdict(&rules, request("GET", "/?a=evil", &[], ""));
+    assert_eq!(status, None);
+    assert_eq!(tx.matches.len(), 1);
+    assert_eq!(tx.matches[0].msg, "evil in ARGS:a");
+}
+
+#[test]
+fn crs_passes_a_benign_browser_request() {
+    let rules = crs();
+    let (status, tx) = verdict(
+        &rules,
+        request(
+            "GET",
+            "/catalog/search?q=blue+shoes&page=2&sort=price&size=42",
+            &browser_headers(),
+            "",
+        ),
+    );
+    let fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
+    assert_eq!(status, None, "rules fired: {fired:?}");
+    assert_eq!(
+        tx.tx_var("blocking_inbound_anomaly_score"),
+        Some(&b"0"[..]),
+        "{fired:?}"
+    );
+}
+
+#[test]
+fn crs_blocks_sql_injection_and_xss_through_its_anomaly_score() {
+    let rules = crs();
+    for (target, body, family) in [
+        ("/item?id=1%27%20OR%20%271%27%3D%271", "", "942"),
+        (
+            "/search?q=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E",
+            "",
+            "941",
+        ),
+        ("/login", "user=admin%27--&password=x", "942"),
+        ("/file?path=..%2F..%2F..%2Fetc%2Fpasswd", "", "930"),
+    ] {
+        let mut headers = browser_headers();
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let len = body.len().to_string();
+        headers.push(("Content-Length", &len));
+        let (status, tx) = verdict(&rules, request(method, target, &headers, body));
+        let fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
+        assert_eq!(status, Some(403), "{target}: fired {fired:?}");
+        assert!(fired.contains(&949110), "{target}: {fired:?}");
+        assert!(
+            fired.iter().any(|id| id.to_string().starts_with(family)),
+            "{target}: expected a {family} rule in {fired:?}"
+        );
+    }
+}
