@@ -35,7 +35,7 @@ impl Template {
                 break;
             };
             if start > 0 {
-                parts.push(Part::Text(rest[..start].as_bytes().to_vec()));
+                parts.push(Part::Text(rest.as_bytes()[..start].to_vec()));
             }
             let inner = &rest[start + 2..start + 2 + len];
             let (collection, key) = match inner.split_once(['.', ':']) {

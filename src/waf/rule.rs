@@ -220,11 +220,11 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         })
         .collect();
     let flag = |name: &str| all.iter().any(|a| a.name == name);
-    let log = !all
+    let log = all
         .iter()
         .rev()
         .find(|a| a.name == "log" || a.name == "nolog")
-        .is_some_and(|a| a.name == "nolog");
+        .is_none_or(|a| a.name != "nolog");
     let chain = match ast.chain.first() {
         None => None,
         Some(first) => {

@@ -109,13 +109,8 @@ impl Transaction {
             "REQUEST_BASENAME" => Cow::Borrowed(r.basename()),
             "QUERY_STRING" => Cow::Borrowed(r.query()),
             "REQUEST_LINE" => owned(r.request_line()),
-            "REQUEST_BODY" => {
-                if self.expose_request_body() {
-                    Cow::Borrowed(r.body.as_slice())
-                } else {
-                    return None;
-                }
-            }
+            "REQUEST_BODY" if self.expose_request_body() => Cow::Borrowed(r.body.as_slice()),
+            "REQUEST_BODY" => return None,
             "REQUEST_BODY_LENGTH" => num(r.body.len() as u64),
             "REMOTE_ADDR" => Cow::Borrowed(r.remote_addr.as_bytes()),
             "REMOTE_PORT" => num(u64::from(r.remote_port)),
