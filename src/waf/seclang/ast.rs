@@ -25,11 +25,40 @@ pub enum Selector {
     /// One member by name (compared without case where the collection's
     /// names have none, such as headers).
     Key(String),
-    /// Members whose names match the regex.
-    Regex(String),
+    /// Members whose names match the regex (compiled once, at load).
+    Regex(KeyRegex),
     /// An XPath expression (XML only).
     XPath(String),
 }
+
+/// A key regex, compiled case-insensitively as ModSecurity matches
+/// collection keys; compared by its pattern.
+#[derive(Debug, Clone)]
+pub struct KeyRegex {
+    pub pattern: String,
+    pub regex: Arc<regex::bytes::Regex>,
+}
+
+impl KeyRegex {
+    pub fn new(pattern: &str) -> Result<KeyRegex, regex::Error> {
+        let regex = regex::bytes::RegexBuilder::new(pattern)
+            .case_insensitive(true)
+            .size_limit(crate::waf::operator::REGEX_SIZE_LIMIT)
+            .build()?;
+        Ok(KeyRegex {
+            pattern: pattern.to_string(),
+            regex: Arc::new(regex),
+        })
+    }
+}
+
+impl PartialEq for KeyRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for KeyRegex {}
 
 /// One entry of a rule's variable list: `ARGS`, `ARGS:id`, `!ARGS:pwd`,
 /// `&ARGS`, `REQUEST_HEADERS:/^x-/`.

@@ -22,7 +22,6 @@ use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
 use super::seclang::ast::{EngineMode, Selector, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
-use vars::Selected;
 
 /// What the rules decided to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,40 +295,35 @@ impl Transaction {
         let mut matched_any = false;
         let mut found: Vec<(String, Vec<u8>)> = Vec::new();
         let mut captured: Option<Captures> = None;
-        {
-            let mut selected: Vec<Selected<'_>> = Vec::new();
-            for spec in rule.variables.iter().filter(|v| !v.exclude) {
-                self.select(spec, &mut selected);
-            }
-            let exclusions: Vec<&VarSpec> = rule
-                .variables
-                .iter()
-                .filter(|v| v.exclude)
-                .chain(
-                    self.removed_targets
-                        .iter()
-                        .filter(|(f, _)| f.matches(rule))
-                        .map(|(_, spec)| spec),
-                )
-                .collect();
-            for item in &selected {
+        let exclusions: Vec<&VarSpec> = rule
+            .variables
+            .iter()
+            .filter(|v| v.exclude)
+            .chain(
+                self.removed_targets
+                    .iter()
+                    .filter(|(f, _)| f.matches(rule))
+                    .map(|(_, spec)| spec),
+            )
+            .collect();
+        for spec in rule.variables.iter().filter(|v| !v.exclude) {
+            self.visit(spec, &mut |key, value| {
                 if exclusions
                     .iter()
-                    .any(|spec| Self::excluded(&item.name, spec))
+                    .any(|ex| Self::excluded_by(&spec.name, key, ex))
                 {
-                    continue;
+                    return;
                 }
                 let mut caps = Captures::new();
-                let want_caps = rule.capture;
-                let hit = test_value(rule, &item.value, param, want_caps.then_some(&mut caps));
+                let hit = test_value(rule, value, param, rule.capture.then_some(&mut caps));
                 if hit {
                     matched_any = true;
-                    found.push((item.name.clone(), item.value.to_vec()));
-                    if want_caps && captured.is_none() {
+                    found.push((Self::value_name(&spec.name, key), value.to_vec()));
+                    if rule.capture && captured.is_none() {
                         captured = Some(caps);
                     }
                 }
-            }
+            });
         }
         if matched_any {
             if let Some(caps) = captured {
@@ -595,8 +589,12 @@ impl Resolve for Transaction {
             exclude: false,
             count: false,
         };
-        let mut out = Vec::new();
-        self.select(&spec, &mut out);
-        out.into_iter().next().map(|s| s.value.into_owned())
+        let mut first = None;
+        self.visit(&spec, &mut |_, value| {
+            if first.is_none() {
+                first = Some(value.to_vec());
+            }
+        });
+        first
     }
 }

@@ -4,94 +4,74 @@
 
 use std::borrow::Cow;
 
-use regex::bytes::Regex;
-
 use super::Transaction;
 use super::request::Pair;
 use crate::waf::seclang::ast::{Selector, VarSpec};
 
-/// One selected value.
-pub struct Selected<'t> {
-    pub name: String,
-    pub value: Cow<'t, [u8]>,
-}
-
-/// Key selection for collections: names compared without case.
-struct KeyFilter<'s> {
-    selector: &'s Selector,
-    regex: Option<Regex>,
-}
-
-impl<'s> KeyFilter<'s> {
-    fn new(selector: &'s Selector) -> KeyFilter<'s> {
-        let regex = match selector {
-            Selector::Regex(pattern) => regex::bytes::RegexBuilder::new(pattern)
-                .case_insensitive(true)
-                .build()
-                .ok(),
-            _ => None,
-        };
-        KeyFilter { selector, regex }
-    }
-
-    fn accepts(&self, key: &[u8]) -> bool {
-        match self.selector {
-            Selector::All => true,
-            Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
-            Selector::Regex(_) => self.regex.as_ref().is_some_and(|re| re.is_match(key)),
-            Selector::XPath(_) => false,
-        }
+/// Whether a collection key is selected (names compared without case).
+fn accepts(selector: &Selector, key: &[u8]) -> bool {
+    match selector {
+        Selector::All => true,
+        Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
+        Selector::Regex(re) => re.regex.is_match(key),
+        Selector::XPath(_) => false,
     }
 }
 
 impl Transaction {
-    /// The members of collection `name` as (key, value) pairs.
-    fn collection(&self, name: &str) -> Option<Cow<'_, [Pair]>> {
-        let r = &self.request;
-        Some(match name {
-            "ARGS" => Cow::Owned(
-                self.args_get
-                    .iter()
-                    .chain(&self.args_post)
-                    .cloned()
-                    .collect(),
-            ),
-            "ARGS_GET" => Cow::Borrowed(&self.args_get),
-            "ARGS_POST" => Cow::Borrowed(&self.args_post),
-            "ARGS_NAMES" => names(self.args_get.iter().chain(&self.args_post)),
-            "ARGS_GET_NAMES" => names(self.args_get.iter()),
-            "ARGS_POST_NAMES" => names(self.args_post.iter()),
-            "REQUEST_HEADERS" => Cow::Borrowed(&r.headers),
-            "REQUEST_HEADERS_NAMES" => names(r.headers.iter()),
-            "REQUEST_COOKIES" => Cow::Borrowed(&self.cookies),
-            "REQUEST_COOKIES_NAMES" => names(self.cookies.iter()),
-            "RESPONSE_HEADERS" => Cow::Borrowed(&self.response.headers),
-            "RESPONSE_HEADERS_NAMES" => names(self.response.headers.iter()),
-            "MATCHED_VARS" => Cow::Owned(
-                self.matched_vars
-                    .iter()
-                    .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
-                    .collect(),
-            ),
-            "MATCHED_VARS_NAMES" => Cow::Owned(
-                self.matched_vars
-                    .iter()
-                    .map(|(n, _)| (n.as_bytes().to_vec(), n.as_bytes().to_vec()))
-                    .collect(),
-            ),
+    /// Calls `f(key, value)` for each member of collection `name`; false
+    /// when `name` is not a collection. Nothing is copied.
+    fn members(&self, name: &str, f: &mut dyn FnMut(&[u8], &[u8])) -> bool {
+        let pairs = |list: &[Pair], f: &mut dyn FnMut(&[u8], &[u8])| {
+            for (k, v) in list {
+                f(k, v);
+            }
+        };
+        let keys = |list: &[Pair], f: &mut dyn FnMut(&[u8], &[u8])| {
+            for (k, _) in list {
+                f(k, k);
+            }
+        };
+        match name {
+            "ARGS" => {
+                pairs(&self.args_get, f);
+                pairs(&self.args_post, f);
+            }
+            "ARGS_GET" => pairs(&self.args_get, f),
+            "ARGS_POST" => pairs(&self.args_post, f),
+            "ARGS_NAMES" => {
+                keys(&self.args_get, f);
+                keys(&self.args_post, f);
+            }
+            "ARGS_GET_NAMES" => keys(&self.args_get, f),
+            "ARGS_POST_NAMES" => keys(&self.args_post, f),
+            "REQUEST_HEADERS" => pairs(&self.request.headers, f),
+            "REQUEST_HEADERS_NAMES" => keys(&self.request.headers, f),
+            "REQUEST_COOKIES" => pairs(&self.cookies, f),
+            "REQUEST_COOKIES_NAMES" => keys(&self.cookies, f),
+            "RESPONSE_HEADERS" => pairs(&self.response.headers, f),
+            "RESPONSE_HEADERS_NAMES" => keys(&self.response.headers, f),
+            "MATCHED_VARS" => {
+                for (n, v) in &self.matched_vars {
+                    f(n.as_bytes(), v);
+                }
+            }
+            "MATCHED_VARS_NAMES" => {
+                for (n, _) in &self.matched_vars {
+                    f(n.as_bytes(), n.as_bytes());
+                }
+            }
             "TX" | "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" | "ENV" | "GEO" => {
-                let map = self.collections.get(name)?;
-                Cow::Owned(
-                    map.iter()
-                        .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
-                        .collect(),
-                )
+                if let Some(map) = self.collections.get(name) {
+                    for (k, v) in map {
+                        f(k.as_bytes(), v);
+                    }
+                }
             }
-            "FILES" | "FILES_NAMES" | "FILES_SIZES" | "MULTIPART_PART_HEADERS" | "XML" => {
-                Cow::Owned(Vec::new())
-            }
-            _ => return None,
-        })
+            "FILES" | "FILES_NAMES" | "FILES_SIZES" | "MULTIPART_PART_HEADERS" | "XML" => {}
+            _ => return false,
+        }
+        true
     }
 
     /// A scalar variable's value, if `name` is one.
@@ -195,67 +175,53 @@ impl Transaction {
         })
     }
 
-    /// Appends what `spec` selects (exclusions are applied by the caller).
-    pub fn select<'t>(&'t self, spec: &VarSpec, out: &mut Vec<Selected<'t>>) {
-        if let Some(members) = self.collection(&spec.name) {
-            let filter = KeyFilter::new(&spec.selector);
-            if spec.count {
-                let n = members.iter().filter(|(k, _)| filter.accepts(k)).count();
-                out.push(Selected {
-                    name: spec.name.clone(),
-                    value: Cow::Owned(n.to_string().into_bytes()),
-                });
-                return;
+    /// Calls `f(key, value)` for each value `spec` selects (`key` is
+    /// `None` for scalars); a count (`&ARGS`) is one value. Exclusions are
+    /// the caller's.
+    pub fn visit(&self, spec: &VarSpec, f: &mut dyn FnMut(Option<&[u8]>, &[u8])) {
+        let mut count = 0usize;
+        let is_collection = self.members(&spec.name, &mut |k, v| {
+            if accepts(&spec.selector, k) {
+                if spec.count {
+                    count += 1;
+                } else {
+                    f(Some(k), v);
+                }
             }
-            match members {
-                Cow::Borrowed(list) => {
-                    for (k, v) in list.iter().filter(|(k, _)| filter.accepts(k)) {
-                        out.push(Selected {
-                            name: format!("{}:{}", spec.name, String::from_utf8_lossy(k)),
-                            value: Cow::Borrowed(v.as_slice()),
-                        });
-                    }
-                }
-                Cow::Owned(list) => {
-                    for (k, v) in list.into_iter().filter(|(k, _)| filter.accepts(k)) {
-                        out.push(Selected {
-                            name: format!("{}:{}", spec.name, String::from_utf8_lossy(&k)),
-                            value: Cow::Owned(v),
-                        });
-                    }
-                }
+        });
+        if is_collection {
+            if spec.count {
+                f(None, count.to_string().as_bytes());
             }
             return;
         }
         let value = self.scalar(&spec.name);
         if spec.count {
-            out.push(Selected {
-                name: spec.name.clone(),
-                value: Cow::Owned(if value.is_some() {
-                    b"1".to_vec()
-                } else {
-                    b"0".to_vec()
-                }),
-            });
+            f(None, if value.is_some() { b"1" } else { b"0" });
         } else if let Some(value) = value {
-            out.push(Selected {
-                name: spec.name.clone(),
-                value,
-            });
+            f(None, &value);
         }
     }
 
-    /// Whether `selected` is removed by the exclusion `spec` (`!ARGS:pwd`).
-    pub fn excluded(selected_name: &str, spec: &VarSpec) -> bool {
-        let Some((collection, key)) = selected_name.split_once(':') else {
-            return spec.selector == Selector::All && selected_name == spec.name;
-        };
-        collection == spec.name && KeyFilter::new(&spec.selector).accepts(key.as_bytes())
+    /// The name ModSecurity reports for a value (`ARGS:id`, `REQUEST_URI`).
+    pub fn value_name(collection: &str, key: Option<&[u8]>) -> String {
+        match key {
+            Some(k) => format!("{collection}:{}", String::from_utf8_lossy(k)),
+            None => collection.to_string(),
+        }
     }
-}
 
-fn names<'a>(pairs: impl Iterator<Item = &'a Pair>) -> Cow<'a, [Pair]> {
-    Cow::Owned(pairs.map(|(k, _)| (k.clone(), k.clone())).collect())
+    /// Whether the value (`collection`, `key`) is removed by the exclusion
+    /// `spec` (`!ARGS:pwd`).
+    pub fn excluded_by(collection: &str, key: Option<&[u8]>, spec: &VarSpec) -> bool {
+        if collection != spec.name {
+            return false;
+        }
+        match key {
+            Some(k) => accepts(&spec.selector, k),
+            None => spec.selector == Selector::All,
+        }
+    }
 }
 
 fn time_var(name: &str) -> Vec<u8> {
