@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::macros::Template;
 use super::operator::Operator;
-use super::seclang::ast::{Action, Item, Origin, RuleAst, VarSpec};
+use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
 use super::transform::{self, Transform};
@@ -37,22 +37,22 @@ pub enum AllowScope {
 #[derive(Debug, Clone)]
 pub enum SetVar {
     Set {
-        collection: String,
+        collection: Var,
         name: Template,
         value: Template,
     },
     Add {
-        collection: String,
+        collection: Var,
         name: Template,
         value: Template,
     },
     Sub {
-        collection: String,
+        collection: Var,
         name: Template,
         value: Template,
     },
     Delete {
-        collection: String,
+        collection: Var,
         name: Template,
     },
 }
@@ -287,7 +287,10 @@ fn parse_setvar(text: &str) -> Result<SetVar, String> {
     let Some((collection, name)) = target.split_once('.') else {
         return Err(format!("setvar {text:?}: expected collection.name"));
     };
-    let collection = collection.to_ascii_uppercase();
+    let collection = match Var::from_name(collection) {
+        Some(v @ (Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource | Var::Env)) => v,
+        _ => return Err(format!("setvar {text:?}: {collection} is not a collection setvar can write")),
+    };
     let name = Template::parse(name);
     if delete {
         return Ok(SetVar::Delete { collection, name });

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use super::var::Var;
+
 /// Where something was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -64,8 +66,7 @@ impl Eq for KeyRegex {}
 /// `&ARGS`, `REQUEST_HEADERS:/^x-/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarSpec {
-    /// Upper case, as in the list of supported variables.
-    pub name: String,
+    pub var: Var,
     pub selector: Selector,
     /// `!`: removes matching members from what the other entries select.
     pub exclude: bool,

@@ -6,6 +6,7 @@ pub mod ast;
 mod lines;
 pub mod names;
 pub mod parse;
+pub mod var;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -630,13 +630,12 @@ pub fn parse_variables(text: &str) -> Result<Vec<VarSpec>, String> {
             Some((n, k)) => (n, Some(k)),
             None => (rest, None),
         };
-        let upper = name.to_ascii_uppercase();
-        if !names::VARIABLES.contains(&upper.as_str()) {
+        let Some(var) = Var::from_name(name) else {
             return Err(format!("unsupported variable {name:?}"));
-        }
+        };
         let selector = match key {
             None => Selector::All,
-            Some(k) if upper == "XML" => Selector::XPath(k.to_string()),
+            Some(k) if var == Var::Xml => Selector::XPath(k.to_string()),
             Some(k) if k.len() >= 2 && k.starts_with('/') && k.ends_with('/') => {
                 let pattern = &k[1..k.len() - 1];
                 match KeyRegex::new(pattern) {
@@ -656,7 +655,7 @@ pub fn parse_variables(text: &str) -> Result<Vec<VarSpec>, String> {
             }
         };
         out.push(VarSpec {
-            name: upper,
+            var,
             selector,
             exclude,
             count,

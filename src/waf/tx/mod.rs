@@ -20,7 +20,7 @@ use std::time::Instant;
 use super::macros::Resolve;
 use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
-use super::seclang::ast::{EngineMode, Selector, VarSpec};
+use super::seclang::ast::{EngineMode, Selector, Var, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
 
 /// What the rules decided to do with the request.
@@ -75,7 +75,7 @@ pub struct Transaction {
     request_body_access: bool,
     force_body_variable: bool,
     /// TX, IP, GLOBAL, ... : names lower-cased.
-    collections: HashMap<&'static str, HashMap<String, Vec<u8>>>,
+    collections: HashMap<Var, HashMap<String, Vec<u8>>>,
     matched_var: Vec<u8>,
     matched_var_name: String,
     matched_vars: Vec<(String, Vec<u8>)>,
@@ -89,8 +89,15 @@ pub struct Transaction {
     pub matches: Vec<RuleMatch>,
 }
 
-const COLLECTIONS: [&str; 8] = [
-    "TX", "IP", "GLOBAL", "SESSION", "USER", "RESOURCE", "ENV", "GEO",
+const COLLECTIONS: [Var; 8] = [
+    Var::Tx,
+    Var::Ip,
+    Var::Global,
+    Var::Session,
+    Var::User,
+    Var::Resource,
+    Var::Env,
+    Var::Geo,
 ];
 
 impl Transaction {
@@ -196,7 +203,7 @@ impl Transaction {
     /// A TX variable's value (names without case).
     pub fn tx_var(&self, name: &str) -> Option<&[u8]> {
         self.collections
-            .get("TX")
+            .get(&Var::Tx)
             .and_then(|m| m.get(&name.to_ascii_lowercase()))
             .map(Vec::as_slice)
     }
@@ -310,7 +317,7 @@ impl Transaction {
             self.visit(spec, &mut |key, value| {
                 if exclusions
                     .iter()
-                    .any(|ex| Self::excluded_by(&spec.name, key, ex))
+                    .any(|ex| Self::excluded_by(spec.var, key, ex))
                 {
                     return;
                 }
@@ -318,7 +325,7 @@ impl Transaction {
                 let hit = test_value(rule, value, param, rule.capture.then_some(&mut caps));
                 if hit {
                     matched_any = true;
-                    found.push((Self::value_name(&spec.name, key), value.to_vec()));
+                    found.push((Self::value_name(spec.var, key), value.to_vec()));
                     if rule.capture && captured.is_none() {
                         captured = Some(caps);
                     }
@@ -327,7 +334,7 @@ impl Transaction {
         }
         if matched_any {
             if let Some(caps) = captured {
-                let tx = self.collections.entry("TX").or_default();
+                let tx = self.collections.entry(Var::Tx).or_default();
                 for (i, c) in caps.into_iter().enumerate() {
                     tx.insert(i.to_string(), c);
                 }
@@ -351,7 +358,7 @@ impl Transaction {
             for (name, value) in &link.set_env {
                 let value = value.expand(self);
                 self.collections
-                    .entry("ENV")
+                    .entry(Var::Env)
                     .or_default()
                     .insert(name.to_ascii_lowercase(), value);
             }
@@ -446,7 +453,7 @@ impl Transaction {
             }
             | SetVar::Delete { collection, name } => (collection, name),
         };
-        let Some(key) = COLLECTIONS.iter().find(|c| **c == collection.as_str()) else {
+        let Some(key) = COLLECTIONS.iter().copied().find(|c| c == collection) else {
             return;
         };
         let var = String::from_utf8_lossy(&name.expand(self)).to_ascii_lowercase();
@@ -457,7 +464,7 @@ impl Transaction {
                 let delta = atoi(&value.expand(self));
                 let current = self
                     .collections
-                    .get(key)
+                    .get(&key)
                     .and_then(|m| m.get(&var))
                     .map_or(0, |v| atoi(v));
                 let result = if matches!(sv, SetVar::Add { .. }) {
@@ -583,8 +590,9 @@ impl Resolve for Transaction {
                 _ => None,
             };
         }
+        let var = Var::from_name(collection)?;
         let spec = VarSpec {
-            name: collection.to_string(),
+            var,
             selector: key.map_or(Selector::All, |k| Selector::Key(k.to_string())),
             exclude: false,
             count: false,

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use super::Transaction;
 use super::request::Pair;
-use crate::waf::seclang::ast::{Selector, VarSpec};
+use crate::waf::seclang::ast::{Selector, Var, VarSpec};
 
 /// Whether a collection key is selected (names compared without case).
 fn accepts(selector: &Selector, key: &[u8]) -> bool {
@@ -21,7 +21,7 @@ fn accepts(selector: &Selector, key: &[u8]) -> bool {
 impl Transaction {
     /// Calls `f(key, value)` for each member of collection `name`; false
     /// when `name` is not a collection. Nothing is copied.
-    fn members(&self, name: &str, f: &mut dyn FnMut(&[u8], &[u8])) -> bool {
+    fn members(&self, var: Var, f: &mut dyn FnMut(&[u8], &[u8])) -> bool {
         let pairs = |list: &[Pair], f: &mut dyn FnMut(&[u8], &[u8])| {
             for (k, v) in list {
                 f(k, v);
@@ -32,119 +32,119 @@ impl Transaction {
                 f(k, k);
             }
         };
-        match name {
-            "ARGS" => {
+        match var {
+            Var::Args => {
                 pairs(&self.args_get, f);
                 pairs(&self.args_post, f);
             }
-            "ARGS_GET" => pairs(&self.args_get, f),
-            "ARGS_POST" => pairs(&self.args_post, f),
-            "ARGS_NAMES" => {
+            Var::ArgsGet => pairs(&self.args_get, f),
+            Var::ArgsPost => pairs(&self.args_post, f),
+            Var::ArgsNames => {
                 keys(&self.args_get, f);
                 keys(&self.args_post, f);
             }
-            "ARGS_GET_NAMES" => keys(&self.args_get, f),
-            "ARGS_POST_NAMES" => keys(&self.args_post, f),
-            "REQUEST_HEADERS" => pairs(&self.request.headers, f),
-            "REQUEST_HEADERS_NAMES" => keys(&self.request.headers, f),
-            "REQUEST_COOKIES" => pairs(&self.cookies, f),
-            "REQUEST_COOKIES_NAMES" => keys(&self.cookies, f),
-            "RESPONSE_HEADERS" => pairs(&self.response.headers, f),
-            "RESPONSE_HEADERS_NAMES" => keys(&self.response.headers, f),
-            "MATCHED_VARS" => {
+            Var::ArgsGetNames => keys(&self.args_get, f),
+            Var::ArgsPostNames => keys(&self.args_post, f),
+            Var::RequestHeaders => pairs(&self.request.headers, f),
+            Var::RequestHeadersNames => keys(&self.request.headers, f),
+            Var::RequestCookies => pairs(&self.cookies, f),
+            Var::RequestCookiesNames => keys(&self.cookies, f),
+            Var::ResponseHeaders => pairs(&self.response.headers, f),
+            Var::ResponseHeadersNames => keys(&self.response.headers, f),
+            Var::MatchedVars => {
                 for (n, v) in &self.matched_vars {
                     f(n.as_bytes(), v);
                 }
             }
-            "MATCHED_VARS_NAMES" => {
+            Var::MatchedVarsNames => {
                 for (n, _) in &self.matched_vars {
                     f(n.as_bytes(), n.as_bytes());
                 }
             }
-            "TX" | "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" | "ENV" | "GEO" => {
-                if let Some(map) = self.collections.get(name) {
+            Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource | Var::Env | Var::Geo => {
+                if let Some(map) = self.collections.get(&var) {
                     for (k, v) in map {
                         f(k.as_bytes(), v);
                     }
                 }
             }
-            "FILES" | "FILES_NAMES" | "FILES_SIZES" | "MULTIPART_PART_HEADERS" | "XML" => {}
+            Var::Files | Var::FilesNames | Var::FilesSizes | Var::MultipartPartHeaders | Var::Xml => {}
             _ => return false,
         }
         true
     }
 
     /// A scalar variable's value, if `name` is one.
-    pub(super) fn scalar(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+    pub(super) fn scalar(&self, var: Var) -> Option<Cow<'_, [u8]>> {
         let r = &self.request;
         let b = |s: &'static str| Cow::Borrowed(s.as_bytes());
         let owned = |v: Vec<u8>| Cow::Owned(v);
         let num = |n: u64| Cow::Owned(n.to_string().into_bytes());
-        Some(match name {
-            "REQUEST_METHOD" => Cow::Borrowed(r.method.as_slice()),
-            "REQUEST_PROTOCOL" => Cow::Borrowed(r.protocol.as_slice()),
-            "REQUEST_URI" => Cow::Borrowed(r.uri()),
-            "REQUEST_URI_RAW" => Cow::Borrowed(r.uri_raw.as_slice()),
-            "REQUEST_FILENAME" => Cow::Borrowed(r.path()),
-            "REQUEST_BASENAME" => Cow::Borrowed(r.basename()),
-            "QUERY_STRING" => Cow::Borrowed(r.query()),
-            "REQUEST_LINE" => owned(r.request_line()),
-            "REQUEST_BODY" if self.expose_request_body() => Cow::Borrowed(r.body.as_slice()),
-            "REQUEST_BODY" => return None,
-            "REQUEST_BODY_LENGTH" => num(r.body.len() as u64),
-            "REMOTE_ADDR" => Cow::Borrowed(r.remote_addr.as_bytes()),
-            "REMOTE_PORT" => num(u64::from(r.remote_port)),
-            "SERVER_NAME" => Cow::Borrowed(r.server_name.as_slice()),
-            "SERVER_PORT" => num(u64::from(r.server_port)),
-            "UNIQUE_ID" => Cow::Borrowed(self.unique_id.as_bytes()),
-            "ARGS_COMBINED_SIZE" => num(self
+        Some(match var {
+            Var::RequestMethod => Cow::Borrowed(r.method.as_slice()),
+            Var::RequestProtocol => Cow::Borrowed(r.protocol.as_slice()),
+            Var::RequestUri => Cow::Borrowed(r.uri()),
+            Var::RequestUriRaw => Cow::Borrowed(r.uri_raw.as_slice()),
+            Var::RequestFilename => Cow::Borrowed(r.path()),
+            Var::RequestBasename => Cow::Borrowed(r.basename()),
+            Var::QueryString => Cow::Borrowed(r.query()),
+            Var::RequestLine => owned(r.request_line()),
+            Var::RequestBody if self.expose_request_body() => Cow::Borrowed(r.body.as_slice()),
+            Var::RequestBody => return None,
+            Var::RequestBodyLength => num(r.body.len() as u64),
+            Var::RemoteAddr => Cow::Borrowed(r.remote_addr.as_bytes()),
+            Var::RemotePort => num(u64::from(r.remote_port)),
+            Var::ServerName => Cow::Borrowed(r.server_name.as_slice()),
+            Var::ServerPort => num(u64::from(r.server_port)),
+            Var::UniqueId => Cow::Borrowed(self.unique_id.as_bytes()),
+            Var::ArgsCombinedSize => num(self
                 .args_get
                 .iter()
                 .chain(&self.args_post)
                 .map(|(n, v)| (n.len() + v.len()) as u64)
                 .sum()),
-            "FILES_COMBINED_SIZE" => b("0"),
-            "REQBODY_PROCESSOR" => Cow::Borrowed(self.body_processor.as_bytes()),
-            "REQBODY_ERROR" | "REQBODY_PROCESSOR_ERROR" => {
+            Var::FilesCombinedSize => b("0"),
+            Var::ReqbodyProcessor => Cow::Borrowed(self.body_processor.as_bytes()),
+            Var::ReqbodyError | Var::ReqbodyProcessorError => {
                 b(if self.body_error.is_some() { "1" } else { "0" })
             }
-            "REQBODY_ERROR_MSG" => owned(self.body_error.clone().unwrap_or_default().into_bytes()),
-            "URLENCODED_ERROR" | "INBOUND_DATA_ERROR" | "OUTBOUND_DATA_ERROR" => b("0"),
-            "MULTIPART_STRICT_ERROR"
-            | "MULTIPART_UNMATCHED_BOUNDARY"
-            | "MULTIPART_BOUNDARY_QUOTED"
-            | "MULTIPART_BOUNDARY_WHITESPACE"
-            | "MULTIPART_CRLF_LF_LINES"
-            | "MULTIPART_DATA_AFTER"
-            | "MULTIPART_DATA_BEFORE"
-            | "MULTIPART_FILE_LIMIT_EXCEEDED"
-            | "MULTIPART_HEADER_FOLDING"
-            | "MULTIPART_INVALID_HEADER_FOLDING"
-            | "MULTIPART_INVALID_PART"
-            | "MULTIPART_INVALID_QUOTING"
-            | "MULTIPART_LF_LINE"
-            | "MULTIPART_MISSING_SEMICOLON" => b("0"),
-            "MULTIPART_FILENAME" | "MULTIPART_NAME" => b(""),
-            "MATCHED_VAR" => Cow::Borrowed(self.matched_var.as_slice()),
-            "MATCHED_VAR_NAME" => Cow::Borrowed(self.matched_var_name.as_bytes()),
-            "RESPONSE_STATUS" => num(u64::from(self.response.status)),
-            "RESPONSE_PROTOCOL" => Cow::Borrowed(self.response.protocol.as_slice()),
-            "RESPONSE_BODY" => Cow::Borrowed(self.response.body.as_slice()),
-            "RESPONSE_CONTENT_TYPE" => Cow::Borrowed(
+            Var::ReqbodyErrorMsg => owned(self.body_error.clone().unwrap_or_default().into_bytes()),
+            Var::UrlencodedError | Var::InboundDataError | Var::OutboundDataError => b("0"),
+            Var::MultipartStrictError
+            | Var::MultipartUnmatchedBoundary
+            | Var::MultipartBoundaryQuoted
+            | Var::MultipartBoundaryWhitespace
+            | Var::MultipartCrlfLfLines
+            | Var::MultipartDataAfter
+            | Var::MultipartDataBefore
+            | Var::MultipartFileLimitExceeded
+            | Var::MultipartHeaderFolding
+            | Var::MultipartInvalidHeaderFolding
+            | Var::MultipartInvalidPart
+            | Var::MultipartInvalidQuoting
+            | Var::MultipartLfLine
+            | Var::MultipartMissingSemicolon => b("0"),
+            Var::MultipartFilename | Var::MultipartName => b(""),
+            Var::MatchedVar => Cow::Borrowed(self.matched_var.as_slice()),
+            Var::MatchedVarName => Cow::Borrowed(self.matched_var_name.as_bytes()),
+            Var::ResponseStatus => num(u64::from(self.response.status)),
+            Var::ResponseProtocol => Cow::Borrowed(self.response.protocol.as_slice()),
+            Var::ResponseBody => Cow::Borrowed(self.response.body.as_slice()),
+            Var::ResponseContentType => Cow::Borrowed(
                 self.response
                     .headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
                     .map_or(&b""[..], |(_, v)| v.as_slice()),
             ),
-            "RESPONSE_CONTENT_LENGTH" => Cow::Borrowed(
+            Var::ResponseContentLength => Cow::Borrowed(
                 self.response
                     .headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
                     .map_or(&b""[..], |(_, v)| v.as_slice()),
             ),
-            "STATUS_LINE" => owned(
+            Var::StatusLine => owned(
                 format!(
                     "{} {}",
                     String::from_utf8_lossy(&self.response.protocol),
@@ -152,9 +152,9 @@ impl Transaction {
                 )
                 .into_bytes(),
             ),
-            "DURATION" => num(self.started.elapsed().as_micros() as u64),
-            "HIGHEST_SEVERITY" => num(u64::from(self.highest_severity.unwrap_or(255))),
-            "FULL_REQUEST" => {
+            Var::Duration => num(self.started.elapsed().as_micros() as u64),
+            Var::HighestSeverity => num(u64::from(self.highest_severity.unwrap_or(255))),
+            Var::FullRequest => {
                 let mut full = r.request_line();
                 full.extend_from_slice(b"\r\n");
                 for (n, v) in &r.headers {
@@ -167,10 +167,10 @@ impl Transaction {
                 full.extend_from_slice(&r.body);
                 owned(full)
             }
-            "FULL_REQUEST_LENGTH" => num(r.request_line().len() as u64 + r.body.len() as u64),
-            "AUTH_TYPE" | "REMOTE_HOST" | "REMOTE_USER" | "PATH_INFO" | "SERVER_ADDR" => b(""),
-            "TIME" | "TIME_DAY" | "TIME_EPOCH" | "TIME_HOUR" | "TIME_MIN" | "TIME_MON"
-            | "TIME_SEC" | "TIME_WDAY" | "TIME_YEAR" => owned(time_var(name)),
+            Var::FullRequestLength => num(r.request_line().len() as u64 + r.body.len() as u64),
+            Var::AuthType | Var::RemoteHost | Var::RemoteUser | Var::PathInfo | Var::ServerAddr => b(""),
+            Var::Time | Var::TimeDay | Var::TimeEpoch | Var::TimeHour | Var::TimeMin | Var::TimeMon
+            | Var::TimeSec | Var::TimeWday | Var::TimeYear => owned(time_var(var)),
             _ => return None,
         })
     }
@@ -180,7 +180,7 @@ impl Transaction {
     /// the caller's.
     pub fn visit(&self, spec: &VarSpec, f: &mut dyn FnMut(Option<&[u8]>, &[u8])) {
         let mut count = 0usize;
-        let is_collection = self.members(&spec.name, &mut |k, v| {
+        let is_collection = self.members(spec.var, &mut |k, v| {
             if accepts(&spec.selector, k) {
                 if spec.count {
                     count += 1;
@@ -195,7 +195,7 @@ impl Transaction {
             }
             return;
         }
-        let value = self.scalar(&spec.name);
+        let value = self.scalar(spec.var);
         if spec.count {
             f(None, if value.is_some() { b"1" } else { b"0" });
         } else if let Some(value) = value {
@@ -204,17 +204,17 @@ impl Transaction {
     }
 
     /// The name ModSecurity reports for a value (`ARGS:id`, `REQUEST_URI`).
-    pub fn value_name(collection: &str, key: Option<&[u8]>) -> String {
+    pub fn value_name(var: Var, key: Option<&[u8]>) -> String {
         match key {
-            Some(k) => format!("{collection}:{}", String::from_utf8_lossy(k)),
-            None => collection.to_string(),
+            Some(k) => format!("{}:{}", var.name(), String::from_utf8_lossy(k)),
+            None => var.name().to_string(),
         }
     }
 
     /// Whether the value (`collection`, `key`) is removed by the exclusion
     /// `spec` (`!ARGS:pwd`).
-    pub fn excluded_by(collection: &str, key: Option<&[u8]>, spec: &VarSpec) -> bool {
-        if collection != spec.name {
+    pub fn excluded_by(var: Var, key: Option<&[u8]>, spec: &VarSpec) -> bool {
+        if var != spec.var {
             return false;
         }
         match key {
@@ -224,7 +224,7 @@ impl Transaction {
     }
 }
 
-fn time_var(name: &str) -> Vec<u8> {
+fn time_var(var: Var) -> Vec<u8> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -240,15 +240,15 @@ fn time_var(name: &str) -> Vec<u8> {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let value = match name {
-        "TIME_EPOCH" => secs.to_string(),
-        "TIME_YEAR" => year.to_string(),
-        "TIME_MON" => format!("{:02}", month),
-        "TIME_DAY" => format!("{:02}", day),
-        "TIME_HOUR" => format!("{:02}", rem / 3600),
-        "TIME_MIN" => format!("{:02}", rem % 3600 / 60),
-        "TIME_SEC" => format!("{:02}", rem % 60),
-        "TIME_WDAY" => ((days + 4) % 7).to_string(),
+    let value = match var {
+        Var::TimeEpoch => secs.to_string(),
+        Var::TimeYear => year.to_string(),
+        Var::TimeMon => format!("{:02}", month),
+        Var::TimeDay => format!("{:02}", day),
+        Var::TimeHour => format!("{:02}", rem / 3600),
+        Var::TimeMin => format!("{:02}", rem % 3600 / 60),
+        Var::TimeSec => format!("{:02}", rem % 60),
+        Var::TimeWday => ((days + 4) % 7).to_string(),
         _ => format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
     };
     value.into_bytes()
