@@ -39,8 +39,14 @@ fn load_crs() -> Arc<RuleSet> {
 fn headers(extra: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     [
         ("Host", "shop.example"),
-        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
-        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
         ("Accept-Language", "en-US,en;q=0.5"),
         ("Accept-Encoding", "gzip, deflate, br"),
         ("Connection", "keep-alive"),
@@ -57,7 +63,12 @@ fn headers(extra: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     .collect()
 }
 
-fn request(method: &str, target: &str, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>) -> RequestData {
+fn request(
+    method: &str,
+    target: &str,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+) -> RequestData {
     RequestData {
         method: method.as_bytes().to_vec(),
         uri_raw: target.as_bytes().to_vec(),
@@ -88,7 +99,9 @@ fn waf(c: &mut Criterion) {
         Vec::new(),
     );
     assert!(!run(&rules, get.clone()), "the benign GET must pass");
-    c.bench_function("CRS benign GET", |b| b.iter(|| black_box(run(&rules, get.clone()))));
+    c.bench_function("CRS benign GET", |b| {
+        b.iter(|| black_box(run(&rules, get.clone())))
+    });
 
     let mut body = Vec::new();
     let mut i = 0;
@@ -101,12 +114,17 @@ fn waf(c: &mut Criterion) {
     let post = request(
         "POST",
         "/account/profile",
-        headers(&[("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", &len)]),
+        headers(&[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", &len),
+        ]),
         body,
     );
     let blocked = run(&rules, post.clone());
     eprintln!("16 KiB POST blocked: {blocked}");
-    c.bench_function("CRS 16 KiB urlencoded POST", |b| b.iter(|| black_box(run(&rules, post.clone()))));
+    c.bench_function("CRS 16 KiB urlencoded POST", |b| {
+        b.iter(|| black_box(run(&rules, post.clone())))
+    });
 }
 
 criterion_group! {

@@ -288,8 +288,20 @@ fn parse_setvar(text: &str) -> Result<SetVar, String> {
         return Err(format!("setvar {text:?}: expected collection.name"));
     };
     let collection = match Var::from_name(collection) {
-        Some(v @ (Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource | Var::Env)) => v,
-        _ => return Err(format!("setvar {text:?}: {collection} is not a collection setvar can write")),
+        Some(
+            v @ (Var::Tx
+            | Var::Ip
+            | Var::Global
+            | Var::Session
+            | Var::User
+            | Var::Resource
+            | Var::Env),
+        ) => v,
+        _ => {
+            return Err(format!(
+                "setvar {text:?}: {collection} is not a collection setvar can write"
+            ));
+        }
     };
     let name = Template::parse(name);
     if delete {

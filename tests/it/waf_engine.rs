@@ -181,3 +181,41 @@ fn crs_blocks_sql_injection_and_xss_through_its_anomaly_score() {
         );
     }
 }
+
+#[test]
+fn hostile_request_data_never_panics_the_engine() {
+    let rules = crs();
+    let many_args: String = (0..10_000).map(|i| format!("a{i}=v{i}&")).collect();
+    let mut headers = browser_headers();
+    headers.push(("X-Weird", "\u{0}\u{1}%c0%af%00\u{ff}"));
+    let cases = [
+        request("GET", &format!("/?{many_args}"), &headers, ""),
+        request(
+            "POST",
+            "/",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &many_args,
+        ),
+        request("GET", "/%c0%ae%c0%ae/%00/..%5c..%5cwindows", &headers, ""),
+        RequestData {
+            uri_raw: b"/\xff\xfe?\xc3\x28=\xa0\xa1&%ZZ=%".to_vec(),
+            body: b"\xed\xa0\x80\xf4\x90\x80\x80".to_vec(),
+            ..request("POST", "/", &headers, "")
+        },
+    ];
+    for req in cases {
+        let target = String::from_utf8_lossy(&req.uri_raw)
+            .chars()
+            .take(40)
+            .collect::<String>();
+        let mut tx = Transaction::new(Arc::clone(&rules), req, "hostile".into());
+        let _ = tx
+            .process_request_headers()
+            .or_else(|| tx.process_request_body());
+        // CRS must have scored it: its own counters exist.
+        assert!(
+            tx.tx_var("blocking_inbound_anomaly_score").is_some(),
+            "{target}"
+        );
+    }
+}

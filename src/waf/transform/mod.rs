@@ -4,6 +4,7 @@
 //! only where something changes.
 
 mod decode;
+pub mod invariants;
 mod text;
 
 /// One transformation.

@@ -61,14 +61,25 @@ impl Transaction {
                     f(n.as_bytes(), n.as_bytes());
                 }
             }
-            Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource | Var::Env | Var::Geo => {
+            Var::Tx
+            | Var::Ip
+            | Var::Global
+            | Var::Session
+            | Var::User
+            | Var::Resource
+            | Var::Env
+            | Var::Geo => {
                 if let Some(map) = self.collections.get(&var) {
                     for (k, v) in map {
                         f(k.as_bytes(), v);
                     }
                 }
             }
-            Var::Files | Var::FilesNames | Var::FilesSizes | Var::MultipartPartHeaders | Var::Xml => {}
+            Var::Files
+            | Var::FilesNames
+            | Var::FilesSizes
+            | Var::MultipartPartHeaders
+            | Var::Xml => {}
             _ => return false,
         }
         true
@@ -168,9 +179,18 @@ impl Transaction {
                 owned(full)
             }
             Var::FullRequestLength => num(r.request_line().len() as u64 + r.body.len() as u64),
-            Var::AuthType | Var::RemoteHost | Var::RemoteUser | Var::PathInfo | Var::ServerAddr => b(""),
-            Var::Time | Var::TimeDay | Var::TimeEpoch | Var::TimeHour | Var::TimeMin | Var::TimeMon
-            | Var::TimeSec | Var::TimeWday | Var::TimeYear => owned(time_var(var)),
+            Var::AuthType | Var::RemoteHost | Var::RemoteUser | Var::PathInfo | Var::ServerAddr => {
+                b("")
+            }
+            Var::Time
+            | Var::TimeDay
+            | Var::TimeEpoch
+            | Var::TimeHour
+            | Var::TimeMin
+            | Var::TimeMon
+            | Var::TimeSec
+            | Var::TimeWday
+            | Var::TimeYear => owned(time_var(var)),
             _ => return None,
         })
     }
