@@ -90,10 +90,10 @@ pub fn check(t: Transform, input: &[u8]) -> Result<(), String> {
         Transform::HexEncode => out.len() == input.len() * 2,
         Transform::HexDecode => apply(Transform::HexEncode, &out).len() == input.len() / 2 * 2,
         Transform::Base64Encode => {
-            apply(Transform::Base64Decode, &out) == input && out.len() % 4 == 0
+            apply(Transform::Base64Decode, &out) == input && out.len().is_multiple_of(4)
         }
         Transform::ParityZero7bit => out.iter().all(|b| *b < 0x80),
-        Transform::ParityEven7bit => out.iter().all(|b| b.count_ones() % 2 == 0),
+        Transform::ParityEven7bit => out.iter().all(|b| b.count_ones().is_multiple_of(2)),
         Transform::ParityOdd7bit => out.iter().all(|b| b.count_ones() % 2 == 1),
         Transform::NormalisePathWin => !out.contains(&b'\\'),
         _ => true,

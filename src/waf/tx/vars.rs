@@ -8,6 +8,9 @@ use super::Transaction;
 use super::request::Pair;
 use crate::waf::seclang::ast::{Selector, Var, VarSpec};
 
+/// Receives each selected value: its key (`None` for scalars), its bytes.
+pub type ValueVisitor<'f> = dyn FnMut(Option<&[u8]>, &[u8]) + 'f;
+
 /// Whether a collection key is selected (names compared without case).
 fn accepts(selector: &Selector, key: &[u8]) -> bool {
     match selector {
@@ -198,7 +201,7 @@ impl Transaction {
     /// Calls `f(key, value)` for each value `spec` selects (`key` is
     /// `None` for scalars); a count (`&ARGS`) is one value. Exclusions are
     /// the caller's.
-    pub fn visit(&self, spec: &VarSpec, f: &mut dyn FnMut(Option<&[u8]>, &[u8])) {
+    pub fn visit(&self, spec: &VarSpec, f: &mut ValueVisitor<'_>) {
         let mut count = 0usize;
         let is_collection = self.members(spec.var, &mut |k, v| {
             if accepts(&spec.selector, k) {
