@@ -3,6 +3,7 @@
 //! the engine does with them, and rules sorted into their phases with the
 //! markers `skipAfter` jumps to.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,6 +75,9 @@ pub struct CompiledRule {
     /// The operator's parameter, for operators that expand macros.
     pub param: Template,
     pub transforms: Vec<Transform>,
+    /// Rules with equal transformation chains share this number (the key
+    /// of the per-transaction transformation cache).
+    pub chain_id: u32,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -115,6 +119,7 @@ impl RuleSet {
         let mut phases: [Vec<Step>; 5] = Default::default();
         let mut errors = Vec::new();
         let mut rule_count = 0;
+        let mut chains: HashMap<Vec<Transform>, u32> = HashMap::new();
         for item in source.items {
             match item {
                 Item::Marker { name, .. } => {
@@ -124,7 +129,8 @@ impl RuleSet {
                     }
                 }
                 Item::Rule(ast) => match compile_rule(&ast, None) {
-                    Ok(rule) => {
+                    Ok(mut rule) => {
+                        number_chains(&mut rule, &mut chains);
                         rule_count += 1;
                         let phase = usize::from(rule.phase) - 1;
                         phases[phase].push(Step::Rule(Arc::new(rule)));
@@ -145,6 +151,15 @@ impl RuleSet {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// Gives every rule of a chain the number of its transformation chain.
+fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u32>) {
+    let next = chains.len() as u32;
+    rule.chain_id = *chains.entry(rule.transforms.clone()).or_insert(next);
+    if let Some(link) = rule.chain.as_deref_mut() {
+        number_chains(link, chains);
     }
 }
 
@@ -246,6 +261,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         operator,
         negated: ast.operator.negated,
         param: Template::parse(&ast.operator.param),
+        chain_id: 0,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

@@ -13,6 +13,7 @@
 pub mod request;
 mod vars;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,6 +87,11 @@ pub struct Transaction {
     highest_severity: Option<u8>,
     /// The rule whose actions are running (for `%{rule.*}`).
     current: Option<Arc<CompiledRule>>,
+    /// Transformation results by (address, length, chain) of request and
+    /// response values, which do not move during the transaction: CRS
+    /// applies the same few chains to the same values in rule after rule.
+    /// `None`: the chain left the value unchanged.
+    transform_cache: RefCell<HashMap<(usize, usize, u32), Option<Arc<Vec<u8>>>>>,
     pub matches: Vec<RuleMatch>,
 }
 
@@ -132,6 +138,7 @@ impl Transaction {
             intervention: None,
             highest_severity: None,
             current: None,
+            transform_cache: RefCell::new(HashMap::new()),
             matches: Vec::new(),
         };
         let separator = tx.rules.settings.argument_separator;
@@ -314,7 +321,7 @@ impl Transaction {
             )
             .collect();
         for spec in rule.variables.iter().filter(|v| !v.exclude) {
-            self.visit(spec, &mut |key, value| {
+            self.visit(spec, &mut |key, value, stable| {
                 if exclusions
                     .iter()
                     .any(|ex| Self::excluded_by(spec.var, key, ex))
@@ -322,7 +329,13 @@ impl Transaction {
                     return;
                 }
                 let mut caps = Captures::new();
-                let hit = test_value(rule, value, param, rule.capture.then_some(&mut caps));
+                let hit = if stable && !rule.multi_match && !rule.transforms.is_empty() {
+                    let transformed = self.transformed(rule, value);
+                    let input = transformed.as_deref().map_or(value, |t| t.as_slice());
+                    rule.operator.matches(input, param, rule.capture.then_some(&mut caps)) != rule.negated
+                } else {
+                    test_value(rule, value, param, rule.capture.then_some(&mut caps))
+                };
                 if hit {
                     matched_any = true;
                     found.push((Self::value_name(spec.var, key), value.to_vec()));
@@ -548,6 +561,30 @@ enum Flow {
     Stop,
 }
 
+impl Transaction {
+    /// `value` through the rule's transformation chain, from the cache when
+    /// this chain already ran on these bytes; `None` when unchanged.
+    fn transformed(&self, rule: &CompiledRule, value: &[u8]) -> Option<Arc<Vec<u8>>> {
+        let key = (value.as_ptr() as usize, value.len(), rule.chain_id);
+        if let Some(hit) = self.transform_cache.borrow().get(&key) {
+            return hit.clone();
+        }
+        let result = apply_chain(&rule.transforms, value).map(Arc::new);
+        self.transform_cache.borrow_mut().insert(key, result.clone());
+        result
+    }
+}
+
+fn apply_chain(chain: &[super::transform::Transform], value: &[u8]) -> Option<Vec<u8>> {
+    let mut current: Option<Vec<u8>> = None;
+    for t in chain {
+        if let Some(next) = t.apply(current.as_deref().unwrap_or(value)) {
+            current = Some(next);
+        }
+    }
+    current
+}
+
 /// Runs the transformation chain over `value` and tests the operator;
 /// with `multiMatch`, after every step as well.
 fn test_value(
@@ -598,11 +635,22 @@ impl Resolve for Transaction {
             count: false,
         };
         let mut first = None;
-        self.visit(&spec, &mut |_, value| {
+        self.visit(&spec, &mut |_, value, _| {
             if first.is_none() {
                 first = Some(value.to_vec());
             }
         });
         first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The proxy holds a transaction across awaits on multi-threaded
+    /// runtimes.
+    #[test]
+    fn transaction_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Transaction>();
     }
 }

@@ -8,8 +8,11 @@ use super::Transaction;
 use super::request::Pair;
 use crate::waf::seclang::ast::{Selector, Var, VarSpec};
 
-/// Receives each selected value: its key (`None` for scalars), its bytes.
-pub type ValueVisitor<'f> = dyn FnMut(Option<&[u8]>, &[u8]) + 'f;
+/// Receives each selected value: its key (`None` for scalars), its bytes,
+/// and whether those bytes stay where they are for the whole transaction
+/// (request and response data do; TX values and counts do not), which is
+/// what lets transformation results be cached by address.
+pub type ValueVisitor<'f> = dyn FnMut(Option<&[u8]>, &[u8], bool) + 'f;
 
 /// Whether a collection key is selected (names compared without case).
 fn accepts(selector: &Selector, key: &[u8]) -> bool {
@@ -202,27 +205,44 @@ impl Transaction {
     /// `None` for scalars); a count (`&ARGS`) is one value. Exclusions are
     /// the caller's.
     pub fn visit(&self, spec: &VarSpec, f: &mut ValueVisitor<'_>) {
+        let stable = matches!(
+            spec.var,
+            Var::Args
+                | Var::ArgsGet
+                | Var::ArgsPost
+                | Var::ArgsNames
+                | Var::ArgsGetNames
+                | Var::ArgsPostNames
+                | Var::RequestHeaders
+                | Var::RequestHeadersNames
+                | Var::RequestCookies
+                | Var::RequestCookiesNames
+                | Var::ResponseHeaders
+                | Var::ResponseHeadersNames
+        );
         let mut count = 0usize;
         let is_collection = self.members(spec.var, &mut |k, v| {
             if accepts(&spec.selector, k) {
                 if spec.count {
                     count += 1;
                 } else {
-                    f(Some(k), v);
+                    f(Some(k), v, stable);
                 }
             }
         });
         if is_collection {
             if spec.count {
-                f(None, count.to_string().as_bytes());
+                f(None, count.to_string().as_bytes(), false);
             }
             return;
         }
         let value = self.scalar(spec.var);
         if spec.count {
-            f(None, if value.is_some() { b"1" } else { b"0" });
+            f(None, if value.is_some() { b"1" } else { b"0" }, false);
         } else if let Some(value) = value {
-            f(None, &value);
+            let stable = matches!(value, Cow::Borrowed(_))
+                && !matches!(spec.var, Var::MatchedVar | Var::MatchedVarName);
+            f(None, &value, stable);
         }
     }
 
