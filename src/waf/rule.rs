@@ -74,6 +74,8 @@ pub struct CompiledRule {
     pub negated: bool,
     /// The operator's parameter, for operators that expand macros.
     pub param: Template,
+    /// The parameter's text when it has no macros (most rules).
+    pub param_static: Option<Vec<u8>>,
     pub transforms: Vec<Transform>,
     /// Rules with equal transformation chains share this number (the key
     /// of the per-transaction transformation cache).
@@ -261,6 +263,9 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         operator,
         negated: ast.operator.negated,
         param: Template::parse(&ast.operator.param),
+        param_static: Some(Template::parse(&ast.operator.param))
+            .filter(Template::is_static)
+            .map(|t| t.static_text()),
         chain_id: 0,
         transforms,
         multi_match: flag("multiMatch"),
