@@ -91,8 +91,7 @@ pub struct Transaction {
     /// response values, which do not move during the transaction: CRS
     /// applies the same few chains to the same values in rule after rule.
     /// `None`: the chain left the value unchanged.
-    transform_cache:
-        RefCell<HashMap<(usize, usize, u32), Option<Arc<Vec<u8>>>, BuildAddressHasher>>,
+    transform_cache: RefCell<TransformCache>,
     pub matches: Vec<RuleMatch>,
 }
 
@@ -554,6 +553,9 @@ enum Flow {
     StopPhase,
     Stop,
 }
+
+/// Transformation results by (address, length, chain number).
+type TransformCache = HashMap<(usize, usize, u32), Option<Arc<Vec<u8>>>, BuildAddressHasher>;
 
 /// Hashes the cache's (address, length, chain) keys with one multiply per
 /// word: SipHash's flood resistance buys nothing for keys no client
