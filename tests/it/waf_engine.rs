@@ -219,3 +219,70 @@ fn hostile_request_data_never_panics_the_engine() {
         );
     }
 }
+
+#[test]
+fn request_body_limits_reject_or_inspect_the_first_part() {
+    let rules_for = |action: &str| {
+        rules_from(&format!(
+            "SecRuleEngine On\nSecRequestBodyAccess On\nSecRequestBodyLimit 64\nSecRequestBodyNoFilesLimit 64\n\
+             SecRequestBodyLimitAction {action}\n\
+             SecRule REQUEST_BODY \"@contains early\" \"id:1,phase:2,deny,status:406\"\n\
+             SecRule REQUEST_BODY \"@contains late\" \"id:2,phase:2,deny,status:409\"\n"
+        ))
+    };
+    let body = format!("{}early{}late", "a".repeat(10), "b".repeat(100));
+    let headers = [("Content-Type", "text/plain")];
+
+    let rules = rules_for("Reject");
+    let mut tx = Transaction::new(
+        Arc::clone(&rules),
+        request("POST", "/", &headers, ""),
+        "r".into(),
+    );
+    assert_eq!(tx.process_request_headers(), None);
+    let mut verdict = None;
+    for chunk in body.as_bytes().chunks(16) {
+        verdict = verdict.or(tx.append_request_body(chunk));
+    }
+    assert_eq!(verdict.map(|i| i.status), Some(413));
+
+    let rules = rules_for("ProcessPartial");
+    let mut tx = Transaction::new(
+        Arc::clone(&rules),
+        request("POST", "/", &headers, ""),
+        "p".into(),
+    );
+    for chunk in body.as_bytes().chunks(16) {
+        assert_eq!(tx.append_request_body(chunk), None);
+    }
+    assert_eq!(tx.request.body.len(), 64, "only the first part is kept");
+    assert_eq!(
+        tx.process_request_body().map(|i| i.status),
+        Some(406),
+        "early is inspected, late is not"
+    );
+}
+
+#[test]
+fn response_bodies_are_inspected_for_configured_types_only() {
+    let rules = rules_from(
+        "SecRuleEngine On\nSecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n\
+         SecRule RESPONSE_STATUS \"@eq 500\" \"id:1,phase:3,pass,log,msg:'server error'\"\n\
+         SecRule RESPONSE_BODY \"@contains ORA-00933\" \"id:2,phase:4,deny,status:502\"\n",
+    );
+    for (content_type, expected) in [("text/html; charset=utf-8", Some(502)), ("image/png", None)] {
+        let mut tx = Transaction::new(Arc::clone(&rules), request("GET", "/", &[], ""), "r".into());
+        let headers = vec![(b"Content-Type".to_vec(), content_type.as_bytes().to_vec())];
+        assert_eq!(tx.process_response_headers(500, b"HTTP/1.1", headers), None);
+        assert_eq!(tx.matches.iter().map(|m| m.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            tx.append_response_body(b"<html>ORA-00933: SQL command not properly ended"),
+            None
+        );
+        assert_eq!(
+            tx.process_response_body().map(|i| i.status),
+            expected,
+            "{content_type}"
+        );
+    }
+}

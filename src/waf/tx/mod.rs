@@ -21,7 +21,7 @@ use std::time::Instant;
 use super::macros::Resolve;
 use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
-use super::seclang::ast::{EngineMode, Selector, Var, VarSpec};
+use super::seclang::ast::{EngineMode, LimitAction, Selector, Var, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
 
 /// What the rules decided to do with the request.
@@ -75,6 +75,8 @@ pub struct Transaction {
     body_error: Option<String>,
     request_body_access: bool,
     force_body_variable: bool,
+    /// The request body went past its limit; no more is kept.
+    body_truncated: bool,
     /// TX, IP, GLOBAL, ... : names lower-cased.
     collections: HashMap<Var, HashMap<String, Vec<u8>>>,
     matched_var: Vec<u8>,
@@ -128,6 +130,7 @@ impl Transaction {
             body_error: None,
             request_body_access,
             force_body_variable: false,
+            body_truncated: false,
             collections,
             matched_var: Vec::new(),
             matched_var_name: String::new(),
@@ -162,7 +165,103 @@ impl Transaction {
         self.run_phase(1)
     }
 
-    /// Phase 2: the request body (already in `request.body`), parsed by
+    /// Adds a chunk of the request body, up to the body limits
+    /// (`SecRequestBodyLimit`, and `SecRequestBodyNoFilesLimit` for bodies
+    /// that are not multipart). Past a limit: with `Reject`, a 413 when
+    /// the engine is on (nothing more is kept either way); with
+    /// `ProcessPartial`, the part within the limit is kept for inspection.
+    /// The caller forwards the body itself; this copy is for the rules.
+    pub fn append_request_body(&mut self, chunk: &[u8]) -> Option<Intervention> {
+        if !self.request_body_access || self.body_truncated {
+            return None;
+        }
+        let settings = &self.rules.settings;
+        let multipart = self
+            .request
+            .header("content-type")
+            .is_some_and(|v| v.len() >= 19 && v[..19].eq_ignore_ascii_case(b"multipart/form-data"));
+        let limit = if multipart {
+            settings.request_body_limit
+        } else {
+            settings
+                .request_body_limit
+                .min(settings.request_body_no_files_limit)
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let room = limit.saturating_sub(self.request.body.len());
+        if chunk.len() <= room {
+            self.request.body.extend_from_slice(chunk);
+            return None;
+        }
+        self.request.body.extend_from_slice(&chunk[..room]);
+        self.body_truncated = true;
+        if settings.request_body_limit_action == LimitAction::Reject && self.mode == EngineMode::On
+        {
+            self.intervention = Some(Intervention {
+                status: 413,
+                redirect: None,
+                drop: false,
+                rule_id: 0,
+            });
+        }
+        self.intervention.clone()
+    }
+
+    /// Whether the response body is to be inspected: response body access
+    /// on and its content type one of `SecResponseBodyMimeType`.
+    pub fn inspects_response_body(&self) -> bool {
+        let settings = &self.rules.settings;
+        if !settings.response_body_access || self.mode == EngineMode::Off {
+            return false;
+        }
+        let Some((_, value)) = self
+            .response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+        else {
+            return false;
+        };
+        let mime = String::from_utf8_lossy(value);
+        let mime = mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        settings.response_body_mime_types.iter().any(|m| *m == mime)
+    }
+
+    /// Adds a chunk of the response body for phase 4, up to
+    /// `SecResponseBodyLimit`; past it, `ProcessPartial` keeps the first
+    /// part and `Reject` answers 500 when the engine is on.
+    pub fn append_response_body(&mut self, chunk: &[u8]) -> Option<Intervention> {
+        if !self.inspects_response_body() {
+            return None;
+        }
+        let settings = &self.rules.settings;
+        let limit = usize::try_from(settings.response_body_limit).unwrap_or(usize::MAX);
+        let room = limit.saturating_sub(self.response.body.len());
+        if chunk.len() <= room {
+            self.response.body.extend_from_slice(chunk);
+            return None;
+        }
+        self.response.body.extend_from_slice(&chunk[..room]);
+        if settings.response_body_limit_action == LimitAction::Reject
+            && self.mode == EngineMode::On
+            && self.intervention.is_none()
+        {
+            self.intervention = Some(Intervention {
+                status: 500,
+                redirect: None,
+                drop: false,
+                rule_id: 0,
+            });
+        }
+        self.intervention.clone()
+    }
+
+    /// Phase 2: the request body (appended, or already in `request.body`), parsed by
     /// the body processor the content type (or `ctl`) names.
     pub fn process_request_body(&mut self) -> Option<Intervention> {
         if self.request_body_access && !self.request.body.is_empty() {
