@@ -229,7 +229,7 @@ impl Transaction {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        settings.response_body_mime_types.iter().any(|m| *m == mime)
+        settings.response_body_mime_types.contains(&mime)
     }
 
     /// Adds a chunk of the response body for phase 4, up to
