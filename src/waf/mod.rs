@@ -3,6 +3,7 @@
 //!
 //! `seclang` reads rule files, `transform` holds the transformations.
 
+pub mod collections;
 pub mod macros;
 pub mod operator;
 pub mod rule;

@@ -89,6 +89,10 @@ pub struct CompiledRule {
     pub set_vars: Vec<SetVar>,
     pub ctls: Vec<Ctl>,
     pub set_env: Vec<(String, Template)>,
+    /// `initcol:ip=%{remote_addr}`: a persistent collection and its key.
+    pub init_cols: Vec<(Var, Template)>,
+    /// `expirevar:ip.blocked=60`: variable (collection, name) and seconds.
+    pub expire_vars: Vec<(Var, Template, Template)>,
     pub skip: u32,
     pub skip_after: Option<String>,
     pub log: bool,
@@ -236,6 +240,25 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
             (k.trim().to_string(), Template::parse(val))
         })
         .collect();
+    let mut init_cols = Vec::new();
+    for value in values(own, "initcol") {
+        let (collection, key) = value.split_once('=').unwrap_or((value, ""));
+        init_cols.push((persistent(collection, value)?, Template::parse(key.trim())));
+    }
+    let mut expire_vars = Vec::new();
+    for value in values(own, "expirevar") {
+        let (target, secs) = value.split_once('=').unwrap_or((value, "0"));
+        let Some((collection, name)) = target.split_once('.') else {
+            return Err(format!(
+                "expirevar {value:?}: expected collection.name=seconds"
+            ));
+        };
+        expire_vars.push((
+            persistent(collection, value)?,
+            Template::parse(name),
+            Template::parse(secs),
+        ));
+    }
     let flag = |name: &str| all.iter().any(|a| a.name == name);
     let log = all
         .iter()
@@ -281,6 +304,8 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         set_vars,
         ctls,
         set_env,
+        init_cols,
+        expire_vars,
         skip: values(own, "skip")
             .last()
             .and_then(|s| s.parse().ok())
@@ -293,6 +318,16 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         tags: values(own, "tag").map(str::to_string).collect(),
         chain,
     })
+}
+
+/// A collection `initcol` and `expirevar` can name.
+fn persistent(name: &str, action: &str) -> Result<Var, String> {
+    match Var::from_name(name.trim()) {
+        Some(v @ (Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource)) => Ok(v),
+        _ => Err(format!(
+            "{action:?}: {name} is not a persistent collection (IP, GLOBAL, SESSION, USER, RESOURCE)"
+        )),
+    }
 }
 
 /// `tx.score=+%{tx.critical_anomaly_score}`, `!tx.x`, `ip.hits=1`.

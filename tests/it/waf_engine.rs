@@ -286,3 +286,41 @@ fn response_bodies_are_inspected_for_configured_types_only() {
         );
     }
 }
+
+#[test]
+fn ip_collections_persist_across_transactions_per_address() {
+    use palisade::waf::collections::CollectionStore;
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecAction \"id:1,phase:1,pass,nolog,initcol:ip=%{REMOTE_ADDR},setvar:ip.hits=+1\"\n\
+         SecRule ARGS:flag \"@streq set\" \"id:2,phase:1,pass,nolog,setvar:ip.flag=1,expirevar:ip.flag=0\"\n\
+         SecRule IP:hits \"@ge 3\" \"id:3,phase:1,deny,status:429\"\n\
+         SecRule IP:flag \"@eq 1\" \"id:4,phase:1,deny,status:451\"\n",
+    );
+    let store = Arc::new(CollectionStore::new(1000));
+    let from = |addr: &str, target: &str| {
+        let mut req = request("GET", target, &[], "");
+        req.remote_addr = addr.to_string();
+        let mut tx =
+            Transaction::new(Arc::clone(&rules), req, "c".into()).with_store(Arc::clone(&store));
+        let verdict = tx.process_request_headers().map(|i| i.status);
+        tx.process_logging();
+        verdict
+    };
+    assert_eq!(from("198.51.100.1", "/"), None);
+    assert_eq!(from("198.51.100.1", "/"), None);
+    assert_eq!(
+        from("198.51.100.2", "/"),
+        None,
+        "another address has its own count"
+    );
+    assert_eq!(
+        from("198.51.100.1", "/"),
+        Some(429),
+        "third request from the same address"
+    );
+    // Set in one transaction (and blocked by rule 4 there), expired by the next.
+    assert_eq!(from("198.51.100.3", "/?flag=set"), Some(451));
+    assert_eq!(from("198.51.100.3", "/"), None, "expirevar:0 let it lapse");
+    assert_eq!(store.len(), 3);
+}

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::collections::{CollectionStore, StoredVar};
 use super::macros::Resolve;
 use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
@@ -87,6 +88,12 @@ pub struct Transaction {
     allowed: Option<AllowScope>,
     intervention: Option<Intervention>,
     highest_severity: Option<u8>,
+    /// Where persistent collections live across transactions.
+    store: Option<Arc<CollectionStore>>,
+    /// Persistent collections opened by `initcol`, with their keys.
+    opened: Vec<(Var, String)>,
+    /// Variables of persistent collections with an expiry.
+    expiries: HashMap<(Var, String), Instant>,
     /// The rule whose actions are running (for `%{rule.*}`).
     current: Option<Arc<CompiledRule>>,
     /// Transformation results by (address, length, chain) of request and
@@ -140,6 +147,9 @@ impl Transaction {
             allowed: None,
             intervention: None,
             highest_severity: None,
+            store: None,
+            opened: Vec::new(),
+            expiries: HashMap::new(),
             current: None,
             transform_cache: RefCell::new(HashMap::default()),
             matches: Vec::new(),
@@ -154,6 +164,13 @@ impl Transaction {
             .flat_map(|(_, v)| parse_cookies(v))
             .collect();
         tx
+    }
+
+    /// Keeps persistent collections (`initcol`) in `store` across
+    /// transactions.
+    pub fn with_store(mut self, store: Arc<CollectionStore>) -> Transaction {
+        self.store = Some(store);
+        self
     }
 
     pub fn mode(&self) -> EngineMode {
@@ -301,9 +318,57 @@ impl Transaction {
         self.run_phase(4)
     }
 
-    /// Phase 5: logging. Never intervenes.
+    /// Phase 5: logging. Never intervenes. Persistent collections opened
+    /// during the transaction are written back afterwards.
     pub fn process_logging(&mut self) {
         let _ = self.run_phase(5);
+        self.persist();
+    }
+
+    fn persist(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let timeout = std::time::Duration::from_secs(self.rules.settings.collection_timeout);
+        let now = Instant::now();
+        for (var, key) in std::mem::take(&mut self.opened) {
+            let vars = self
+                .collections
+                .get(&var)
+                .map(|map| {
+                    map.iter()
+                        .map(|(name, value)| {
+                            let expires = self.expiries.get(&(var, name.clone())).copied();
+                            (
+                                name.clone(),
+                                StoredVar {
+                                    value: value.clone(),
+                                    expires,
+                                },
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            store.store(var, &key, vars, timeout, now);
+        }
+    }
+
+    fn init_collection(&mut self, var: Var, key: &str) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let loaded = store.load(var, key, Instant::now());
+        let map = self.collections.entry(var).or_default();
+        map.clear();
+        for (name, stored) in loaded {
+            if let Some(expires) = stored.expires {
+                self.expiries.insert((var, name.clone()), expires);
+            }
+            map.insert(name, stored.value);
+        }
+        self.opened.retain(|(v, _)| *v != var);
+        self.opened.push((var, key.to_string()));
     }
 
     /// A TX variable's value (names without case).
@@ -457,6 +522,10 @@ impl Transaction {
         self.current = Some(Arc::clone(rule));
         let mut link: &CompiledRule = rule;
         loop {
+            for (var, key) in &link.init_cols {
+                let key = String::from_utf8_lossy(&key.expand(self)).into_owned();
+                self.init_collection(*var, &key);
+            }
             for sv in &link.set_vars {
                 self.set_var(sv);
             }
@@ -466,6 +535,14 @@ impl Transaction {
                     .entry(Var::Env)
                     .or_default()
                     .insert(name.to_ascii_lowercase(), value);
+            }
+            for (var, name, secs) in &link.expire_vars {
+                let name = String::from_utf8_lossy(&name.expand(self)).to_ascii_lowercase();
+                let secs = u64::try_from(atoi(&secs.expand(self))).unwrap_or(0);
+                self.expiries.insert(
+                    (*var, name),
+                    Instant::now() + std::time::Duration::from_secs(secs),
+                );
             }
             for ctl in &link.ctls {
                 let value = String::from_utf8_lossy(&ctl.value.expand(self)).into_owned();
