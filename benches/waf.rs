@@ -127,9 +127,67 @@ fn waf(c: &mut Criterion) {
     });
 }
 
+/// Resident memory of this process, from /proc (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// RSS with CRS loaded, then after 10,000 varied requests spread over
+/// every core (regex caches grow per thread and per pattern).
+fn memory(_: &mut Criterion) {
+    let before = rss_mib();
+    let rules = load_crs();
+    let loaded = rss_mib();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = 10_000 / threads;
+    let blocked: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let rules = Arc::clone(&rules);
+                scope.spawn(move || {
+                    let mut blocked = 0;
+                    for i in 0..per_thread {
+                        let n = t * per_thread + i;
+                        let target = match n % 5 {
+                            0 => format!("/catalog/item{n}?id={n}&q=shoes+size+{}", n % 47),
+                            1 => format!("/search?q=%27+OR+1%3D1--+{n}"),
+                            2 => format!("/page?x=%3Cscript%3Ealert({n})%3C%2Fscript%3E"),
+                            3 => format!("/files/../../etc/passwd?n={n}"),
+                            _ => {
+                                format!("/api/v1/orders/{n}?expand=items&fields=a,b,c&token={n:x}")
+                            }
+                        };
+                        let ua = format!(
+                            "Mozilla/5.0 (X11; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox",
+                            100 + n % 30
+                        );
+                        let req =
+                            request("GET", &target, headers(&[("X-Variant", &ua)]), Vec::new());
+                        blocked += usize::from(run(&rules, req));
+                    }
+                    blocked
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let after = rss_mib();
+    eprintln!(
+        "RSS: {before:.1} MiB before CRS, {loaded:.1} MiB with CRS loaded, {after:.1} MiB after 10,000 varied requests on {threads} threads ({blocked} blocked)"
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = waf
+    targets = memory, waf
 }
 criterion_main!(benches);
