@@ -110,6 +110,14 @@ impl Transform {
 
     /// Applies the transformation; `None` when the result equals `input`.
     pub fn apply(self, input: &[u8]) -> Option<Vec<u8>> {
+        if self.leaves_unchanged(input) {
+            return None;
+        }
+        self.compute(input)
+    }
+
+    /// The transformation without the quick unchanged-check.
+    pub(crate) fn compute(self, input: &[u8]) -> Option<Vec<u8>> {
         let out = match self {
             Transform::Base64Decode => decode::base64(input, false),
             Transform::Base64DecodeExt => decode::base64(input, true),
@@ -181,6 +189,46 @@ impl Transform {
             Transform::Utf8ToUnicode => text::utf8_to_unicode(input),
         };
         (out != input).then_some(out)
+    }
+}
+
+impl Transform {
+    /// A quick scan that proves the transformation would return its input
+    /// unchanged: most values carry no escape, comment or path marker, and
+    /// finding that out costs a byte scan instead of a copy and a compare.
+    /// `false` means only "not proven"; `apply` then does the work.
+    pub(crate) fn leaves_unchanged(self, input: &[u8]) -> bool {
+        let none_of = |set: &[u8]| !input.iter().any(|b| set.contains(b));
+        match self {
+            Transform::UrlDecode | Transform::UrlDecodeUni => none_of(b"%+"),
+            Transform::HtmlEntityDecode => none_of(b"&"),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
+                none_of(b"\\")
+            }
+            Transform::Utf8ToUnicode => input.is_ascii(),
+            Transform::RemoveCommentsChar => none_of(b"/*-#<"),
+            Transform::ReplaceComments => !input.windows(2).any(|w| w == b"/*"),
+            Transform::RemoveComments => none_of(b"/-#<") && !input.is_empty(),
+            Transform::SqlHexDecode => !input
+                .windows(2)
+                .any(|w| w[0] == b'0' && (w[1] | 0x20) == b'x'),
+            Transform::NormalisePath => none_of(b"./"),
+            Transform::NormalisePathWin => none_of(b"./\\"),
+            Transform::CompressWhitespace => {
+                !input.iter().any(|b| *b != b' ' && text::is_space(*b))
+                    && !input.windows(2).any(|w| w == b"  ")
+            }
+            Transform::Trim => {
+                input
+                    .first()
+                    .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+                    && input
+                        .last()
+                        .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+            }
+            Transform::CmdLine => false,
+            _ => false,
+        }
     }
 }
 
