@@ -322,3 +322,27 @@ pub fn tally(bodies: &[String]) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// The OWASP CRS folder: `PALISADE_CRS_DIR`, or `../shared/crs`.
+pub fn crs_dir() -> std::path::PathBuf {
+    std::env::var_os("PALISADE_CRS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crs")
+        })
+}
+
+/// CRS in load order: crs-setup.conf.example, then rules/*.conf sorted.
+pub fn crs_files() -> Vec<std::path::PathBuf> {
+    let dir = crs_dir();
+    let mut rules: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("rules"))
+        .unwrap_or_else(|e| panic!("{}: {e} (set PALISADE_CRS_DIR)", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    rules.sort();
+    let mut files = vec![dir.join("crs-setup.conf.example")];
+    files.extend(rules);
+    files
+}

@@ -1,7 +1,6 @@
 //! The rule engine on its own: transactions through the phases, with
 //! small hand-written rule sets and with all of CRS.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use palisade::waf::rule::RuleSet;
@@ -9,11 +8,7 @@ use palisade::waf::seclang;
 use palisade::waf::tx::Transaction;
 use palisade::waf::tx::request::RequestData;
 
-fn crs_dir() -> PathBuf {
-    std::env::var_os("PALISADE_CRS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crs"))
-}
+use crate::util::crs_files;
 
 fn rules_from(text: &str) -> Arc<RuleSet> {
     let source = seclang::load_str("test.conf", text).unwrap_or_else(|e| panic!("{e:?}"));
@@ -27,16 +22,8 @@ fn crs() -> Arc<RuleSet> {
         let dir = tempfile::tempdir().unwrap();
         let engine = dir.path().join("engine.conf");
         std::fs::write(&engine, "SecRuleEngine On\nSecRequestBodyAccess On\n").unwrap();
-        let crs = crs_dir();
-        let mut files = vec![engine, crs.join("crs-setup.conf.example")];
-        let mut rules: Vec<PathBuf> = std::fs::read_dir(crs.join("rules"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        rules.sort();
-        files.extend(rules);
+        let mut files = vec![engine];
+        files.extend(crs_files());
         let source = seclang::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
         Arc::new(RuleSet::compile(source).unwrap_or_else(|e| panic!("{e:?}")))
     }))

@@ -6,26 +6,7 @@ use std::process::Command;
 
 use palisade::waf::seclang;
 
-fn crs_dir() -> PathBuf {
-    std::env::var_os("PALISADE_CRS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crs"))
-}
-
-/// crs-setup.conf.example, then rules/*.conf in order.
-fn crs_files() -> Vec<PathBuf> {
-    let dir = crs_dir();
-    let mut rules: Vec<PathBuf> = std::fs::read_dir(dir.join("rules"))
-        .unwrap_or_else(|e| panic!("{}: {e} (set PALISADE_CRS_DIR)", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-        .collect();
-    rules.sort();
-    let mut files = vec![dir.join("crs-setup.conf.example")];
-    files.extend(rules);
-    files
-}
+use crate::util::crs_files;
 
 fn check(files: &[&Path]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
