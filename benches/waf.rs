@@ -103,6 +103,13 @@ fn waf(c: &mut Criterion) {
         b.iter(|| black_box(run(&rules, get.clone())))
     });
 
+    // Hostile scale: 10,000 arguments (the bound is linear in their number).
+    let many: String = (0..10_000).map(|i| format!("a{i}=v{i}&")).collect();
+    let huge = request("GET", &format!("/?{many}"), headers(&[]), Vec::new());
+    c.bench_function("CRS GET with 10,000 args", |b| {
+        b.iter(|| black_box(run(&rules, huge.clone())))
+    });
+
     let mut body = Vec::new();
     let mut i = 0;
     while body.len() < 16 * 1024 {
