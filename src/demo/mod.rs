@@ -77,12 +77,22 @@ fn write_self_signed(dir: &std::path::Path) -> Result<(), String> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot make the demo certificate: {e}"))?;
-    for (file, pem) in [
-        ("cert.pem", generated.cert.pem()),
-        ("key.pem", generated.signing_key.serialize_pem()),
+    // The key is readable by its owner only, as a real one must be.
+    for (file, pem, mode) in [
+        ("cert.pem", generated.cert.pem(), 0o644),
+        ("key.pem", generated.signing_key.serialize_pem(), 0o600),
     ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(file);
-        std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
