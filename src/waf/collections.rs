@@ -79,7 +79,7 @@ impl CollectionStore {
             id,
             Record {
                 vars,
-                expires: now + timeout,
+                expires: expiry(now, timeout),
             },
         );
     }
@@ -91,6 +91,14 @@ impl CollectionStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `now + after`, with `after` capped at ten years: timeouts come from
+/// rule files and request-influenced macros, and an `Instant` that
+/// overflows panics.
+pub fn expiry(now: Instant, after: Duration) -> Instant {
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
+    now.checked_add(after.min(TEN_YEARS)).unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -37,8 +37,9 @@ pub enum Operator {
     ValidateUrlEncoding,
     ValidateUtf8Encoding,
     VerifyCc(Regex),
-    /// Operators over a string parameter, which may hold macros.
-    Text(TextOp, String),
+    /// Operators over a string parameter, which may hold macros (the
+    /// rule expands it and passes it to `matches`).
+    Text(TextOp),
     Unconditional,
     NoMatch,
     GeoLookup,
@@ -66,7 +67,7 @@ impl Operator {
     /// `pmFromFile` and `ipMatchFromFile` are relative to `base`.
     pub fn compile(name: &str, param: &str, base: &Path) -> Result<Operator, String> {
         let has_macro = param.contains("%{");
-        let text = |op| Ok(Operator::Text(op, param.to_string()));
+        let text = |op| Ok(Operator::Text(op));
         let static_only = || {
             if has_macro {
                 Err(format!("@{name} does not take macros ({param:?})"))
@@ -189,7 +190,7 @@ impl Operator {
             Operator::ValidateUrlEncoding => !validate_url_encoding(input),
             Operator::ValidateUtf8Encoding => std::str::from_utf8(input).is_err(),
             Operator::VerifyCc(re) => re.find_iter(input).any(|m| simple::luhn(m.as_bytes())),
-            Operator::Text(op, _) => simple::text_op(*op, input, param),
+            Operator::Text(op) => simple::text_op(*op, input, param),
             Operator::Unconditional => true,
             Operator::NoMatch => false,
             // Looks up the address in the GeoIP database and fills GEO;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::collections::{CollectionStore, StoredVar};
+use super::collections::{CollectionStore, StoredVar, expiry};
 use super::macros::Resolve;
 use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
@@ -192,7 +192,8 @@ impl Transaction {
         if !self.request_body_access || self.body_truncated {
             return None;
         }
-        let settings = &self.rules.settings;
+        let rules = Arc::clone(&self.rules);
+        let settings = &rules.settings;
         let multipart = self
             .request
             .header("content-type")
@@ -207,9 +208,11 @@ impl Transaction {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let room = limit.saturating_sub(self.request.body.len());
         if chunk.len() <= room {
+            self.data_changed();
             self.request.body.extend_from_slice(chunk);
             return None;
         }
+        self.data_changed();
         self.request.body.extend_from_slice(&chunk[..room]);
         self.body_truncated = true;
         if settings.request_body_limit_action == LimitAction::Reject && self.mode == EngineMode::On
@@ -256,13 +259,16 @@ impl Transaction {
         if !self.inspects_response_body() {
             return None;
         }
-        let settings = &self.rules.settings;
+        let rules = Arc::clone(&self.rules);
+        let settings = &rules.settings;
         let limit = usize::try_from(settings.response_body_limit).unwrap_or(usize::MAX);
         let room = limit.saturating_sub(self.response.body.len());
         if chunk.len() <= room {
+            self.data_changed();
             self.response.body.extend_from_slice(chunk);
             return None;
         }
+        self.data_changed();
         self.response.body.extend_from_slice(&chunk[..room]);
         if settings.response_body_limit_action == LimitAction::Reject
             && self.mode == EngineMode::On
@@ -294,10 +300,18 @@ impl Transaction {
             }
             if self.body_processor == "URLENCODED" {
                 let separator = self.rules.settings.argument_separator;
+                self.data_changed();
                 self.args_post = parse_urlencoded(&self.request.body, separator);
             }
         }
         self.run_phase(2)
+    }
+
+    /// Forgets cached transformation results: they are keyed by address,
+    /// and request or response data about to be replaced or grown frees
+    /// addresses that new values may reuse.
+    fn data_changed(&mut self) {
+        self.transform_cache.get_mut().clear();
     }
 
     /// Phase 3: response headers.
@@ -309,6 +323,7 @@ impl Transaction {
     ) -> Option<Intervention> {
         self.response.status = status;
         self.response.protocol = protocol.to_vec();
+        self.data_changed();
         self.response.headers = headers;
         self.run_phase(3)
     }
@@ -541,7 +556,7 @@ impl Transaction {
                 let secs = u64::try_from(atoi(&secs.expand(self))).unwrap_or(0);
                 self.expiries.insert(
                     (*var, name),
-                    Instant::now() + std::time::Duration::from_secs(secs),
+                    expiry(Instant::now(), std::time::Duration::from_secs(secs)),
                 );
             }
             for ctl in &link.ctls {
