@@ -178,7 +178,10 @@ fn values<'a>(actions: &'a [Action], name: &'a str) -> impl Iterator<Item = &'a 
 
 fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, String> {
     let base = ast.origin.file.parent().unwrap_or(Path::new(""));
-    let operator = Operator::compile(&ast.operator.name, &ast.operator.param, base)?;
+    let operator = match &ast.operator.compiled.0 {
+        Some(op) => Operator::clone(op),
+        None => Operator::compile(&ast.operator.name, &ast.operator.param, base)?,
+    };
     let (id, phase) = match head {
         Some(h) => h,
         None => (ast.id().unwrap_or(0), ast.phase().unwrap_or(2)),

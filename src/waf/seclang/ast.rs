@@ -81,7 +81,23 @@ pub struct OperatorSpec {
     pub negated: bool,
     /// The parameter, before macro expansion.
     pub param: String,
+    /// The operator compiled when the rule set was checked at load, kept
+    /// so that building the engine does not compile it again.
+    pub compiled: Compiled,
 }
+
+/// A compiled operator riding along in the syntax tree; not part of the
+/// rule's identity (two specs are equal by name, negation and parameter).
+#[derive(Debug, Clone, Default)]
+pub struct Compiled(pub Option<Arc<crate::waf::operator::Operator>>);
+
+impl PartialEq for Compiled {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Compiled {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {

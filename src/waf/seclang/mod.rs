@@ -51,24 +51,28 @@ pub fn load(files: &[PathBuf]) -> Result<RuleSource, Vec<Diag>> {
 }
 
 /// Compiles every operator once, so a bad regex or a missing data file is
-/// reported with the rule's file and line at load.
+/// reported with the rule's file and line at load; the compiled operator
+/// stays with the rule for `RuleSet::compile`.
 fn check_operators(parser: &mut parse::Parser) {
-    fn visit(rule: &RuleAst, errors: &mut Vec<Diag>) {
+    fn visit(rule: &mut RuleAst, errors: &mut Vec<Diag>) {
         let base = rule.origin.file.parent().unwrap_or(Path::new(""));
-        if let Err(message) =
-            crate::waf::operator::Operator::compile(&rule.operator.name, &rule.operator.param, base)
-        {
-            errors.push(Diag {
+        match crate::waf::operator::Operator::compile(
+            &rule.operator.name,
+            &rule.operator.param,
+            base,
+        ) {
+            Ok(op) => rule.operator.compiled = ast::Compiled(Some(Arc::new(op))),
+            Err(message) => errors.push(Diag {
                 origin: rule.origin.clone(),
                 message,
-            });
+            }),
         }
-        for chained in &rule.chain {
+        for chained in &mut rule.chain {
             visit(chained, errors);
         }
     }
     let mut errors = Vec::new();
-    for item in &parser.items {
+    for item in &mut parser.items {
         if let Item::Rule(rule) = item {
             visit(rule, &mut errors);
         }

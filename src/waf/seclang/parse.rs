@@ -289,6 +289,7 @@ impl Parser {
             name: "unconditionalMatch".into(),
             negated: false,
             param: String::new(),
+            compiled: Compiled::default(),
         };
         self.add_rule(origin, Vec::new(), operator, actions);
     }
@@ -715,6 +716,7 @@ pub fn parse_operator(text: &str) -> Result<OperatorSpec, String> {
             name: "rx".into(),
             negated,
             param: rest.to_string(),
+            compiled: Compiled::default(),
         });
     };
     let (name, param) = match rest.split_once(|c: char| c.is_whitespace()) {
@@ -728,6 +730,7 @@ pub fn parse_operator(text: &str) -> Result<OperatorSpec, String> {
         name: canon.to_string(),
         negated,
         param: param.to_string(),
+        compiled: Compiled::default(),
     })
 }
 
