@@ -6,6 +6,7 @@
 pub mod collections;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod rule;
 pub mod seclang;
 pub mod transform;

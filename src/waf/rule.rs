@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::macros::Template;
 use super::operator::Operator;
+use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, chain_triggers};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -80,6 +81,9 @@ pub struct CompiledRule {
     /// Rules with equal transformation chains share this number (the key
     /// of the per-transaction transformation cache).
     pub chain_id: u32,
+    /// This rule's bit in the prefilter's scan results, when its operator
+    /// needs one of a set of literals (see `prefilter`).
+    pub prefilter_slot: Option<u32>,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -116,6 +120,10 @@ pub struct RuleSet {
     pub settings: EngineSettings,
     pub phases: [Vec<Step>; 5],
     pub rule_count: usize,
+    pub prefilter: Prefilter,
+    /// Per chain number, the bytes that make the chain change a value (see
+    /// `prefilter::chain_triggers`).
+    pub chain_triggers: Vec<Option<ByteSet>>,
 }
 
 impl RuleSet {
@@ -126,6 +134,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut rule_count = 0;
         let mut chains: HashMap<Vec<Transform>, u32> = HashMap::new();
+        let mut prefilter = PrefilterBuilder::default();
         for item in source.items {
             match item {
                 Item::Marker { name, .. } => {
@@ -137,6 +146,7 @@ impl RuleSet {
                 Item::Rule(ast) => match compile_rule(&ast, None) {
                     Ok(mut rule) => {
                         number_chains(&mut rule, &mut chains);
+                        assign_slots(&mut rule, &mut prefilter);
                         rule_count += 1;
                         let phase = usize::from(rule.phase) - 1;
                         phases[phase].push(Step::Rule(Arc::new(rule)));
@@ -148,11 +158,18 @@ impl RuleSet {
                 },
             }
         }
+        let prefilter = prefilter.build();
+        let mut chain_list = vec![None; chains.len()];
+        for (chain, id) in &chains {
+            chain_list[*id as usize] = chain_triggers(chain);
+        }
         if errors.is_empty() {
             Ok(RuleSet {
                 settings: source.settings,
                 phases,
                 rule_count,
+                prefilter,
+                chain_triggers: chain_list,
             })
         } else {
             Err(errors)
@@ -166,6 +183,18 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
     rule.chain_id = *chains.entry(rule.transforms.clone()).or_insert(next);
     if let Some(link) = rule.chain.as_deref_mut() {
         number_chains(link, chains);
+    }
+}
+
+/// Gives every link whose operator needs literals its prefilter slot.
+/// `multiMatch` links test every intermediate value, which the prefilter
+/// does not see, so they get none.
+fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
+    if !rule.multi_match {
+        rule.prefilter_slot = prefilter.add(&rule.operator);
+    }
+    if let Some(link) = rule.chain.as_deref_mut() {
+        assign_slots(link, prefilter);
     }
 }
 
@@ -293,6 +322,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
             .filter(Template::is_static)
             .map(|t| t.static_text()),
         chain_id: 0,
+        prefilter_slot: None,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

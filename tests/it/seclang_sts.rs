@@ -123,7 +123,8 @@ fn reference_runner_reading(text: &str) -> Vec<u8> {
                 .get(i + 2..i + 2 + len)
                 .filter(|s| s.iter().all(u8::is_ascii_alphanumeric))
         };
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x')
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'x')
             && let Some(pair) = escape(2)
         {
             let digits = pair.iter().take_while(|b| b.is_ascii_hexdigit()).count();
@@ -135,7 +136,8 @@ fn reference_runner_reading(text: &str) -> Vec<u8> {
             i += 4;
             continue;
         }
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'u')
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'u')
             && let Some(v) = escape(4)
                 .and_then(|s| std::str::from_utf8(s).ok())
                 .and_then(|s| u32::from_str_radix(s, 16).ok())

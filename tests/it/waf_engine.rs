@@ -311,3 +311,78 @@ fn ip_collections_persist_across_transactions_per_address() {
     assert_eq!(from("198.51.100.3", "/"), None, "expirevar:0 let it lapse");
     assert_eq!(store.len(), 3);
 }
+
+/// The prefilter skips a rule only when its literal is missing from the
+/// value *as the rule sees it*: after the rule's transformations, in any
+/// case, and at every step of a `multiMatch` chain.
+#[test]
+fn prefilter_never_hides_a_literal_that_transformations_reveal() {
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecRule ARGS \"@rx <script\" \"id:1,phase:1,pass,t:none,t:htmlEntityDecode,setvar:tx.entity=1\"\n\
+         SecRule ARGS \"@rx union\\s+select\" \"id:2,phase:1,pass,t:none,t:lowercase,setvar:tx.case=1\"\n\
+         SecRule ARGS \"@pm passwd shadow\" \"id:3,phase:1,pass,t:none,t:removeWhitespace,setvar:tx.joined=1\"\n\
+         SecRule ARGS \"@rx etc/passwd\" \"id:4,phase:1,pass,multiMatch,t:none,t:urlDecode,setvar:tx.multi=1\"\n\
+         SecRule ARGS \"!@rx forbidden\" \"id:5,phase:1,pass,t:none,setvar:tx.negated=+1\"\n",
+    );
+    let (_, tx) = verdict(
+        &rules,
+        request(
+            "GET",
+            "/?a=%26lt%3Bscript%3E&b=1+UNION++SeLeCt+2&c=pass+wd&d=etc%252fpasswd&e=fine",
+            &[("Host", "a")],
+            "",
+        ),
+    );
+    assert_eq!(
+        tx.tx_var("entity"),
+        Some(&b"1"[..]),
+        "&lt;script decodes to <script"
+    );
+    assert_eq!(
+        tx.tx_var("case"),
+        Some(&b"1"[..]),
+        "UNION SeLeCt in any case"
+    );
+    assert_eq!(
+        tx.tx_var("joined"),
+        Some(&b"1"[..]),
+        "pass wd joins to passwd"
+    );
+    assert_eq!(
+        tx.tx_var("multi"),
+        Some(&b"1"[..]),
+        "etc%2fpasswd decodes once more"
+    );
+    assert_eq!(
+        tx.tx_var("negated"),
+        Some(&b"1"[..]),
+        "values lack the literal"
+    );
+
+    let (_, tx) = verdict(
+        &rules,
+        request("GET", "/?a=plain&b=words", &[("Host", "a")], ""),
+    );
+    for name in ["entity", "case", "joined", "multi"] {
+        assert_eq!(tx.tx_var(name), None, "{name} matched a benign value");
+    }
+    let (_, tx) = verdict(
+        &rules,
+        request("GET", "/?e=Forbidden", &[("Host", "a")], ""),
+    );
+    assert_eq!(
+        tx.tx_var("negated"),
+        Some(&b"1"[..]),
+        "rx is case-sensitive"
+    );
+    let (_, tx) = verdict(
+        &rules,
+        request("GET", "/?e=forbidden", &[("Host", "a")], ""),
+    );
+    assert_eq!(
+        tx.tx_var("negated"),
+        None,
+        "the only value holds the literal"
+    );
+}

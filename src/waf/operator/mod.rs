@@ -10,6 +10,7 @@ mod simple;
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
@@ -29,7 +30,8 @@ pub type Captures = Vec<Vec<u8>>;
 pub enum Operator {
     Rx(Regex),
     RxGlobal(Regex),
-    Pm(AhoCorasick),
+    /// The automaton and its phrases (which the prefilter reads).
+    Pm(AhoCorasick, Arc<[Vec<u8>]>),
     DetectSqli,
     DetectXss,
     IpMatch(Vec<IpNet>),
@@ -159,7 +161,7 @@ impl Operator {
                     }
                 },
             },
-            Operator::Pm(ac) => match ac.find(input) {
+            Operator::Pm(ac, _) => match ac.find(input) {
                 None => false,
                 Some(m) => {
                     if let Some(out) = captures {
@@ -266,7 +268,7 @@ fn phrases(list: Vec<Vec<u8>>) -> Result<Operator, String> {
         .ascii_case_insensitive(true)
         .match_kind(aho_corasick::MatchKind::LeftmostFirst)
         .build(&list)
-        .map(Operator::Pm)
+        .map(|ac| Operator::Pm(ac, list.into()))
         .map_err(|e| format!("cannot build the phrase matcher: {e}"))
 }
 

@@ -99,6 +99,13 @@ pub fn by_name(name: &str) -> Option<Transform> {
         .map(|(_, t)| *t)
 }
 
+/// Every transformation, once each.
+pub fn all() -> Vec<Transform> {
+    let mut all: Vec<Transform> = NAMES.iter().map(|(_, t)| *t).collect();
+    all.dedup();
+    all
+}
+
 impl Transform {
     /// The canonical name.
     pub fn name(self) -> &'static str {

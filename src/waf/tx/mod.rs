@@ -10,6 +10,7 @@
 //! a chain can use them), then `setvar`, `setenv`, `ctl`, the log entry,
 //! and last the disruptive action.
 
+mod memo;
 pub mod request;
 mod vars;
 
@@ -96,11 +97,9 @@ pub struct Transaction {
     expiries: HashMap<(Var, String), Instant>,
     /// The rule whose actions are running (for `%{rule.*}`).
     current: Option<Arc<CompiledRule>>,
-    /// Transformation results by (address, length, chain) of request and
-    /// response values, which do not move during the transaction: CRS
-    /// applies the same few chains to the same values in rule after rule.
-    /// `None`: the chain left the value unchanged.
-    transform_cache: RefCell<TransformCache>,
+    /// Transformed forms and prefilter scans of request and response
+    /// values, computed once per transaction.
+    memo: RefCell<memo::ValueMemo>,
     pub matches: Vec<RuleMatch>,
 }
 
@@ -151,7 +150,7 @@ impl Transaction {
             opened: Vec::new(),
             expiries: HashMap::new(),
             current: None,
-            transform_cache: RefCell::new(HashMap::default()),
+            memo: RefCell::default(),
             matches: Vec::new(),
         };
         let separator = tx.rules.settings.argument_separator;
@@ -307,11 +306,10 @@ impl Transaction {
         self.run_phase(2)
     }
 
-    /// Forgets cached transformation results: they are keyed by address,
-    /// and request or response data about to be replaced or grown frees
-    /// addresses that new values may reuse.
+    /// Forgets what the memo knows: it names values by position, and the
+    /// request or response data is about to be replaced or grown.
     fn data_changed(&mut self) {
-        self.transform_cache.get_mut().clear();
+        self.memo.get_mut().clear();
     }
 
     /// Phase 3: response headers.
@@ -494,19 +492,45 @@ impl Transaction {
                     .any(|(f, spec)| f.matches(rule) && Self::excluded_by(var, key, spec))
         };
         for spec in rule.variables.iter().filter(|v| !v.exclude) {
-            self.visit(spec, &mut |key, value, stable| {
-                if excluded(spec.var, key) {
-                    return;
-                }
+            self.visit(spec, &mut |key, value, slot| {
                 let mut caps = Captures::new();
-                let hit = if stable && !rule.multi_match && !rule.transforms.is_empty() {
-                    let transformed = self.transformed(rule, value);
-                    let input = transformed.as_deref().map_or(value, |t| t.as_slice());
-                    rule.operator
-                        .matches(input, param, rule.capture.then_some(&mut caps))
-                        != rule.negated
-                } else {
-                    test_value(rule, value, param, rule.capture.then_some(&mut caps))
+                let hit = match slot {
+                    Some(id) if !rule.multi_match => {
+                        let mut memo = self.memo.borrow_mut();
+                        // A value without the operator's literals cannot
+                        // match: the operator's answer is known, false.
+                        if let Some(pslot) = rule.prefilter_slot
+                            && !memo.could_match(
+                                id,
+                                value,
+                                &self.rules,
+                                rule.chain_id,
+                                &rule.transforms,
+                                pslot,
+                            )
+                        {
+                            if !rule.negated || excluded(spec.var, key) {
+                                return;
+                            }
+                            true
+                        } else {
+                            if excluded(spec.var, key) {
+                                return;
+                            }
+                            let input = memo
+                                .transformed(id, value, rule.chain_id, &rule.transforms)
+                                .unwrap_or(value);
+                            rule.operator
+                                .matches(input, param, rule.capture.then_some(&mut caps))
+                                != rule.negated
+                        }
+                    }
+                    _ => {
+                        if excluded(spec.var, key) {
+                            return;
+                        }
+                        test_value(rule, value, param, rule.capture.then_some(&mut caps))
+                    }
                 };
                 if hit {
                     matched_any = true;
@@ -743,70 +767,6 @@ enum Flow {
     Continue,
     StopPhase,
     Stop,
-}
-
-/// Transformation results by (address, length, chain number).
-type TransformCache = HashMap<(usize, usize, u32), Option<Arc<Vec<u8>>>, BuildAddressHasher>;
-
-/// Hashes the cache's (address, length, chain) keys with one multiply per
-/// word: SipHash's flood resistance buys nothing for keys no client
-/// chooses, and it showed as a twelfth of the engine's time.
-#[derive(Default, Clone, Copy)]
-struct BuildAddressHasher;
-
-impl std::hash::BuildHasher for BuildAddressHasher {
-    type Hasher = AddressHasher;
-    fn build_hasher(&self) -> AddressHasher {
-        AddressHasher(0)
-    }
-}
-
-struct AddressHasher(u64);
-
-impl std::hash::Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-}
-
-impl Transaction {
-    /// `value` through the rule's transformation chain, from the cache when
-    /// this chain already ran on these bytes; `None` when unchanged.
-    fn transformed(&self, rule: &CompiledRule, value: &[u8]) -> Option<Arc<Vec<u8>>> {
-        let key = (value.as_ptr() as usize, value.len(), rule.chain_id);
-        if let Some(hit) = self.transform_cache.borrow().get(&key) {
-            return hit.clone();
-        }
-        let result = apply_chain(&rule.transforms, value).map(Arc::new);
-        self.transform_cache
-            .borrow_mut()
-            .insert(key, result.clone());
-        result
-    }
-}
-
-fn apply_chain(chain: &[super::transform::Transform], value: &[u8]) -> Option<Vec<u8>> {
-    let mut current: Option<Vec<u8>> = None;
-    for t in chain {
-        if let Some(next) = t.apply(current.as_deref().unwrap_or(value)) {
-            current = Some(next);
-        }
-    }
-    current
 }
 
 /// Runs the transformation chain over `value` and tests the operator;

@@ -5,14 +5,32 @@
 use std::borrow::Cow;
 
 use super::Transaction;
+use super::memo::SlotId;
 use super::request::Pair;
 use crate::waf::seclang::ast::{Selector, Var, VarSpec};
 
 /// Receives each selected value: its key (`None` for scalars), its bytes,
-/// and whether those bytes stay where they are for the whole transaction
-/// (request and response data do; TX values and counts do not), which is
-/// what lets transformation results be cached by address.
-pub type ValueVisitor<'f> = dyn FnMut(Option<&[u8]>, &[u8], bool) + 'f;
+/// and, for values that stay put for the transaction (request and response
+/// data; not TX values or counts), the slot the memo knows it by.
+pub type ValueVisitor<'f> = dyn FnMut(Option<&[u8]>, &[u8], Option<SlotId>) + 'f;
+
+type MemberVisitor<'f> = dyn FnMut(&[u8], &[u8], Option<SlotId>) + 'f;
+
+/// Memo groups of the request and response lists; scalars follow, one
+/// group per variable.
+mod group {
+    pub const ARGS_GET: u16 = 0;
+    pub const ARGS_POST: u16 = 1;
+    pub const ARGS_GET_NAMES: u16 = 2;
+    pub const ARGS_POST_NAMES: u16 = 3;
+    pub const REQUEST_HEADERS: u16 = 4;
+    pub const REQUEST_HEADERS_NAMES: u16 = 5;
+    pub const COOKIES: u16 = 6;
+    pub const COOKIES_NAMES: u16 = 7;
+    pub const RESPONSE_HEADERS: u16 = 8;
+    pub const RESPONSE_HEADERS_NAMES: u16 = 9;
+    pub const SCALARS: u16 = 10;
+}
 
 /// Whether a collection key is selected (names compared without case).
 fn accepts(selector: &Selector, key: &[u8]) -> bool {
@@ -27,44 +45,62 @@ fn accepts(selector: &Selector, key: &[u8]) -> bool {
 impl Transaction {
     /// Calls `f(key, value)` for each member of collection `name`; false
     /// when `name` is not a collection. Nothing is copied.
-    fn members(&self, var: Var, f: &mut dyn FnMut(&[u8], &[u8])) -> bool {
-        let pairs = |list: &[Pair], f: &mut dyn FnMut(&[u8], &[u8])| {
-            for (k, v) in list {
-                f(k, v);
+    fn members(&self, var: Var, f: &mut MemberVisitor<'_>) -> bool {
+        let pairs = |list: &[Pair], group: u16, f: &mut MemberVisitor<'_>| {
+            for (index, (k, v)) in list.iter().enumerate() {
+                f(
+                    k,
+                    v,
+                    Some(SlotId {
+                        group,
+                        index: index as u32,
+                    }),
+                );
             }
         };
-        let keys = |list: &[Pair], f: &mut dyn FnMut(&[u8], &[u8])| {
-            for (k, _) in list {
-                f(k, k);
+        let keys = |list: &[Pair], group: u16, f: &mut MemberVisitor<'_>| {
+            for (index, (k, _)) in list.iter().enumerate() {
+                f(
+                    k,
+                    k,
+                    Some(SlotId {
+                        group,
+                        index: index as u32,
+                    }),
+                );
             }
         };
         match var {
             Var::Args => {
-                pairs(&self.args_get, f);
-                pairs(&self.args_post, f);
+                pairs(&self.args_get, group::ARGS_GET, f);
+                pairs(&self.args_post, group::ARGS_POST, f);
             }
-            Var::ArgsGet => pairs(&self.args_get, f),
-            Var::ArgsPost => pairs(&self.args_post, f),
+            Var::ArgsGet => pairs(&self.args_get, group::ARGS_GET, f),
+            Var::ArgsPost => pairs(&self.args_post, group::ARGS_POST, f),
             Var::ArgsNames => {
-                keys(&self.args_get, f);
-                keys(&self.args_post, f);
+                keys(&self.args_get, group::ARGS_GET_NAMES, f);
+                keys(&self.args_post, group::ARGS_POST_NAMES, f);
             }
-            Var::ArgsGetNames => keys(&self.args_get, f),
-            Var::ArgsPostNames => keys(&self.args_post, f),
-            Var::RequestHeaders => pairs(&self.request.headers, f),
-            Var::RequestHeadersNames => keys(&self.request.headers, f),
-            Var::RequestCookies => pairs(&self.cookies, f),
-            Var::RequestCookiesNames => keys(&self.cookies, f),
-            Var::ResponseHeaders => pairs(&self.response.headers, f),
-            Var::ResponseHeadersNames => keys(&self.response.headers, f),
+            Var::ArgsGetNames => keys(&self.args_get, group::ARGS_GET_NAMES, f),
+            Var::ArgsPostNames => keys(&self.args_post, group::ARGS_POST_NAMES, f),
+            Var::RequestHeaders => pairs(&self.request.headers, group::REQUEST_HEADERS, f),
+            Var::RequestHeadersNames => {
+                keys(&self.request.headers, group::REQUEST_HEADERS_NAMES, f)
+            }
+            Var::RequestCookies => pairs(&self.cookies, group::COOKIES, f),
+            Var::RequestCookiesNames => keys(&self.cookies, group::COOKIES_NAMES, f),
+            Var::ResponseHeaders => pairs(&self.response.headers, group::RESPONSE_HEADERS, f),
+            Var::ResponseHeadersNames => {
+                keys(&self.response.headers, group::RESPONSE_HEADERS_NAMES, f)
+            }
             Var::MatchedVars => {
                 for (n, v) in &self.matched_vars {
-                    f(n.as_bytes(), v);
+                    f(n.as_bytes(), v, None);
                 }
             }
             Var::MatchedVarsNames => {
                 for (n, _) in &self.matched_vars {
-                    f(n.as_bytes(), n.as_bytes());
+                    f(n.as_bytes(), n.as_bytes(), None);
                 }
             }
             Var::Tx
@@ -77,7 +113,7 @@ impl Transaction {
             | Var::Geo => {
                 if let Some(map) = self.collections.get(&var) {
                     for (k, v) in map {
-                        f(k.as_bytes(), v);
+                        f(k.as_bytes(), v, None);
                     }
                 }
             }
@@ -205,44 +241,53 @@ impl Transaction {
     /// `None` for scalars); a count (`&ARGS`) is one value. Exclusions are
     /// the caller's.
     pub fn visit(&self, spec: &VarSpec, f: &mut ValueVisitor<'_>) {
-        let stable = matches!(
-            spec.var,
-            Var::Args
-                | Var::ArgsGet
-                | Var::ArgsPost
-                | Var::ArgsNames
-                | Var::ArgsGetNames
-                | Var::ArgsPostNames
-                | Var::RequestHeaders
-                | Var::RequestHeadersNames
-                | Var::RequestCookies
-                | Var::RequestCookiesNames
-                | Var::ResponseHeaders
-                | Var::ResponseHeadersNames
-        );
+        // `TX:name` and the like: one lookup, not a walk of the collection
+        // (CRS reads TX by name in most of its rules).
+        if let (Selector::Key(key), Some(map)) = (&spec.selector, self.collections.get(&spec.var)) {
+            let lowered;
+            let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = key.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                key.as_str()
+            };
+            let found = map.get_key_value(key);
+            if spec.count {
+                f(None, if found.is_some() { b"1" } else { b"0" }, None);
+            } else if let Some((k, v)) = found {
+                f(Some(k.as_bytes()), v, None);
+            }
+            return;
+        }
         let mut count = 0usize;
-        let is_collection = self.members(spec.var, &mut |k, v| {
+        let is_collection = self.members(spec.var, &mut |k, v, slot| {
             if accepts(&spec.selector, k) {
                 if spec.count {
                     count += 1;
                 } else {
-                    f(Some(k), v, stable);
+                    f(Some(k), v, slot);
                 }
             }
         });
         if is_collection {
             if spec.count {
-                f(None, count.to_string().as_bytes(), false);
+                f(None, count.to_string().as_bytes(), None);
             }
             return;
         }
         let value = self.scalar(spec.var);
         if spec.count {
-            f(None, if value.is_some() { b"1" } else { b"0" }, false);
+            f(None, if value.is_some() { b"1" } else { b"0" }, None);
         } else if let Some(value) = value {
+            // Borrowed scalars are request or response data, which stay
+            // put; the matched variables change from rule to rule.
             let stable = matches!(value, Cow::Borrowed(_))
                 && !matches!(spec.var, Var::MatchedVar | Var::MatchedVarName);
-            f(None, &value, stable);
+            let slot = stable.then_some(SlotId {
+                group: group::SCALARS,
+                index: spec.var as u32,
+            });
+            f(None, &value, slot);
         }
     }
 

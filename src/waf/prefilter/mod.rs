@@ -1,0 +1,308 @@
+//! The prefilter: which rules could possibly match a value, answered for
+//! all rules at once, so the engine runs an operator only on the values
+//! that carry what the operator needs.
+//!
+//! Most CRS operators require a literal: `@pm` needs one of its phrases, and
+//! nearly every `@rx` pattern needs one of a small set of strings (found by
+//! [`literals::necessary_literals`]). Each such rule gets a *slot*; one
+//! Aho-Corasick automaton over every rule's literals (compared without
+//! ASCII case) scans a value once and sets the slot bit of every rule whose
+//! literal it found. A clear bit proves the operator cannot match.
+//!
+//! Rules test transformed values, and the prefilter must see what the
+//! operator would see. Transforming every value through every chain is what
+//! the prefilter exists to avoid, so [`chain_triggers`] names, per chain,
+//! the bytes without which the chain leaves a value unchanged but for ASCII
+//! case (a value without `%` or `+` is its own `urlDecodeUni`). A value
+//! holding none of its chain's triggers is scanned raw, once for all such
+//! chains; only the rest are transformed first.
+
+pub mod literals;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use super::operator::Operator;
+use super::transform::Transform;
+
+/// A set of bytes, one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    pub const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+
+    pub fn of(bytes: &[u8]) -> ByteSet {
+        let mut set = ByteSet::default();
+        for &b in bytes {
+            set.insert(b);
+        }
+        set
+    }
+
+    pub fn range(from: u8, to: u8) -> ByteSet {
+        let mut set = ByteSet::default();
+        for b in from..=to {
+            set.insert(b);
+        }
+        set
+    }
+
+    #[inline]
+    pub fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    pub fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+
+    pub fn union(self, other: ByteSet) -> ByteSet {
+        let mut out = self;
+        for (a, b) in out.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        out
+    }
+
+    #[inline]
+    pub fn intersects(&self, other: &ByteSet) -> bool {
+        (self.0[0] & other.0[0])
+            | (self.0[1] & other.0[1])
+            | (self.0[2] & other.0[2])
+            | (self.0[3] & other.0[3])
+            != 0
+    }
+}
+
+/// The whitespace the whitespace transformations act on.
+fn whitespace() -> ByteSet {
+    ByteSet::of(b" \t\n\x0b\x0c\r\xa0")
+}
+
+impl Transform {
+    /// Bytes without which this transformation returns its input unchanged
+    /// but for ASCII case; `None` when no such set exists (hashes, length,
+    /// encoders: their output never resembles their input).
+    pub fn prefilter_triggers(self) -> Option<ByteSet> {
+        Some(match self {
+            Transform::Lowercase | Transform::Uppercase => ByteSet::default(),
+            Transform::UrlDecode | Transform::UrlDecodeUni => ByteSet::of(b"%+"),
+            Transform::HtmlEntityDecode => ByteSet::of(b"&"),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
+                ByteSet::of(b"\\")
+            }
+            Transform::Utf8ToUnicode => ByteSet::range(0x80, 0xff),
+            Transform::RemoveNulls | Transform::ReplaceNulls => ByteSet::of(b"\0"),
+            Transform::RemoveWhitespace
+            | Transform::CompressWhitespace
+            | Transform::Trim
+            | Transform::TrimLeft
+            | Transform::TrimRight => whitespace(),
+            // Lower-cases, drops `"'\^`, folds `,;` and blanks into one
+            // space, drops a space before `/` or `(`.
+            Transform::CmdLine => whitespace().union(ByteSet::of(b"\"'\\^,;")),
+            Transform::RemoveCommentsChar => ByteSet::of(b"/*-#<"),
+            Transform::ReplaceComments => ByteSet::of(b"/"),
+            Transform::RemoveComments => ByteSet::of(b"/-#<"),
+            Transform::SqlHexDecode => ByteSet::of(b"0"),
+            Transform::NormalisePath => ByteSet::of(b"./"),
+            Transform::NormalisePathWin => ByteSet::of(b"./\\"),
+            Transform::Base64Decode
+            | Transform::Base64DecodeExt
+            | Transform::Base64Encode
+            | Transform::HexDecode
+            | Transform::HexEncode
+            | Transform::Length
+            | Transform::Md5
+            | Transform::Sha1
+            | Transform::ParityEven7bit
+            | Transform::ParityOdd7bit
+            | Transform::ParityZero7bit
+            | Transform::PhpArgsNames
+            | Transform::UrlEncode => return None,
+        })
+    }
+}
+
+/// The triggers of a whole chain: the union of its transformations'.
+pub fn chain_triggers(chain: &[Transform]) -> Option<ByteSet> {
+    chain.iter().try_fold(ByteSet::default(), |set, t| {
+        t.prefilter_triggers().map(|more| set.union(more))
+    })
+}
+
+/// What a value's scan found: one bit per slot.
+pub type Hits = Box<[u64]>;
+
+/// The automaton over every prefiltered rule's literals.
+#[derive(Debug)]
+pub struct Prefilter {
+    automaton: Option<AhoCorasick>,
+    /// Per literal (the automaton's pattern id), the slots that need it.
+    slots_of: Vec<Vec<u32>>,
+    slot_count: usize,
+}
+
+/// Collects literals while rules compile.
+#[derive(Default)]
+pub struct PrefilterBuilder {
+    literals: std::collections::HashMap<Vec<u8>, usize>,
+    slots_of: Vec<Vec<u32>>,
+    slot_count: u32,
+}
+
+impl PrefilterBuilder {
+    /// A slot for `operator` if it has usable necessary literals.
+    pub fn add(&mut self, operator: &Operator) -> Option<u32> {
+        let needed = necessary(operator)?;
+        let slot = self.slot_count;
+        self.slot_count += 1;
+        for literal in needed {
+            let next = self.slots_of.len();
+            let id = *self.literals.entry(literal).or_insert(next);
+            if id == next {
+                self.slots_of.push(Vec::new());
+            }
+            self.slots_of[id].push(slot);
+        }
+        Some(slot)
+    }
+
+    /// The automaton (a DFA: it is scanned once per value and chain, so
+    /// speed beats size). Should no automaton build, every scan reports
+    /// every slot: rules then simply run unfiltered.
+    pub fn build(self) -> Prefilter {
+        let mut patterns = vec![Vec::new(); self.slots_of.len()];
+        for (literal, id) in self.literals {
+            patterns[id] = literal;
+        }
+        let build = |kind| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(kind)
+                .build(&patterns)
+                .ok()
+        };
+        let automaton = build(Some(AhoCorasickKind::ContiguousNFA)).or_else(|| build(None));
+        Prefilter {
+            automaton,
+            slots_of: self.slots_of,
+            slot_count: self.slot_count as usize,
+        }
+    }
+}
+
+impl Prefilter {
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    /// The slots whose literals occur in `value` (without ASCII case).
+    pub fn scan(&self, value: &[u8]) -> Hits {
+        let words = self.slot_count.div_ceil(64);
+        let Some(ac) = &self.automaton else {
+            return vec![u64::MAX; words].into_boxed_slice();
+        };
+        let mut hits = vec![0u64; words].into_boxed_slice();
+        for m in ac.find_overlapping_iter(value) {
+            for &slot in &self.slots_of[m.pattern().as_usize()] {
+                hits[slot as usize / 64] |= 1 << (slot % 64);
+            }
+        }
+        hits
+    }
+}
+
+/// Whether `slot` is set in `hits`.
+#[inline]
+pub fn hit(hits: &[u64], slot: u32) -> bool {
+    hits.get(slot as usize / 64)
+        .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+}
+
+/// Strings one of which every match of `operator` contains (lower-cased),
+/// if they are selective enough to be worth a slot.
+fn necessary(operator: &Operator) -> Option<Vec<Vec<u8>>> {
+    let set = match operator {
+        Operator::Rx(re) | Operator::RxGlobal(re) => literals::necessary_literals(re.as_str())?,
+        Operator::Pm(_, phrases) => phrases.iter().map(|p| p.to_ascii_lowercase()).collect(),
+        _ => return None,
+    };
+    // A lone letter, digit or blank is in nearly every value: such a slot
+    // would be set all the time and only cost its bookkeeping.
+    let weak = |l: &Vec<u8>| {
+        l.is_empty() || (l.len() == 1 && (l[0].is_ascii_alphanumeric() || l[0] == b' '))
+    };
+    (!set.is_empty() && !set.iter().any(weak)).then_some(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_without_their_triggers_are_transparent() {
+        let chain = [Transform::Lowercase, Transform::UrlDecodeUni];
+        let triggers = chain_triggers(&chain).unwrap();
+        for value in [&b"Plain Text"[..], b"abc", b""] {
+            assert!(!ByteSet::of(value).intersects(&triggers));
+            let mut out = value.to_vec();
+            for t in chain {
+                if let Some(next) = t.apply(&out) {
+                    out = next;
+                }
+            }
+            assert!(out.eq_ignore_ascii_case(value));
+        }
+        assert!(ByteSet::of(b"a%41").intersects(&triggers));
+        assert!(chain_triggers(&[Transform::Md5]).is_none());
+    }
+
+    /// Each transformation, on values holding none of its triggers, leaves
+    /// them unchanged but for case: checked over every byte pair.
+    #[test]
+    fn triggers_are_complete() {
+        let all = crate::waf::transform::all();
+        for t in all {
+            let Some(triggers) = t.prefilter_triggers() else {
+                continue;
+            };
+            for a in 0..=255u8 {
+                for b in [b'a', b'Z', b'0', b'x', b'.', a] {
+                    let value = [b, a, b, b'q', a];
+                    if ByteSet::of(&value).intersects(&triggers) {
+                        continue;
+                    }
+                    let out = t.apply(&value).unwrap_or_else(|| value.to_vec());
+                    assert!(
+                        out.eq_ignore_ascii_case(&value),
+                        "{}: {value:?} became {out:?}",
+                        t.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scan_sets_the_slots_of_found_literals() {
+        let mut builder = PrefilterBuilder::default();
+        let union = builder
+            .add(&Operator::compile("rx", "(?i)union\\s+select", std::path::Path::new("")).unwrap())
+            .unwrap();
+        let script = builder
+            .add(&Operator::compile("pm", "<script javascript:", std::path::Path::new("")).unwrap())
+            .unwrap();
+        assert!(
+            builder
+                .add(&Operator::compile("rx", "\\d+", std::path::Path::new("")).unwrap())
+                .is_none()
+        );
+        let filter = builder.build();
+        let hits = filter.scan(b"1 UNION SELECT <SCRIPT>");
+        assert!(hit(&hits, union) && hit(&hits, script));
+        let hits = filter.scan(b"blue shoes");
+        assert!(!hit(&hits, union) && !hit(&hits, script));
+    }
+}
