@@ -392,7 +392,16 @@ async fn tls_1_1_client_hello_is_refused_with_a_protocol_version_alert() {
         &[2, 70],
         "expected protocol_version: {answer:?}"
     );
-    let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+    // The failure is counted once the handshake task ends, which may be
+    // just after the client has read the alert.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+        if metrics.contains("palisade_tls_handshake_failures_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         metrics.contains("palisade_tls_handshake_failures_total 1"),
         "{metrics}"
