@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::macros::Template;
 use super::operator::Operator;
-use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, chain_triggers};
+use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, chain_triggers};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -81,9 +81,9 @@ pub struct CompiledRule {
     /// Rules with equal transformation chains share this number (the key
     /// of the per-transaction transformation cache).
     pub chain_id: u32,
-    /// This rule's bit in the prefilter's scan results, when its operator
+    /// This rule's bits in the prefilter's scan results, when its operator
     /// needs one of a set of literals (see `prefilter`).
-    pub prefilter_slot: Option<u32>,
+    pub prefilter: Slots,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -186,13 +186,9 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
     }
 }
 
-/// Gives every link whose operator needs literals its prefilter slot.
-/// `multiMatch` links test every intermediate value, which the prefilter
-/// does not see, so they get none.
+/// Gives every link whose operator needs literals its prefilter slots.
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
-    if !rule.multi_match {
-        rule.prefilter_slot = prefilter.add(&rule.operator);
-    }
+    rule.prefilter = prefilter.add(&rule.operator);
     if let Some(link) = rule.chain.as_deref_mut() {
         assign_slots(link, prefilter);
     }
@@ -322,7 +318,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
             .filter(Template::is_static)
             .map(|t| t.static_text()),
         chain_id: 0,
-        prefilter_slot: None,
+        prefilter: Slots::default(),
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

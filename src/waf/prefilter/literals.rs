@@ -12,7 +12,7 @@
 //! optional part) requires nothing, which only makes the filter weaker,
 //! never wrong.
 
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition};
 
 /// Finite sets larger than this are given up on.
 const MAX_SET: usize = 64;
@@ -32,14 +32,30 @@ struct Info {
 /// The necessary literals of rule regex `pattern` (as compiled, so after
 /// `\x{HH}` rewriting), lower-cased; `None` when no useful set exists.
 pub fn necessary_literals(pattern: &str) -> Option<Set> {
-    let hir = regex_syntax::ParserBuilder::new()
+    literals_of(&parse(pattern)?)
+}
+
+/// The necessary literals of `pattern` on inputs made only of `allowed`
+/// bytes. CRS's command-injection patterns accept quotes, backslashes
+/// and `$VAR` noise between the letters of each command name, so they
+/// need no literal in general; on a value without those bytes the noise
+/// cannot occur and each command must appear spelled out.
+pub fn necessary_literals_within(pattern: &str, allowed: &ClassBytes) -> Option<Set> {
+    literals_of(&restrict(&parse(pattern)?, allowed, 0))
+}
+
+fn parse(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .dot_matches_new_line(true)
         .build()
         .parse(pattern)
-        .ok()?;
-    let info = analyse(&hir, 0);
+        .ok()
+}
+
+fn literals_of(hir: &Hir) -> Option<Set> {
+    let info = analyse(hir, 0);
     let set = best(info.factor, usable(info.exact))?;
     let mut lowered: Set = set.into_iter().map(|s| s.to_ascii_lowercase()).collect();
     lowered.sort();
@@ -49,6 +65,73 @@ pub fn necessary_literals(pattern: &str) -> Option<Set> {
         return None;
     }
     Some(lowered)
+}
+
+/// `hir` matching only strings of `allowed` bytes: classes narrowed,
+/// literals with other bytes made impossible. Whatever is left alone (a
+/// Unicode class, depth past the bound) only matches more, which keeps the
+/// literals found necessary.
+fn restrict(hir: &Hir, allowed: &ClassBytes, depth: usize) -> Hir {
+    if depth > 200 {
+        return hir.clone();
+    }
+    let inner = |sub: &Hir| Box::new(restrict(sub, allowed, depth + 1));
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) | HirKind::Class(Class::Unicode(_)) => hir.clone(),
+        HirKind::Literal(lit) => {
+            let fits = lit
+                .0
+                .iter()
+                .all(|b| allowed.iter().any(|r| (r.start()..=r.end()).contains(b)));
+            if fits { hir.clone() } else { Hir::fail() }
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            let mut narrowed = class.clone();
+            narrowed.intersect(allowed);
+            Hir::class(Class::Bytes(narrowed))
+        }
+        HirKind::Repetition(rep) => {
+            let sub = inner(&rep.sub);
+            match (is_fail(&sub), rep.min) {
+                (true, 0) => Hir::empty(),
+                (true, _) => Hir::fail(),
+                (false, _) => Hir::repetition(Repetition { sub, ..rep.clone() }),
+            }
+        }
+        HirKind::Capture(cap) => {
+            let sub = inner(&cap.sub);
+            if is_fail(&sub) {
+                Hir::fail()
+            } else {
+                Hir::capture(Capture { sub, ..cap.clone() })
+            }
+        }
+        HirKind::Concat(parts) => {
+            let parts: Vec<Hir> = parts.iter().map(|p| *inner(p)).collect();
+            if parts.iter().any(is_fail) {
+                Hir::fail()
+            } else {
+                Hir::concat(parts)
+            }
+        }
+        HirKind::Alternation(branches) => {
+            let branches: Vec<Hir> = branches
+                .iter()
+                .map(|b| *inner(b))
+                .filter(|b| !is_fail(b))
+                .collect();
+            if branches.is_empty() {
+                Hir::fail()
+            } else {
+                Hir::alternation(branches)
+            }
+        }
+    }
+}
+
+/// Whether `hir` matches nothing at all.
+fn is_fail(hir: &Hir) -> bool {
+    matches!(hir.kind(), HirKind::Class(Class::Bytes(c)) if c.ranges().is_empty())
 }
 
 fn analyse(hir: &Hir, depth: usize) -> Info {
@@ -208,11 +291,17 @@ fn usable(set: Option<Set>) -> Option<Set> {
     set.filter(|s| !s.is_empty() && s.iter().all(|x| !x.is_empty()))
 }
 
-/// The stronger of two requirements: longer shortest member, then fewer
-/// members.
+/// The stronger of two requirements: the one whose weakest member is
+/// rarest in ordinary text, then the one with fewer members. A member's
+/// rarity is its length, with a byte other than a letter, digit or blank
+/// counting as four letters: `$` filters more form text than `abs` does.
 fn best(a: Option<Set>, b: Option<Set>) -> Option<Set> {
+    let rarity = |l: &Vec<u8>| {
+        let punctuation = l.iter().any(|b| !b.is_ascii_alphanumeric() && *b != b' ');
+        l.len() + if punctuation { 4 } else { 0 }
+    };
     let score = |s: &Set| {
-        let min = s.iter().map(Vec::len).min().unwrap_or(0);
+        let min = s.iter().map(rarity).min().unwrap_or(0);
         (min.min(8), usize::MAX - s.len())
     };
     match (a, b) {
@@ -244,6 +333,22 @@ mod tests {
         assert_eq!(lits("\\d+"), None);
         assert_eq!(lits("x?"), None);
         assert_eq!(lits("(?:foo|\\w+)"), None, "one branch requires nothing");
+    }
+
+    #[test]
+    fn noise_free_values_must_spell_the_word_out() {
+        let pattern = r#"(?i)c["'\\]*a["'\\]*t\b"#;
+        let anywhere = necessary_literals(pattern).unwrap_or_default();
+        assert!(anywhere.iter().all(|l| l.len() == 1), "{anywhere:?}");
+        let plain = ClassBytes::new([
+            regex_syntax::hir::ClassBytesRange::new(b'a', b'z'),
+            regex_syntax::hir::ClassBytesRange::new(b'A', b'Z'),
+            regex_syntax::hir::ClassBytesRange::new(b' ', b' '),
+        ]);
+        assert_eq!(
+            necessary_literals_within(pattern, &plain),
+            Some(vec![b"cat".to_vec()])
+        );
     }
 
     /// The filter may never reject a value the regex matches.

@@ -124,6 +124,37 @@ impl Transform {
     }
 }
 
+impl Transform {
+    /// Whether this transformation returns `input` unchanged but for ASCII
+    /// case: the exact check behind the trigger bytes, for values that do
+    /// hold some (most form text holds blanks, which `cmdLine` and
+    /// `compressWhitespace` leave alone when single). Looks only at
+    /// punctuation and blanks, so the answer holds for `input` in any case.
+    pub fn unchanged_but_case(self, input: &[u8]) -> bool {
+        let single_blanks = || {
+            !input
+                .iter()
+                .any(|b| *b != b' ' && whitespace().contains(*b))
+                && !input.windows(2).any(|w| w == b"  ")
+        };
+        match self {
+            Transform::Lowercase | Transform::Uppercase => true,
+            Transform::CompressWhitespace => single_blanks(),
+            Transform::CmdLine => {
+                single_blanks()
+                    && !input.iter().any(|b| b"\"'\\^,;".contains(b))
+                    && !input.windows(2).any(|w| w == b" /" || w == b" (")
+            }
+            Transform::Trim | Transform::TrimLeft | Transform::TrimRight => {
+                let edge = |b: Option<&u8>| b.is_none_or(|b| !whitespace().contains(*b));
+                (self == Transform::TrimRight || edge(input.first()))
+                    && (self == Transform::TrimLeft || edge(input.last()))
+            }
+            _ => self.prefilter_triggers().is_some() && self.leaves_unchanged(input),
+        }
+    }
+}
+
 /// The triggers of a whole chain: the union of its transformations'.
 pub fn chain_triggers(chain: &[Transform]) -> Option<ByteSet> {
     chain.iter().try_fold(ByteSet::default(), |set, t| {
@@ -151,10 +182,53 @@ pub struct PrefilterBuilder {
     slot_count: u32,
 }
 
+/// The slots of one operator: `any` holds on every value, `plain` only on
+/// values made of [`plain_bytes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slots {
+    pub any: Option<u32>,
+    pub plain: Option<u32>,
+}
+
+impl Slots {
+    pub fn is_some(&self) -> bool {
+        self.any.is_some() || self.plain.is_some()
+    }
+}
+
+/// Letters, digits, blank and the punctuation of ordinary form text.
+pub fn plain_bytes() -> ByteSet {
+    let mut set = ByteSet::range(b'a', b'z')
+        .union(ByteSet::range(b'A', b'Z'))
+        .union(ByteSet::range(b'0', b'9'));
+    for &b in b" .,-_:/@" {
+        set.insert(b);
+    }
+    set
+}
+
 impl PrefilterBuilder {
-    /// A slot for `operator` if it has usable necessary literals.
-    pub fn add(&mut self, operator: &Operator) -> Option<u32> {
-        let needed = necessary(operator)?;
+    /// Slots for `operator`'s necessary literals, if it has usable ones.
+    pub fn add(&mut self, operator: &Operator) -> Slots {
+        let any = necessary(operator).map(|set| self.slot(set));
+        let plain = match (any, operator) {
+            (None, Operator::Rx(re) | Operator::RxGlobal(re)) => {
+                let allowed = plain_bytes();
+                let class = regex_syntax::hir::ClassBytes::new(
+                    (0..=255u8)
+                        .filter(|b| allowed.contains(*b))
+                        .map(|b| regex_syntax::hir::ClassBytesRange::new(b, b)),
+                );
+                literals::necessary_literals_within(re.as_str(), &class)
+                    .filter(|set| selective(set))
+                    .map(|set| self.slot(set))
+            }
+            _ => None,
+        };
+        Slots { any, plain }
+    }
+
+    fn slot(&mut self, needed: Vec<Vec<u8>>) -> u32 {
         let slot = self.slot_count;
         self.slot_count += 1;
         for literal in needed {
@@ -165,7 +239,7 @@ impl PrefilterBuilder {
             }
             self.slots_of[id].push(slot);
         }
-        Some(slot)
+        slot
     }
 
     /// The automaton (a DFA: it is scanned once per value and chain, so
@@ -229,12 +303,16 @@ fn necessary(operator: &Operator) -> Option<Vec<Vec<u8>>> {
         Operator::Pm(_, phrases) => phrases.iter().map(|p| p.to_ascii_lowercase()).collect(),
         _ => return None,
     };
-    // A lone letter, digit or blank is in nearly every value: such a slot
-    // would be set all the time and only cost its bookkeeping.
+    selective(&set).then_some(set)
+}
+
+/// A lone letter, digit or blank is in nearly every value: a slot needing
+/// one would be set all the time and only cost its bookkeeping.
+fn selective(set: &[Vec<u8>]) -> bool {
     let weak = |l: &Vec<u8>| {
         l.is_empty() || (l.len() == 1 && (l[0].is_ascii_alphanumeric() || l[0] == b' '))
     };
-    (!set.is_empty() && !set.iter().any(weak)).then_some(set)
+    !set.is_empty() && !set.iter().any(weak)
 }
 
 #[cfg(test)]
@@ -285,19 +363,52 @@ mod tests {
         }
     }
 
+    /// `unchanged_but_case` never claims a value is left alone when the
+    /// transformation changes more than its case.
+    #[test]
+    fn unchanged_but_case_is_exact_where_it_says_yes() {
+        let samples: [&[u8]; 9] = [
+            b"some ordinary text",
+            b"two  blanks",
+            b"tab\there",
+            b" lead",
+            b"trail ",
+            b"cmd /c dir",
+            b"call (x)",
+            b"a,b;c",
+            b"Mixed Case Words",
+        ];
+        for t in crate::waf::transform::all() {
+            for value in samples {
+                if t.unchanged_but_case(value) {
+                    let out = t.apply(value).unwrap_or_else(|| value.to_vec());
+                    assert!(
+                        out.eq_ignore_ascii_case(value),
+                        "{}: {:?} became {:?}",
+                        t.name(),
+                        String::from_utf8_lossy(value),
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn scan_sets_the_slots_of_found_literals() {
         let mut builder = PrefilterBuilder::default();
         let union = builder
             .add(&Operator::compile("rx", "(?i)union\\s+select", std::path::Path::new("")).unwrap())
+            .any
             .unwrap();
         let script = builder
             .add(&Operator::compile("pm", "<script javascript:", std::path::Path::new("")).unwrap())
+            .any
             .unwrap();
         assert!(
-            builder
+            !builder
                 .add(&Operator::compile("rx", "\\d+", std::path::Path::new("")).unwrap())
-                .is_none()
+                .is_some()
         );
         let filter = builder.build();
         let hits = filter.scan(b"1 UNION SELECT <SCRIPT>");

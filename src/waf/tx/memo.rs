@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, hit};
+use super::super::prefilter::{ByteSet, Hits, Slots, hit};
 use super::super::rule::RuleSet;
 use super::super::transform::Transform;
 
@@ -31,13 +31,50 @@ struct Slot {
     presence: Option<ByteSet>,
     raw_hits: Option<Hits>,
     chains: Vec<ChainEntry>,
+    /// Per chain number (below 128): whether `transparent` is known, and
+    /// its answer.
+    transparency_known: u128,
+    transparent: u128,
 }
 
 struct ChainEntry {
     chain: u32,
     /// `None`: the chain leaves the value unchanged.
     output: Option<Vec<u8>>,
+    /// The output's bytes and scan, when it has one.
+    presence: Option<ByteSet>,
     hits: Option<Hits>,
+}
+
+/// Bytes outside `prefilter::plain_bytes`.
+fn not_plain() -> &'static ByteSet {
+    use std::sync::OnceLock;
+    static SET: OnceLock<ByteSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let plain = super::super::prefilter::plain_bytes();
+        let mut set = ByteSet::default();
+        for b in 0..=255u8 {
+            if !plain.contains(b) {
+                set.insert(b);
+            }
+        }
+        set
+    })
+}
+
+/// What the prefilter says of a value the memo does not keep (an
+/// intermediate step of a `multiMatch` chain).
+pub fn admits_fresh(rules: &RuleSet, slots: Slots, value: &[u8]) -> bool {
+    admits(slots, &ByteSet::of(value), &rules.prefilter.scan(value))
+}
+
+/// Whether a value with bytes `presence` and scan `hits` could hold what
+/// the operator with `slots` needs.
+fn admits(slots: Slots, presence: &ByteSet, hits: &[u64]) -> bool {
+    slots.any.is_none_or(|s| hit(hits, s))
+        && slots
+            .plain
+            .is_none_or(|s| presence.intersects(not_plain()) || hit(hits, s))
 }
 
 impl ValueMemo {
@@ -58,7 +95,7 @@ impl ValueMemo {
         &mut list[index]
     }
 
-    /// Whether the operator in prefilter slot `slot`, after transformation
+    /// Whether the operator with prefilter `slots`, after transformation
     /// chain `chain_id` (`chain`), could match `value`; false proves it
     /// cannot.
     pub fn could_match(
@@ -68,29 +105,42 @@ impl ValueMemo {
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
-        slot: u32,
+        slots: Slots,
     ) -> bool {
         let memo = self.slot(id);
-        let presence = *memo.presence.get_or_insert_with(|| ByteSet::of(value));
-        let transparent = rules
-            .chain_triggers
-            .get(chain_id as usize)
-            .copied()
-            .flatten()
-            .is_some_and(|triggers| !presence.intersects(&triggers));
-        if !transparent {
+        if !memo.transparent(value, rules, chain_id, chain) {
             let entry = memo.entry(chain_id, chain, value);
             if let Some(output) = &entry.output {
+                let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
                 let hits = entry
                     .hits
                     .get_or_insert_with(|| rules.prefilter.scan(output));
-                return hit(hits, slot);
+                return admits(slots, &presence, hits);
             }
         }
-        let hits = memo
-            .raw_hits
-            .get_or_insert_with(|| rules.prefilter.scan(value));
-        hit(hits, slot)
+        memo.raw_admits(value, rules, slots)
+    }
+
+    /// For `multiMatch` rules, which test the value after every step of
+    /// their chain: false proves no step's output can match. Known only
+    /// when the chain cannot change the value (but for case); otherwise
+    /// true.
+    pub fn could_match_any_step(
+        &mut self,
+        id: SlotId,
+        value: &[u8],
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+        slots: Slots,
+    ) -> bool {
+        let memo = self.slot(id);
+        !memo.transparent(value, rules, chain_id, chain) || memo.raw_admits(value, rules, slots)
+    }
+
+    /// What the prefilter says of `value` itself (no transformation).
+    pub fn raw_admits(&mut self, id: SlotId, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
+        self.slot(id).raw_admits(value, rules, slots)
     }
 
     /// `value` through `chain`; `None` when the chain leaves it unchanged.
@@ -109,6 +159,53 @@ impl ValueMemo {
 }
 
 impl Slot {
+    fn presence(&mut self, value: &[u8]) -> ByteSet {
+        *self.presence.get_or_insert_with(|| ByteSet::of(value))
+    }
+
+    fn raw_admits(&mut self, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
+        let presence = self.presence(value);
+        let hits = self
+            .raw_hits
+            .get_or_insert_with(|| rules.prefilter.scan(value));
+        admits(slots, &presence, hits)
+    }
+
+    /// Whether chain `chain_id` (`chain`) leaves the value unchanged but
+    /// for ASCII case, mostly from the value's bytes alone: a
+    /// transformation whose trigger bytes are absent needs no look; the
+    /// rest are checked exactly, without transforming.
+    fn transparent(
+        &mut self,
+        value: &[u8],
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> bool {
+        let bit = 1u128.checked_shl(chain_id).unwrap_or(0);
+        if self.transparency_known & bit != 0 {
+            return self.transparent & bit != 0;
+        }
+        let presence = self.presence(value);
+        let cheap = rules
+            .chain_triggers
+            .get(chain_id as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|triggers| !presence.intersects(&triggers));
+        let transparent = cheap
+            || chain.iter().all(|t| {
+                t.prefilter_triggers()
+                    .is_some_and(|triggers| !presence.intersects(&triggers))
+                    || t.unchanged_but_case(value)
+            });
+        self.transparency_known |= bit;
+        if transparent {
+            self.transparent |= bit;
+        }
+        transparent
+    }
+
     fn entry(&mut self, chain_id: u32, chain: &[Transform], value: &[u8]) -> &mut ChainEntry {
         let at = match self.chains.iter().position(|e| e.chain == chain_id) {
             Some(at) => at,
@@ -116,6 +213,7 @@ impl Slot {
                 self.chains.push(ChainEntry {
                     chain: chain_id,
                     output: apply_chain(chain, value),
+                    presence: None,
                     hits: None,
                 });
                 self.chains.len() - 1

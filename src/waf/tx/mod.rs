@@ -499,14 +499,14 @@ impl Transaction {
                         let mut memo = self.memo.borrow_mut();
                         // A value without the operator's literals cannot
                         // match: the operator's answer is known, false.
-                        if let Some(pslot) = rule.prefilter_slot
+                        if rule.prefilter.is_some()
                             && !memo.could_match(
                                 id,
                                 value,
                                 &self.rules,
                                 rule.chain_id,
                                 &rule.transforms,
-                                pslot,
+                                rule.prefilter,
                             )
                         {
                             if !rule.negated || excluded(spec.var, key) {
@@ -525,11 +525,54 @@ impl Transaction {
                                 != rule.negated
                         }
                     }
+                    Some(id)
+                        if rule.prefilter.is_some()
+                            && !self.memo.borrow_mut().could_match_any_step(
+                                id,
+                                value,
+                                &self.rules,
+                                rule.chain_id,
+                                &rule.transforms,
+                                rule.prefilter,
+                            ) =>
+                    {
+                        if !rule.negated || excluded(spec.var, key) {
+                            return;
+                        }
+                        true
+                    }
+                    // multiMatch over a value its chain changes: each step's
+                    // output goes through the prefilter on its own.
+                    Some(id) if rule.prefilter.is_some() => {
+                        if excluded(spec.var, key) {
+                            return;
+                        }
+                        let mut memo = self.memo.borrow_mut();
+                        test_value(
+                            rule,
+                            value,
+                            param,
+                            rule.capture.then_some(&mut caps),
+                            &mut |v| {
+                                if std::ptr::eq(v, value) {
+                                    memo.raw_admits(id, value, &self.rules, rule.prefilter)
+                                } else {
+                                    memo::admits_fresh(&self.rules, rule.prefilter, v)
+                                }
+                            },
+                        )
+                    }
                     _ => {
                         if excluded(spec.var, key) {
                             return;
                         }
-                        test_value(rule, value, param, rule.capture.then_some(&mut caps))
+                        test_value(
+                            rule,
+                            value,
+                            param,
+                            rule.capture.then_some(&mut caps),
+                            &mut |_| true,
+                        )
                     }
                 };
                 if hit {
@@ -770,14 +813,19 @@ enum Flow {
 }
 
 /// Runs the transformation chain over `value` and tests the operator;
-/// with `multiMatch`, after every step as well.
+/// with `multiMatch`, after every step as well. `admits(v)` false proves
+/// the operator cannot match `v` (the prefilter), which spares the call.
 fn test_value(
     rule: &CompiledRule,
     value: &[u8],
     param: &[u8],
     mut caps: Option<&mut Captures>,
+    admits: &mut dyn FnMut(&[u8]) -> bool,
 ) -> bool {
-    let test = |v: &[u8], caps: Option<&mut Captures>| {
+    let mut test = |v: &[u8], caps: Option<&mut Captures>| {
+        if !admits(v) {
+            return rule.negated;
+        }
         rule.operator.matches(v, param, caps) != rule.negated
     };
     if rule.multi_match && test(value, caps.as_deref_mut()) {

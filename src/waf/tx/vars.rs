@@ -243,7 +243,10 @@ impl Transaction {
     pub fn visit(&self, spec: &VarSpec, f: &mut ValueVisitor<'_>) {
         // `TX:name` and the like: one lookup, not a walk of the collection
         // (CRS reads TX by name in most of its rules).
-        if let (Selector::Key(key), Some(map)) = (&spec.selector, self.collections.get(&spec.var)) {
+        if let Selector::Key(key) = &spec.selector
+            && super::COLLECTIONS.contains(&spec.var)
+            && let Some(map) = self.collections.get(&spec.var)
+        {
             let lowered;
             let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
                 lowered = key.to_ascii_lowercase();
