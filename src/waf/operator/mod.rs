@@ -7,6 +7,7 @@
 //! an automaton per request would be a denial-of-service lever.
 
 mod simple;
+mod sqli;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -171,18 +172,16 @@ impl Operator {
                     true
                 }
             },
-            Operator::DetectSqli => {
-                let result = libinjectionrs::detect_sqli(input);
-                if result.is_injection() {
-                    if let (Some(out), Some(fp)) = (captures, result.fingerprint.as_ref()) {
+            Operator::DetectSqli => match sqli::detect(input) {
+                Some(fingerprint) => {
+                    if let Some(out) = captures {
                         out.clear();
-                        out.push(fp.to_string().into_bytes());
+                        out.push(fingerprint.into_bytes());
                     }
                     true
-                } else {
-                    false
                 }
-            }
+                None => false,
+            },
             Operator::DetectXss => libinjectionrs::detect_xss(input).is_injection(),
             Operator::IpMatch(nets) => std::str::from_utf8(input)
                 .ok()
