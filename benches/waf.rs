@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use palisade::waf::rule::RuleSet;
 use palisade::waf::seclang;
 use palisade::waf::tx::Transaction;
@@ -89,15 +89,41 @@ fn run(rules: &Arc<RuleSet>, req: RequestData) -> bool {
         .is_some()
 }
 
-fn waf(c: &mut Criterion) {
-    c.bench_function("load and compile CRS", |b| b.iter(|| black_box(load_crs())));
-    let rules = load_crs();
-    let get = request(
+/// The benign browser GET: 4 query arguments, 12 headers.
+fn benign_get() -> RequestData {
+    request(
         "GET",
         "/catalog/search?q=blue+shoes&page=2&sort=price&size=42",
         headers(&[]),
         Vec::new(),
-    );
+    )
+}
+
+/// A 16 KiB urlencoded form POST of ordinary text fields.
+fn form_post() -> RequestData {
+    let mut body = Vec::new();
+    let mut i = 0;
+    while body.len() < 16 * 1024 {
+        body.extend_from_slice(format!("field{i}=some+ordinary+form+text+value+{i}&").as_bytes());
+        i += 1;
+    }
+    body.truncate(16 * 1024);
+    let len = body.len().to_string();
+    request(
+        "POST",
+        "/account/profile",
+        headers(&[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", &len),
+        ]),
+        body,
+    )
+}
+
+fn waf(c: &mut Criterion) {
+    c.bench_function("load and compile CRS", |b| b.iter(|| black_box(load_crs())));
+    let rules = load_crs();
+    let get = benign_get();
     assert!(!run(&rules, get.clone()), "the benign GET must pass");
     c.bench_function("CRS benign GET", |b| {
         b.iter(|| black_box(run(&rules, get.clone())))
@@ -110,23 +136,7 @@ fn waf(c: &mut Criterion) {
         b.iter(|| black_box(run(&rules, huge.clone())))
     });
 
-    let mut body = Vec::new();
-    let mut i = 0;
-    while body.len() < 16 * 1024 {
-        body.extend_from_slice(format!("field{i}=some+ordinary+form+text+value+{i}&").as_bytes());
-        i += 1;
-    }
-    body.truncate(16 * 1024);
-    let len = body.len().to_string();
-    let post = request(
-        "POST",
-        "/account/profile",
-        headers(&[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Content-Length", &len),
-        ]),
-        body,
-    );
+    let post = form_post();
     let blocked = run(&rules, post.clone());
     eprintln!("16 KiB POST blocked: {blocked}");
     c.bench_function("CRS 16 KiB urlencoded POST", |b| {
@@ -197,4 +207,26 @@ criterion_group! {
     config = Criterion::default().sample_size(20);
     targets = memory, waf
 }
-criterion_main!(benches);
+
+/// `PALISADE_WAF_REPLAY=GET:20` (or `POST:5`) runs that many transactions
+/// and nothing else: for instruction counts under callgrind
+/// (`benches/waf-instructions.sh`), which do not vary from run to run
+/// the way timings on a shared machine do.
+fn main() {
+    if let Ok(spec) = std::env::var("PALISADE_WAF_REPLAY") {
+        let (kind, count) = spec.split_once(':').unwrap_or((&spec, "1"));
+        let count: usize = count.parse().expect("PALISADE_WAF_REPLAY=GET:N or POST:N");
+        let rules = load_crs();
+        let req = if kind == "POST" {
+            form_post()
+        } else {
+            benign_get()
+        };
+        for _ in 0..count {
+            black_box(run(&rules, req.clone()));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

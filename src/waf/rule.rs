@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::macros::Template;
 use super::operator::Operator;
-use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, chain_triggers};
+use super::prefilter::{Prefilter, PrefilterBuilder, Slots, chain_mask};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -121,9 +121,11 @@ pub struct RuleSet {
     pub phases: [Vec<Step>; 5],
     pub rule_count: usize,
     pub prefilter: Prefilter,
-    /// Per chain number, the bytes that make the chain change a value (see
-    /// `prefilter::chain_triggers`).
-    pub chain_triggers: Vec<Option<ByteSet>>,
+    /// Per chain number, its transformations as a mask (see
+    /// `prefilter::chain_mask`).
+    pub chain_masks: Vec<Option<u64>>,
+    /// The transformations any chain uses.
+    pub used_transforms: u64,
 }
 
 impl RuleSet {
@@ -159,9 +161,11 @@ impl RuleSet {
             }
         }
         let prefilter = prefilter.build();
-        let mut chain_list = vec![None; chains.len()];
+        let mut chain_masks = vec![None; chains.len()];
+        let mut used_transforms = 0;
         for (chain, id) in &chains {
-            chain_list[*id as usize] = chain_triggers(chain);
+            chain_masks[*id as usize] = chain_mask(chain);
+            used_transforms |= chain_mask(chain).unwrap_or(0);
         }
         if errors.is_empty() {
             Ok(RuleSet {
@@ -169,7 +173,8 @@ impl RuleSet {
                 phases,
                 rule_count,
                 prefilter,
-                chain_triggers: chain_list,
+                chain_masks,
+                used_transforms,
             })
         } else {
             Err(errors)

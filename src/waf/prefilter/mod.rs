@@ -11,11 +11,12 @@
 //!
 //! Rules test transformed values, and the prefilter must see what the
 //! operator would see. Transforming every value through every chain is what
-//! the prefilter exists to avoid, so [`chain_triggers`] names, per chain,
-//! the bytes without which the chain leaves a value unchanged but for ASCII
-//! case (a value without `%` or `+` is its own `urlDecodeUni`). A value
-//! holding none of its chain's triggers is scanned raw, once for all such
-//! chains; only the rest are transformed first.
+//! the prefilter exists to avoid, so each transformation names the bytes
+//! without which it leaves a value unchanged but for ASCII case (a value
+//! without `%` or `+` is its own `urlDecodeUni`); [`Transparency`]
+//! works out, per value, which transformations leave it so, and a
+//! chain made of those only is scanned on the raw value, once for all such
+//! chains. Only the rest are transformed first.
 
 pub mod literals;
 
@@ -155,11 +156,62 @@ impl Transform {
     }
 }
 
-/// The triggers of a whole chain: the union of its transformations'.
-pub fn chain_triggers(chain: &[Transform]) -> Option<ByteSet> {
-    chain.iter().try_fold(ByteSet::default(), |set, t| {
-        t.prefilter_triggers().map(|more| set.union(more))
+/// A transformation's bit in the masks below.
+pub fn transform_bit(t: Transform) -> u64 {
+    1u64 << (t as u32)
+}
+
+/// A chain as a mask of its transformations; `None` when one of them has
+/// no triggers (its output never resembles its input).
+pub fn chain_mask(chain: &[Transform]) -> Option<u64> {
+    chain.iter().try_fold(0u64, |mask, t| {
+        t.prefilter_triggers().map(|_| mask | transform_bit(*t))
     })
+}
+
+/// Each transformation with triggers, with them, at its bit's index.
+fn by_bit() -> &'static [Option<(Transform, ByteSet)>; 64] {
+    static TABLE: std::sync::OnceLock<[Option<(Transform, ByteSet)>; 64]> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = [None; 64];
+        for t in crate::waf::transform::all() {
+            if let Some(triggers) = t.prefilter_triggers() {
+                table[t as usize] = Some((t, triggers));
+            }
+        }
+        table
+    })
+}
+
+/// Which transformations leave a value unchanged but for ASCII case,
+/// worked out lazily, one transformation at a time, as chains ask.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transparency {
+    known: u64,
+    transparent: u64,
+}
+
+impl Transparency {
+    /// Whether every transformation of chain `mask` leaves `value` (whose
+    /// bytes are `presence`) unchanged but for case.
+    pub fn chain(&mut self, mask: u64, value: &[u8], presence: &ByteSet) -> bool {
+        let mut unknown = mask & !self.known;
+        while unknown != 0 {
+            let index = unknown.trailing_zeros();
+            unknown &= unknown - 1;
+            let bit = 1u64 << index;
+            self.known |= bit;
+            let Some((t, triggers)) = by_bit()[index as usize] else {
+                continue;
+            };
+            let leaves = !presence.intersects(&triggers) || t.unchanged_but_case(value);
+            if leaves {
+                self.transparent |= bit;
+            }
+        }
+        mask & !self.transparent == 0
+    }
 }
 
 /// What a value's scan found: one bit per slot.
@@ -320,11 +372,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_transformation_has_a_bit() {
+        let all = crate::waf::transform::all();
+        assert!(all.len() <= 64);
+        let mut seen = 0u64;
+        for t in all {
+            assert_eq!(seen & transform_bit(t), 0, "{} shares a bit", t.name());
+            seen |= transform_bit(t);
+        }
+    }
+
+    #[test]
     fn chains_without_their_triggers_are_transparent() {
         let chain = [Transform::Lowercase, Transform::UrlDecodeUni];
-        let triggers = chain_triggers(&chain).unwrap();
+        let mask = chain_mask(&chain).unwrap();
+        let transparent =
+            |value: &[u8]| Transparency::default().chain(mask, value, &ByteSet::of(value));
         for value in [&b"Plain Text"[..], b"abc", b""] {
-            assert!(!ByteSet::of(value).intersects(&triggers));
+            assert!(transparent(value));
             let mut out = value.to_vec();
             for t in chain {
                 if let Some(next) = t.apply(&out) {
@@ -333,8 +398,8 @@ mod tests {
             }
             assert!(out.eq_ignore_ascii_case(value));
         }
-        assert!(ByteSet::of(b"a%41").intersects(&triggers));
-        assert!(chain_triggers(&[Transform::Md5]).is_none());
+        assert!(!transparent(b"a%41"));
+        assert!(chain_mask(&[Transform::Md5]).is_none());
     }
 
     /// Each transformation, on values holding none of its triggers, leaves

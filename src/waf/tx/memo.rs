@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, hit};
+use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit};
 use super::super::rule::RuleSet;
 use super::super::transform::Transform;
 
@@ -31,10 +31,8 @@ struct Slot {
     presence: Option<ByteSet>,
     raw_hits: Option<Hits>,
     chains: Vec<ChainEntry>,
-    /// Per chain number (below 128): whether `transparent` is known, and
-    /// its answer.
-    transparency_known: u128,
-    transparent: u128,
+    /// Which transformations leave the value unchanged but for case.
+    transparency: Transparency,
 }
 
 struct ChainEntry {
@@ -108,7 +106,7 @@ impl ValueMemo {
         slots: Slots,
     ) -> bool {
         let memo = self.slot(id);
-        if !memo.transparent(value, rules, chain_id, chain) {
+        if !memo.transparent(value, rules, chain_id) {
             let entry = memo.entry(chain_id, chain, value);
             if let Some(output) = &entry.output {
                 let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
@@ -131,11 +129,10 @@ impl ValueMemo {
         value: &[u8],
         rules: &RuleSet,
         chain_id: u32,
-        chain: &[Transform],
         slots: Slots,
     ) -> bool {
         let memo = self.slot(id);
-        !memo.transparent(value, rules, chain_id, chain) || memo.raw_admits(value, rules, slots)
+        !memo.transparent(value, rules, chain_id) || memo.raw_admits(value, rules, slots)
     }
 
     /// What the prefilter says of `value` itself (no transformation).
@@ -171,39 +168,16 @@ impl Slot {
         admits(slots, &presence, hits)
     }
 
-    /// Whether chain `chain_id` (`chain`) leaves the value unchanged but
-    /// for ASCII case, mostly from the value's bytes alone: a
-    /// transformation whose trigger bytes are absent needs no look; the
-    /// rest are checked exactly, without transforming.
-    fn transparent(
-        &mut self,
-        value: &[u8],
-        rules: &RuleSet,
-        chain_id: u32,
-        chain: &[Transform],
-    ) -> bool {
-        let bit = 1u128.checked_shl(chain_id).unwrap_or(0);
-        if self.transparency_known & bit != 0 {
-            return self.transparent & bit != 0;
-        }
+    /// Whether chain `chain_id` leaves the value unchanged but for ASCII
+    /// case: every transformation of it does, which is known per value
+    /// from its bytes (and, for a few, one exact look) without
+    /// transforming.
+    fn transparent(&mut self, value: &[u8], rules: &RuleSet, chain_id: u32) -> bool {
+        let Some(chain) = rules.chain_masks.get(chain_id as usize).copied().flatten() else {
+            return false;
+        };
         let presence = self.presence(value);
-        let cheap = rules
-            .chain_triggers
-            .get(chain_id as usize)
-            .copied()
-            .flatten()
-            .is_some_and(|triggers| !presence.intersects(&triggers));
-        let transparent = cheap
-            || chain.iter().all(|t| {
-                t.prefilter_triggers()
-                    .is_some_and(|triggers| !presence.intersects(&triggers))
-                    || t.unchanged_but_case(value)
-            });
-        self.transparency_known |= bit;
-        if transparent {
-            self.transparent |= bit;
-        }
-        transparent
+        self.transparency.chain(chain, value, &presence)
     }
 
     fn entry(&mut self, chain_id: u32, chain: &[Transform], value: &[u8]) -> &mut ChainEntry {

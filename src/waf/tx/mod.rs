@@ -532,7 +532,6 @@ impl Transaction {
                                 value,
                                 &self.rules,
                                 rule.chain_id,
-                                &rule.transforms,
                                 rule.prefilter,
                             ) =>
                     {
