@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 get_runs=${1:-20}
 post_runs=${2:-5}
 bin=$(cargo bench --bench waf --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    sed -n 's/.*"executable":"\([^"]*\/deps\/waf-[^"]*\)".*/\1/p' | tail -1)
+[ -x "$bin" ] || { echo "waf bench binary not built" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() {
@@ -17,6 +18,7 @@ count() {
         --callgrind-out-file="$out/cg" "$bin" >/dev/null 2>&1
     awk '/^(summary|totals):/ {print $2; exit}' "$out/cg"
 }
+command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 for kind in GET POST; do
     runs=$get_runs
     [ "$kind" = POST ] && runs=$post_runs

@@ -224,6 +224,9 @@ pub struct Prefilter {
     /// Per literal (the automaton's pattern id), the slots that need it.
     slots_of: Vec<Vec<u32>>,
     slot_count: usize,
+    /// Per slot, bytes of which a value must hold one before a scan can
+    /// set the slot: the rarest byte of each of its literals, both cases.
+    required: Vec<ByteSet>,
 }
 
 /// Collects literals while rules compile.
@@ -232,6 +235,29 @@ pub struct PrefilterBuilder {
     literals: std::collections::HashMap<Vec<u8>, usize>,
     slots_of: Vec<Vec<u32>>,
     slot_count: u32,
+    required: Vec<ByteSet>,
+}
+
+/// How common a byte is in ordinary text, roughly: blanks and common
+/// letters most, punctuation least.
+fn commonness(b: u8) -> u8 {
+    match b.to_ascii_lowercase() {
+        b' ' | b'e' | b't' | b'a' | b'o' | b'i' | b'n' | b's' | b'r' | b'h' | b'l' => 5,
+        b'd' | b'c' | b'u' | b'm' | b'f' | b'p' | b'g' | b'w' | b'y' | b'b' => 4,
+        b'v' | b'k' | b'x' | b'j' | b'q' | b'z' | b'_' | b'.' | b'-' | b'/' | b',' => 3,
+        b'0'..=b'9' => 3,
+        _ => 1,
+    }
+}
+
+/// The rarest byte of `literal`, in both cases.
+fn rarest(literal: &[u8]) -> ByteSet {
+    let mut set = ByteSet::default();
+    if let Some(&b) = literal.iter().min_by_key(|b| commonness(**b)) {
+        set.insert(b.to_ascii_lowercase());
+        set.insert(b.to_ascii_uppercase());
+    }
+    set
 }
 
 /// The slots of one operator: `any` holds on every value, `plain` only on
@@ -283,6 +309,11 @@ impl PrefilterBuilder {
     fn slot(&mut self, needed: Vec<Vec<u8>>) -> u32 {
         let slot = self.slot_count;
         self.slot_count += 1;
+        self.required.push(
+            needed
+                .iter()
+                .fold(ByteSet::default(), |set, l| set.union(rarest(l))),
+        );
         for literal in needed {
             let next = self.slots_of.len();
             let id = *self.literals.entry(literal).or_insert(next);
@@ -315,6 +346,7 @@ impl PrefilterBuilder {
             automaton,
             slots_of: self.slots_of,
             slot_count: self.slot_count as usize,
+            required: self.required,
         }
     }
 }
@@ -322,6 +354,15 @@ impl PrefilterBuilder {
 impl Prefilter {
     pub fn slot_count(&self) -> usize {
         self.slot_count
+    }
+
+    /// Whether a value whose bytes are `presence` may set `slot` at all;
+    /// false spares the scan.
+    #[inline]
+    pub fn may_hit(&self, presence: &ByteSet, slot: u32) -> bool {
+        self.required
+            .get(slot as usize)
+            .is_none_or(|required| presence.intersects(required))
     }
 
     /// The slots whose literals occur in `value` (without ASCII case).

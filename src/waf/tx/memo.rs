@@ -63,16 +63,34 @@ fn not_plain() -> &'static ByteSet {
 /// What the prefilter says of a value the memo does not keep (an
 /// intermediate step of a `multiMatch` chain).
 pub fn admits_fresh(rules: &RuleSet, slots: Slots, value: &[u8]) -> bool {
-    admits(slots, &ByteSet::of(value), &rules.prefilter.scan(value))
+    let mut scan = None;
+    admits(rules, slots, &ByteSet::of(value), || {
+        &**scan.get_or_insert_with(|| rules.prefilter.scan(value))
+    })
 }
 
-/// Whether a value with bytes `presence` and scan `hits` could hold what
-/// the operator with `slots` needs.
-fn admits(slots: Slots, presence: &ByteSet, hits: &[u64]) -> bool {
-    slots.any.is_none_or(|s| hit(hits, s))
-        && slots
-            .plain
-            .is_none_or(|s| presence.intersects(not_plain()) || hit(hits, s))
+/// Whether a value with bytes `presence` could hold what the operator with
+/// `slots` needs. The byte check comes first: `hits` (the scan) is asked
+/// for only when the value holds a byte every literal of the slot needs
+/// one of.
+fn admits<'h>(
+    rules: &RuleSet,
+    slots: Slots,
+    presence: &ByteSet,
+    hits: impl FnOnce() -> &'h [u64],
+) -> bool {
+    let prefilter = &rules.prefilter;
+    let plain = slots.plain.filter(|_| !presence.intersects(not_plain()));
+    let needed = [slots.any, plain];
+    if needed
+        .iter()
+        .flatten()
+        .any(|slot| !prefilter.may_hit(presence, *slot))
+    {
+        return false;
+    }
+    let hits = hits();
+    needed.iter().flatten().all(|slot| hit(hits, *slot))
 }
 
 impl ValueMemo {
@@ -110,10 +128,10 @@ impl ValueMemo {
             let entry = memo.entry(chain_id, chain, value);
             if let Some(output) = &entry.output {
                 let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
-                let hits = entry
-                    .hits
-                    .get_or_insert_with(|| rules.prefilter.scan(output));
-                return admits(slots, &presence, hits);
+                let hits = &mut entry.hits;
+                return admits(rules, slots, &presence, || {
+                    &**hits.get_or_insert_with(|| rules.prefilter.scan(output))
+                });
             }
         }
         memo.raw_admits(value, rules, slots)
@@ -162,10 +180,10 @@ impl Slot {
 
     fn raw_admits(&mut self, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
         let presence = self.presence(value);
-        let hits = self
-            .raw_hits
-            .get_or_insert_with(|| rules.prefilter.scan(value));
-        admits(slots, &presence, hits)
+        let hits = &mut self.raw_hits;
+        admits(rules, slots, &presence, || {
+            &**hits.get_or_insert_with(|| rules.prefilter.scan(value))
+        })
     }
 
     /// Whether chain `chain_id` leaves the value unchanged but for ASCII
