@@ -27,7 +27,7 @@ pub struct ValueMemo {
 }
 
 #[derive(Default)]
-struct Slot {
+pub struct Slot {
     presence: Option<ByteSet>,
     raw_hits: Option<Hits>,
     chains: Vec<ChainEntry>,
@@ -98,6 +98,19 @@ impl ValueMemo {
         self.groups.clear();
     }
 
+    /// The slots of list `group`, at least `len` of them.
+    pub fn group(&mut self, group: u16, len: usize) -> &mut [Slot] {
+        let group = usize::from(group);
+        if self.groups.len() <= group {
+            self.groups.resize_with(group + 1, Vec::new);
+        }
+        let list = &mut self.groups[group];
+        if list.len() < len {
+            list.resize_with(len, Slot::default);
+        }
+        list
+    }
+
     fn slot(&mut self, id: SlotId) -> &mut Slot {
         let group = usize::from(id.group);
         if self.groups.len() <= group {
@@ -123,18 +136,8 @@ impl ValueMemo {
         chain: &[Transform],
         slots: Slots,
     ) -> bool {
-        let memo = self.slot(id);
-        if !memo.transparent(value, rules, chain_id) {
-            let entry = memo.entry(chain_id, chain, value);
-            if let Some(output) = &entry.output {
-                let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
-                let hits = &mut entry.hits;
-                return admits(rules, slots, &presence, || {
-                    &**hits.get_or_insert_with(|| rules.prefilter.scan(output))
-                });
-            }
-        }
-        memo.raw_admits(value, rules, slots)
+        self.slot(id)
+            .could_match(value, rules, chain_id, chain, slots)
     }
 
     /// For `multiMatch` rules, which test the value after every step of
@@ -174,6 +177,41 @@ impl ValueMemo {
 }
 
 impl Slot {
+    /// Whether the operator with prefilter `slots`, after transformation
+    /// chain `chain_id` (`chain`), could match this slot's `value`; false
+    /// proves it cannot.
+    #[inline]
+    pub fn could_match(
+        &mut self,
+        value: &[u8],
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+        slots: Slots,
+    ) -> bool {
+        if !self.transparent(value, rules, chain_id) {
+            let entry = self.entry(chain_id, chain, value);
+            if let Some(output) = &entry.output {
+                let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
+                let hits = &mut entry.hits;
+                return admits(rules, slots, &presence, || {
+                    &**hits.get_or_insert_with(|| rules.prefilter.scan(output))
+                });
+            }
+        }
+        self.raw_admits(value, rules, slots)
+    }
+
+    /// `value` through `chain`; `None` when the chain leaves it unchanged.
+    pub fn transformed(
+        &mut self,
+        value: &[u8],
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> Option<&[u8]> {
+        self.entry(chain_id, chain, value).output.as_deref()
+    }
+
     fn presence(&mut self, value: &[u8]) -> ByteSet {
         *self.presence.get_or_insert_with(|| ByteSet::of(value))
     }

@@ -491,7 +491,56 @@ impl Transaction {
                     .iter()
                     .any(|(f, spec)| f.matches(rule) && Self::excluded_by(var, key, spec))
         };
+        let mut record = |var: Var, key: Option<&[u8]>, value: &[u8], caps: Captures| {
+            matched_any = true;
+            found.push((Self::value_name(var, key), value.to_vec()));
+            if rule.capture && captured.is_none() {
+                captured = Some(caps);
+            }
+        };
         for spec in rule.variables.iter().filter(|v| !v.exclude) {
+            // The common case, kept tight: a prefiltered rule over a request
+            // or response list. Most values are turned away by a few bit
+            // tests on what the memo already knows of them.
+            if rule.prefilter.is_some()
+                && !rule.multi_match
+                && !spec.count
+                && let Some(lists) = self.lists(spec.var)
+            {
+                let mut memo = self.memo.borrow_mut();
+                for (list, group, names) in lists.into_iter().flatten() {
+                    let slots = memo.group(group, list.len());
+                    for ((k, v), slot) in list.iter().zip(slots.iter_mut()) {
+                        let value: &[u8] = if names { k } else { v };
+                        if !vars::accepts(&spec.selector, k) {
+                            continue;
+                        }
+                        let could = slot.could_match(
+                            value,
+                            &self.rules,
+                            rule.chain_id,
+                            &rule.transforms,
+                            rule.prefilter,
+                        );
+                        if (!could && !rule.negated) || excluded(spec.var, Some(k)) {
+                            continue;
+                        }
+                        let mut caps = Captures::new();
+                        let hit = !could || {
+                            let input = slot
+                                .transformed(value, rule.chain_id, &rule.transforms)
+                                .unwrap_or(value);
+                            rule.operator
+                                .matches(input, param, rule.capture.then_some(&mut caps))
+                                != rule.negated
+                        };
+                        if hit {
+                            record(spec.var, Some(k), value, caps);
+                        }
+                    }
+                }
+                continue;
+            }
             self.visit(spec, &mut |key, value, slot| {
                 let mut caps = Captures::new();
                 let hit = match slot {
@@ -575,11 +624,7 @@ impl Transaction {
                     }
                 };
                 if hit {
-                    matched_any = true;
-                    found.push((Self::value_name(spec.var, key), value.to_vec()));
-                    if rule.capture && captured.is_none() {
-                        captured = Some(caps);
-                    }
+                    record(spec.var, key, value, caps);
                 }
             });
         }

@@ -33,7 +33,7 @@ mod group {
 }
 
 /// Whether a collection key is selected (names compared without case).
-fn accepts(selector: &Selector, key: &[u8]) -> bool {
+pub(super) fn accepts(selector: &Selector, key: &[u8]) -> bool {
     match selector {
         Selector::All => true,
         Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
@@ -42,7 +42,44 @@ fn accepts(selector: &Selector, key: &[u8]) -> bool {
     }
 }
 
+/// A list a list variable reads: its pairs, its memo group, and whether
+/// the variable's values are the keys (`ARGS_NAMES`).
+pub(super) type ListRef<'a> = (&'a [Pair], u16, bool);
+
 impl Transaction {
+    /// The lists behind `var`, if it is one of the request or response
+    /// lists (ARGS reads two).
+    pub(super) fn lists(&self, var: Var) -> Option<[Option<ListRef<'_>>; 2]> {
+        fn one(list: &[Pair], group: u16, names: bool) -> Option<[Option<ListRef<'_>>; 2]> {
+            Some([Some((list, group, names)), None])
+        }
+        match var {
+            Var::Args => Some([
+                Some((self.args_get.as_slice(), group::ARGS_GET, false)),
+                Some((self.args_post.as_slice(), group::ARGS_POST, false)),
+            ]),
+            Var::ArgsGet => one(&self.args_get, group::ARGS_GET, false),
+            Var::ArgsPost => one(&self.args_post, group::ARGS_POST, false),
+            Var::ArgsNames => Some([
+                Some((self.args_get.as_slice(), group::ARGS_GET_NAMES, true)),
+                Some((self.args_post.as_slice(), group::ARGS_POST_NAMES, true)),
+            ]),
+            Var::ArgsGetNames => one(&self.args_get, group::ARGS_GET_NAMES, true),
+            Var::ArgsPostNames => one(&self.args_post, group::ARGS_POST_NAMES, true),
+            Var::RequestHeaders => one(&self.request.headers, group::REQUEST_HEADERS, false),
+            Var::RequestHeadersNames => {
+                one(&self.request.headers, group::REQUEST_HEADERS_NAMES, true)
+            }
+            Var::RequestCookies => one(&self.cookies, group::COOKIES, false),
+            Var::RequestCookiesNames => one(&self.cookies, group::COOKIES_NAMES, true),
+            Var::ResponseHeaders => one(&self.response.headers, group::RESPONSE_HEADERS, false),
+            Var::ResponseHeadersNames => {
+                one(&self.response.headers, group::RESPONSE_HEADERS_NAMES, true)
+            }
+            _ => None,
+        }
+    }
+
     /// Calls `f(key, value)` for each member of collection `name`; false
     /// when `name` is not a collection. Nothing is copied.
     fn members(&self, var: Var, f: &mut MemberVisitor<'_>) -> bool {
