@@ -112,16 +112,8 @@ impl ValueMemo {
     }
 
     fn slot(&mut self, id: SlotId) -> &mut Slot {
-        let group = usize::from(id.group);
-        if self.groups.len() <= group {
-            self.groups.resize_with(group + 1, Vec::new);
-        }
-        let list = &mut self.groups[group];
         let index = id.index as usize;
-        if list.len() <= index {
-            list.resize_with(index + 1, Slot::default);
-        }
-        &mut list[index]
+        &mut self.group(id.group, index + 1)[index]
     }
 
     /// Whether the operator with prefilter `slots`, after transformation
