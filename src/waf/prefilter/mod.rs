@@ -195,8 +195,16 @@ pub struct Transparency {
 impl Transparency {
     /// Whether every transformation of chain `mask` leaves `value` (whose
     /// bytes are `presence`) unchanged but for case.
+    #[inline]
     pub fn chain(&mut self, mask: u64, value: &[u8], presence: &ByteSet) -> bool {
-        let mut unknown = mask & !self.known;
+        if mask & !self.known != 0 {
+            self.learn(mask & !self.known, value, presence);
+        }
+        mask & !self.transparent == 0
+    }
+
+    fn learn(&mut self, unknown: u64, value: &[u8], presence: &ByteSet) {
+        let mut unknown = unknown;
         while unknown != 0 {
             let index = unknown.trailing_zeros();
             unknown &= unknown - 1;
@@ -210,7 +218,6 @@ impl Transparency {
                 self.transparent |= bit;
             }
         }
-        mask & !self.transparent == 0
     }
 }
 

@@ -73,6 +73,7 @@ pub fn admits_fresh(rules: &RuleSet, slots: Slots, value: &[u8]) -> bool {
 /// `slots` needs. The byte check comes first: `hits` (the scan) is asked
 /// for only when the value holds a byte every literal of the slot needs
 /// one of.
+#[inline]
 fn admits<'h>(
     rules: &RuleSet,
     slots: Slots,
@@ -208,6 +209,7 @@ impl Slot {
         *self.presence.get_or_insert_with(|| ByteSet::of(value))
     }
 
+    #[inline]
     fn raw_admits(&mut self, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
         let presence = self.presence(value);
         let hits = &mut self.raw_hits;
@@ -220,6 +222,7 @@ impl Slot {
     /// case: every transformation of it does, which is known per value
     /// from its bytes (and, for a few, one exact look) without
     /// transforming.
+    #[inline]
     fn transparent(&mut self, value: &[u8], rules: &RuleSet, chain_id: u32) -> bool {
         let Some(chain) = rules.chain_masks.get(chain_id as usize).copied().flatten() else {
             return false;
