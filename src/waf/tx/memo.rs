@@ -112,64 +112,27 @@ impl ValueMemo {
         list
     }
 
-    fn slot(&mut self, id: SlotId) -> &mut Slot {
+    pub fn slot(&mut self, id: SlotId) -> &mut Slot {
         let index = id.index as usize;
         &mut self.group(id.group, index + 1)[index]
     }
+}
 
-    /// Whether the operator with prefilter `slots`, after transformation
-    /// chain `chain_id` (`chain`), could match `value`; false proves it
-    /// cannot.
-    pub fn could_match(
-        &mut self,
-        id: SlotId,
-        value: &[u8],
-        rules: &RuleSet,
-        chain_id: u32,
-        chain: &[Transform],
-        slots: Slots,
-    ) -> bool {
-        self.slot(id)
-            .could_match(value, rules, chain_id, chain, slots)
-    }
-
+impl Slot {
     /// For `multiMatch` rules, which test the value after every step of
     /// their chain: false proves no step's output can match. Known only
     /// when the chain cannot change the value (but for case); otherwise
     /// true.
     pub fn could_match_any_step(
         &mut self,
-        id: SlotId,
         value: &[u8],
         rules: &RuleSet,
         chain_id: u32,
         slots: Slots,
     ) -> bool {
-        let memo = self.slot(id);
-        !memo.transparent(value, rules, chain_id) || memo.raw_admits(value, rules, slots)
+        !self.transparent(value, rules, chain_id) || self.raw_admits(value, rules, slots)
     }
 
-    /// What the prefilter says of `value` itself (no transformation).
-    pub fn raw_admits(&mut self, id: SlotId, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
-        self.slot(id).raw_admits(value, rules, slots)
-    }
-
-    /// `value` through `chain`; `None` when the chain leaves it unchanged.
-    pub fn transformed(
-        &mut self,
-        id: SlotId,
-        value: &[u8],
-        chain_id: u32,
-        chain: &[Transform],
-    ) -> Option<&[u8]> {
-        self.slot(id)
-            .entry(chain_id, chain, value)
-            .output
-            .as_deref()
-    }
-}
-
-impl Slot {
     /// Whether the operator with prefilter `slots`, after transformation
     /// chain `chain_id` (`chain`), could match this slot's `value`; false
     /// proves it cannot.
@@ -209,8 +172,9 @@ impl Slot {
         *self.presence.get_or_insert_with(|| ByteSet::of(value))
     }
 
+    /// What the prefilter says of the value itself (no transformation).
     #[inline]
-    fn raw_admits(&mut self, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
+    pub fn raw_admits(&mut self, value: &[u8], rules: &RuleSet, slots: Slots) -> bool {
         let presence = self.presence(value);
         let hits = &mut self.raw_hits;
         admits(rules, slots, &presence, || {

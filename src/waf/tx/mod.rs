@@ -511,30 +511,13 @@ impl Transaction {
                 for (list, group, names) in lists.into_iter().flatten() {
                     let slots = memo.group(group, list.len());
                     for ((k, v), slot) in list.iter().zip(slots.iter_mut()) {
-                        let value: &[u8] = if names { k } else { v };
                         if !vars::accepts(&spec.selector, k) {
                             continue;
                         }
-                        let could = slot.could_match(
-                            value,
-                            &self.rules,
-                            rule.chain_id,
-                            &rule.transforms,
-                            rule.prefilter,
-                        );
-                        if (!could && !rule.negated) || excluded(spec.var, Some(k)) {
-                            continue;
-                        }
+                        let value: &[u8] = if names { k } else { v };
                         let mut caps = Captures::new();
-                        let hit = !could || {
-                            let input = slot
-                                .transformed(value, rule.chain_id, &rule.transforms)
-                                .unwrap_or(value);
-                            rule.operator
-                                .matches(input, param, rule.capture.then_some(&mut caps))
-                                != rule.negated
-                        };
-                        if hit {
+                        let excluded = || excluded(spec.var, Some(k));
+                        if judge(rule, &self.rules, slot, value, param, &mut caps, excluded) {
                             record(spec.var, Some(k), value, caps);
                         }
                     }
@@ -546,38 +529,20 @@ impl Transaction {
                 let hit = match slot {
                     Some(id) if !rule.multi_match => {
                         let mut memo = self.memo.borrow_mut();
-                        // A value without the operator's literals cannot
-                        // match: the operator's answer is known, false.
-                        if rule.prefilter.is_some()
-                            && !memo.could_match(
-                                id,
-                                value,
-                                &self.rules,
-                                rule.chain_id,
-                                &rule.transforms,
-                                rule.prefilter,
-                            )
-                        {
-                            if !rule.negated || excluded(spec.var, key) {
-                                return;
-                            }
-                            true
-                        } else {
-                            if excluded(spec.var, key) {
-                                return;
-                            }
-                            let input = memo
-                                .transformed(id, value, rule.chain_id, &rule.transforms)
-                                .unwrap_or(value);
-                            rule.operator
-                                .matches(input, param, rule.capture.then_some(&mut caps))
-                                != rule.negated
-                        }
+                        let excluded = || excluded(spec.var, key);
+                        judge(
+                            rule,
+                            &self.rules,
+                            memo.slot(id),
+                            value,
+                            param,
+                            &mut caps,
+                            excluded,
+                        )
                     }
                     Some(id)
                         if rule.prefilter.is_some()
-                            && !self.memo.borrow_mut().could_match_any_step(
-                                id,
+                            && !self.memo.borrow_mut().slot(id).could_match_any_step(
                                 value,
                                 &self.rules,
                                 rule.chain_id,
@@ -603,7 +568,7 @@ impl Transaction {
                             rule.capture.then_some(&mut caps),
                             &mut |v| {
                                 if std::ptr::eq(v, value) {
-                                    memo.raw_admits(id, value, &self.rules, rule.prefilter)
+                                    memo.slot(id).raw_admits(value, &self.rules, rule.prefilter)
                                 } else {
                                     memo::admits_fresh(&self.rules, rule.prefilter, v)
                                 }
@@ -854,6 +819,40 @@ enum Flow {
     Continue,
     StopPhase,
     Stop,
+}
+
+/// A rule's verdict on a value the memo keeps (`slot`), `multiMatch` aside:
+/// the prefilter first (a value without the operator's literals cannot
+/// match, so the operator's answer is known: false), then exclusions,
+/// then the operator on the memo's transformed form.
+fn judge(
+    rule: &CompiledRule,
+    rules: &RuleSet,
+    slot: &mut memo::Slot,
+    value: &[u8],
+    param: &[u8],
+    caps: &mut Captures,
+    excluded: impl FnOnce() -> bool,
+) -> bool {
+    let could = !rule.prefilter.is_some()
+        || slot.could_match(
+            value,
+            rules,
+            rule.chain_id,
+            &rule.transforms,
+            rule.prefilter,
+        );
+    if (!could && !rule.negated) || excluded() {
+        return false;
+    }
+    !could || {
+        let input = slot
+            .transformed(value, rule.chain_id, &rule.transforms)
+            .unwrap_or(value);
+        rule.operator
+            .matches(input, param, rule.capture.then_some(caps))
+            != rule.negated
+    }
 }
 
 /// Runs the transformation chain over `value` and tests the operator;
