@@ -203,6 +203,15 @@ impl Transparency {
         mask & !self.transparent == 0
     }
 
+    /// Which of the transformations in `mask` leave `value` unchanged but
+    /// for case, as a mask.
+    pub fn of(&mut self, mask: u64, value: &[u8], presence: &ByteSet) -> u64 {
+        if mask & !self.known != 0 {
+            self.learn(mask & !self.known, value, presence);
+        }
+        mask & self.transparent
+    }
+
     fn learn(&mut self, unknown: u64, value: &[u8], presence: &ByteSet) {
         let mut unknown = unknown;
         while unknown != 0 {

@@ -12,6 +12,7 @@
 use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit};
 use super::super::rule::RuleSet;
 use super::super::transform::Transform;
+use super::request::Pair;
 
 /// A value that stays put for the transaction: a member of one of the
 /// request or response lists (`group`, `index`) or a scalar.
@@ -24,6 +25,17 @@ pub struct SlotId {
 #[derive(Default)]
 pub struct ValueMemo {
     groups: Vec<Vec<Slot>>,
+    /// Per list group, what holds for all its values at once.
+    summaries: Vec<Option<Summary>>,
+}
+
+/// What holds for every value of a list: which transformations leave all
+/// of them unchanged but for case, and the union of their raw scans. A
+/// rule whose chain is made of those transformations and whose literal no
+/// value holds skips the whole list in one test.
+struct Summary {
+    transparent: u64,
+    hits: Hits,
 }
 
 #[derive(Default)]
@@ -97,24 +109,84 @@ fn admits<'h>(
 impl ValueMemo {
     pub fn clear(&mut self) {
         self.groups.clear();
+        self.summaries.clear();
+    }
+
+    /// True proves that no value of list `group` (`list`; its keys when
+    /// `names`) can match an operator with prefilter `slots` after chain
+    /// `chain_id`: the chain leaves every value unchanged but for case,
+    /// and no value holds the operator's literals.
+    pub fn list_cannot_match(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        slots: Slots,
+    ) -> bool {
+        let (Some(any), Some(mask)) = (
+            slots.any,
+            rules.chain_masks.get(chain_id as usize).copied().flatten(),
+        ) else {
+            return false;
+        };
+        let summary = self.summary(group, list, names, rules);
+        mask & !summary.transparent == 0 && !hit(&summary.hits, any)
+    }
+
+    fn summary(&mut self, group: u16, list: &[Pair], names: bool, rules: &RuleSet) -> &Summary {
+        let index = usize::from(group);
+        if self.summaries.len() <= index {
+            self.summaries.resize_with(index + 1, || None);
+        }
+        let slots = grown(&mut self.groups, group, list.len());
+        self.summaries[index].get_or_insert_with(|| summarise(slots, list, names, rules))
     }
 
     /// The slots of list `group`, at least `len` of them.
     pub fn group(&mut self, group: u16, len: usize) -> &mut [Slot] {
-        let group = usize::from(group);
-        if self.groups.len() <= group {
-            self.groups.resize_with(group + 1, Vec::new);
-        }
-        let list = &mut self.groups[group];
-        if list.len() < len {
-            list.resize_with(len, Slot::default);
-        }
-        list
+        grown(&mut self.groups, group, len)
     }
 
     pub fn slot(&mut self, id: SlotId) -> &mut Slot {
         let index = id.index as usize;
         &mut self.group(id.group, index + 1)[index]
+    }
+}
+
+/// The slots of list `group` in `groups`, grown to at least `len`.
+fn grown(groups: &mut Vec<Vec<Slot>>, group: u16, len: usize) -> &mut [Slot] {
+    let group = usize::from(group);
+    if groups.len() <= group {
+        groups.resize_with(group + 1, Vec::new);
+    }
+    let list = &mut groups[group];
+    if list.len() < len {
+        list.resize_with(len, Slot::default);
+    }
+    list
+}
+
+fn summarise(slots: &mut [Slot], list: &[Pair], names: bool, rules: &RuleSet) -> Summary {
+    let mut transparent = u64::MAX;
+    let mut hits = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
+    for ((k, v), slot) in list.iter().zip(slots) {
+        let value: &[u8] = if names { k } else { v };
+        let presence = slot.presence(value);
+        transparent &= slot
+            .transparency
+            .of(rules.used_transforms, value, &presence);
+        let raw = slot
+            .raw_hits
+            .get_or_insert_with(|| rules.prefilter.scan(value));
+        for (all, one) in hits.iter_mut().zip(raw.iter()) {
+            *all |= one;
+        }
+    }
+    Summary {
+        transparent,
+        hits: hits.into_boxed_slice(),
     }
 }
 

@@ -509,6 +509,18 @@ impl Transaction {
             {
                 let mut memo = self.memo.borrow_mut();
                 for (list, group, names) in lists.into_iter().flatten() {
+                    if !rule.negated
+                        && memo.list_cannot_match(
+                            group,
+                            list,
+                            names,
+                            &self.rules,
+                            rule.chain_id,
+                            rule.prefilter,
+                        )
+                    {
+                        continue;
+                    }
                     let slots = memo.group(group, list.len());
                     for ((k, v), slot) in list.iter().zip(slots.iter_mut()) {
                         if !vars::accepts(&spec.selector, k) {
