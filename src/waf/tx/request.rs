@@ -26,12 +26,12 @@ impl RequestData {
     /// The target without scheme and authority.
     pub fn uri(&self) -> &[u8] {
         let raw = self.uri_raw.as_slice();
-        if let Some(after) = raw
-            .windows(3)
-            .position(|w| w == b"://")
-            .filter(|p| raw[..*p].iter().all(u8::is_ascii_alphabetic))
+        // Absolute form (`http://host/path`): a scheme of letters, then
+        // `://`. Only the scheme's length is scanned.
+        let scheme = raw.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        if scheme > 0
+            && let Some(rest) = raw[scheme..].strip_prefix(b"://")
         {
-            let rest = &raw[after + 3..];
             return match rest.iter().position(|b| *b == b'/') {
                 Some(slash) => &rest[slash..],
                 None => b"/",
