@@ -67,16 +67,18 @@ fn cases(kind: &str) -> Vec<Case> {
     out
 }
 
+/// `digits` read as a hexadecimal number.
+fn hex(digits: &[u8]) -> Option<u32> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+}
+
 /// `\xHH`, `\uHHHH` (code < 256) and `\0` as the bytes they stand for.
 fn unescape(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    let hex = |s: &[u8]| {
-        std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| u32::from_str_radix(s, 16).ok())
-    };
     while i < bytes.len() {
         if bytes[i] == b'\\' {
             if bytes.get(i + 1) == Some(&b'x')
@@ -128,20 +130,13 @@ fn reference_runner_reading(text: &str) -> Vec<u8> {
             && let Some(pair) = escape(2)
         {
             let digits = pair.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-            let value = std::str::from_utf8(&pair[..digits])
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .unwrap_or(0);
-            out.push(value);
+            out.push(hex(&pair[..digits]).unwrap_or(0) as u8);
             i += 4;
             continue;
         }
         if bytes[i] == b'\\'
             && bytes.get(i + 1) == Some(&b'u')
-            && let Some(v) = escape(4)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| u32::from_str_radix(s, 16).ok())
-                .filter(|v| *v < 256)
+            && let Some(v) = escape(4).and_then(hex).filter(|v| *v < 256)
         {
             out.push(v as u8);
             i += 6;

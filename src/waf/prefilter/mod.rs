@@ -197,14 +197,12 @@ impl Transparency {
     /// bytes are `presence`) unchanged but for case.
     #[inline]
     pub fn chain(&mut self, mask: u64, value: &[u8], presence: &ByteSet) -> bool {
-        if mask & !self.known != 0 {
-            self.learn(mask & !self.known, value, presence);
-        }
-        mask & !self.transparent == 0
+        self.of(mask, value, presence) == mask
     }
 
     /// Which of the transformations in `mask` leave `value` unchanged but
     /// for case, as a mask.
+    #[inline]
     pub fn of(&mut self, mask: u64, value: &[u8], presence: &ByteSet) -> u64 {
         if mask & !self.known != 0 {
             self.learn(mask & !self.known, value, presence);
