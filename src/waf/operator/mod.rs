@@ -8,6 +8,7 @@
 
 mod simple;
 mod sqli;
+mod xss;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -135,7 +136,11 @@ impl Operator {
             }
             "validateUrlEncoding" => Ok(Operator::ValidateUrlEncoding),
             "validateUtf8Encoding" => Ok(Operator::ValidateUtf8Encoding),
-            "detectSQLi" => Ok(Operator::DetectSqli),
+            "detectSQLi" => {
+                // Its tables are built now, not on the first request.
+                sqli::prepare();
+                Ok(Operator::DetectSqli)
+            }
             "detectXSS" => Ok(Operator::DetectXss),
             "unconditionalMatch" => Ok(Operator::Unconditional),
             "noMatch" => Ok(Operator::NoMatch),
@@ -182,7 +187,7 @@ impl Operator {
                 }
                 None => false,
             },
-            Operator::DetectXss => libinjectionrs::detect_xss(input).is_injection(),
+            Operator::DetectXss => xss::detect(input),
             Operator::IpMatch(nets) => std::str::from_utf8(input)
                 .ok()
                 .and_then(|s| s.trim().parse::<IpAddr>().ok())
