@@ -80,7 +80,7 @@ pub struct Transaction {
     /// The request body went past its limit; no more is kept.
     body_truncated: bool,
     /// TX, IP, GLOBAL, ... : names lower-cased.
-    collections: HashMap<Var, HashMap<String, Vec<u8>>>,
+    collections: Collections,
     matched_var: Vec<u8>,
     matched_var_name: String,
     matched_vars: Vec<(String, Vec<u8>)>,
@@ -103,6 +103,33 @@ pub struct Transaction {
     pub matches: Vec<RuleMatch>,
 }
 
+/// The variables of one collection, names lower-cased. Names come from
+/// requests (`setvar:tx.%{MATCHED_VAR_NAME}`), so the hasher is seeded
+/// per process; foldhash, since SipHash showed in every profile.
+pub(super) type VarMap = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
+
+/// TX, IP, GLOBAL, ...: one map per collection, found by position.
+#[derive(Default)]
+struct Collections {
+    maps: [VarMap; COLLECTIONS.len()],
+}
+
+impl Collections {
+    fn get(&self, var: &Var) -> Option<&VarMap> {
+        COLLECTIONS
+            .iter()
+            .position(|c| c == var)
+            .map(|i| &self.maps[i])
+    }
+
+    /// The map of `var`; a variable that is no collection gets TX's
+    /// (the parser accepts `setvar` only on collections).
+    fn map_mut(&mut self, var: Var) -> &mut VarMap {
+        let i = COLLECTIONS.iter().position(|c| *c == var).unwrap_or(0);
+        &mut self.maps[i]
+    }
+}
+
 const COLLECTIONS: [Var; 8] = [
     Var::Tx,
     Var::Ip,
@@ -118,10 +145,6 @@ impl Transaction {
     pub fn new(rules: Arc<RuleSet>, request: RequestData, unique_id: String) -> Transaction {
         let mode = rules.settings.mode;
         let request_body_access = rules.settings.request_body_access;
-        let mut collections = HashMap::new();
-        for c in COLLECTIONS {
-            collections.insert(c, HashMap::new());
-        }
         let mut tx = Transaction {
             rules,
             mode,
@@ -137,7 +160,7 @@ impl Transaction {
             request_body_access,
             force_body_variable: false,
             body_truncated: false,
-            collections,
+            collections: Collections::default(),
             matched_var: Vec::new(),
             matched_var_name: String::new(),
             matched_vars: Vec::new(),
@@ -372,7 +395,7 @@ impl Transaction {
             return;
         };
         let loaded = store.load(var, key, Instant::now());
-        let map = self.collections.entry(var).or_default();
+        let map = self.collections.map_mut(var);
         map.clear();
         for (name, stored) in loaded {
             if let Some(expires) = stored.expires {
@@ -607,14 +630,14 @@ impl Transaction {
         }
         if matched_any {
             if let Some(caps) = captured {
-                let tx = self.collections.entry(Var::Tx).or_default();
+                let tx = self.collections.map_mut(Var::Tx);
                 for (i, c) in caps.into_iter().enumerate() {
                     tx.insert(i.to_string(), c);
                 }
             }
             if let Some((name, value)) = found.last() {
-                self.matched_var_name = name.clone();
-                self.matched_var = value.clone();
+                self.matched_var_name.clone_from(name);
+                self.matched_var.clone_from(value);
             }
             self.matched_vars = found;
         }
@@ -635,8 +658,7 @@ impl Transaction {
             for (name, value) in &link.set_env {
                 let value = value.expand(self);
                 self.collections
-                    .entry(Var::Env)
-                    .or_default()
+                    .map_mut(Var::Env)
                     .insert(name.to_ascii_lowercase(), value);
             }
             for (var, name, secs) in &link.expire_vars {
@@ -760,7 +782,7 @@ impl Transaction {
                 Some(result.to_string().into_bytes())
             }
         };
-        let map = self.collections.entry(key).or_default();
+        let map = self.collections.map_mut(key);
         match new_value {
             Some(v) => {
                 map.insert(var, v);
