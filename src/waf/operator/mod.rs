@@ -308,6 +308,18 @@ fn ip_list(entries: impl Iterator<Item = String>) -> Result<Vec<IpNet>, String> 
     Ok(nets)
 }
 
+/// A seeded xorshift: `next(n)` is below `n`. Repeatable random values for
+/// the differential tests of the libinjection shortcuts.
+#[cfg(test)]
+fn random_below(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,13 +297,7 @@ mod tests {
         }
         let mut kinds: Vec<u8> = by_type.keys().copied().collect();
         kinds.sort_unstable();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = super::super::random_below(0x2545_f491_4f6c_dd1du64);
         let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
         let word = |next: &mut dyn FnMut(usize) -> usize| -> String {
             let keyword = |next: &mut dyn FnMut(usize) -> usize| {

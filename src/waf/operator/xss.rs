@@ -60,13 +60,7 @@ mod tests {
             b"alert(1)",
             b"x",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = super::super::random_below(0x9e37_79b9_7f4a_7c15u64);
         let mut flagged_once_spliced = 0;
         for _ in 0..30_000 {
             let mut value = Vec::new();
