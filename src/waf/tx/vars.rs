@@ -284,12 +284,18 @@ impl Transaction {
             && super::COLLECTIONS.contains(&spec.var)
             && let Some(map) = self.collections.get(&spec.var)
         {
+            // Names are kept lower-cased; CRS writes them in capitals.
+            let mut buffer = [0u8; 64];
             let lowered;
-            let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            let key = if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+                key.as_str()
+            } else if let Some(short) = buffer.get_mut(..key.len()) {
+                short.copy_from_slice(key.as_bytes());
+                short.make_ascii_lowercase();
+                std::str::from_utf8(short).unwrap_or(key)
+            } else {
                 lowered = key.to_ascii_lowercase();
                 lowered.as_str()
-            } else {
-                key.as_str()
             };
             let found = map.get_key_value(key);
             if spec.count {
@@ -333,9 +339,20 @@ impl Transaction {
 
     /// The name ModSecurity reports for a value (`ARGS:id`, `REQUEST_URI`).
     pub fn value_name(var: Var, key: Option<&[u8]>) -> String {
+        let name = var.name();
         match key {
-            Some(k) => format!("{}:{}", var.name(), String::from_utf8_lossy(k)),
-            None => var.name().to_string(),
+            Some(k) => {
+                let k = match std::str::from_utf8(k) {
+                    Ok(k) => Cow::Borrowed(k),
+                    Err(_) => String::from_utf8_lossy(k),
+                };
+                let mut full = String::with_capacity(name.len() + 1 + k.len());
+                full.push_str(name);
+                full.push(':');
+                full.push_str(&k);
+                full
+            }
+            None => name.to_string(),
         }
     }
 
