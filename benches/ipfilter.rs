@@ -1,0 +1,95 @@
+//! The IP filter's CIDR map: building it from 1,000,000 blocks (IPv4 and
+//! IPv6, nested and disjoint, allow and deny) and looking addresses up.
+//!   cargo bench --bench ipfilter
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ipnet::IpNet;
+use palisade::ipgeo::cidr::{CidrMap, Listed};
+
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+/// A million blocks: nine in ten IPv4 (/8 to /32), one in ten IPv6.
+fn million_blocks() -> Vec<(IpNet, Listed)> {
+    let mut next = xorshift(0x5eed_cafe_f00d_beef);
+    (0..1_000_000)
+        .map(|i| {
+            let listed = if next().is_multiple_of(3) {
+                Listed::Allow
+            } else {
+                Listed::Deny
+            };
+            let net = if i % 10 == 0 {
+                let addr = Ipv6Addr::from(u128::from(next()) << 64 | u128::from(next()));
+                IpNet::new(IpAddr::V6(addr), 16 + (next() % 113) as u8)
+            } else {
+                let addr = Ipv4Addr::from(next() as u32);
+                IpNet::new(IpAddr::V4(addr), 8 + (next() % 25) as u8)
+            };
+            (
+                net.map_or_else(
+                    |_| IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    |n| n.trunc(),
+                ),
+                listed,
+            )
+        })
+        .collect()
+}
+
+fn cidr(c: &mut Criterion) {
+    let blocks = million_blocks();
+    let text: String = blocks
+        .iter()
+        .map(|(net, _)| format!("{net}  # entry\n"))
+        .collect();
+    c.bench_function("parse a 1,000,000-line list file and build its map", |b| {
+        b.iter(|| {
+            let nets = palisade::ipgeo::lists::parse_list(black_box(&text)).unwrap_or_default();
+            black_box(CidrMap::new(nets.into_iter().map(|n| (n, Listed::Deny))))
+        })
+    });
+    c.bench_function("build map from 1,000,000 CIDRs", |b| {
+        b.iter(|| black_box(CidrMap::new(blocks.iter().copied())))
+    });
+    let map = CidrMap::new(blocks.iter().copied());
+    let mut next = xorshift(42);
+    let probes: Vec<IpAddr> = (0..4096)
+        .map(|i| {
+            if i % 10 == 0 {
+                IpAddr::V6(Ipv6Addr::from(
+                    u128::from(next()) << 64 | u128::from(next()),
+                ))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(next() as u32))
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("lookup among 1,000,000 CIDRs");
+    group.throughput(Throughput::Elements(probes.len() as u64));
+    group.bench_function("4096 random addresses", |b| {
+        b.iter(|| {
+            probes
+                .iter()
+                .filter(|ip| map.lookup(**ip) == Some(Listed::Deny))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = cidr
+}
+criterion_main!(benches);
