@@ -36,6 +36,8 @@ pub struct Metrics {
     pub tls_cert_not_after: Family<Labels, Gauge>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// Requests the IP filter denied, by reason (`cidr`).
+    ipfilter_denied: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,6 +61,7 @@ impl Metrics {
             reloads: Family::default(),
             tls_cert_not_after: Family::default(),
             tls_handshake_failures: Counter::default(),
+            ipfilter_denied: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -112,8 +115,20 @@ impl Metrics {
                 "Client TLS handshakes that failed or timed out",
                 m.tls_handshake_failures.clone(),
             );
+            r.register(
+                "ipfilter_denied",
+                "Requests denied by the IP filter, by reason",
+                m.ipfilter_denied.clone(),
+            );
         }
         m
+    }
+
+    /// The counter of requests the IP filter denies for `reason`.
+    pub fn ipfilter_denied(&self, reason: &'static str) -> Counter {
+        self.ipfilter_denied
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .clone()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -79,6 +79,20 @@ impl<'a> Collector<'a> {
         ));
     }
 
+    /// Records `message` at `line` of another file (a list the config
+    /// names); it sorts after the config file's own problems.
+    pub fn error_in(&mut self, file: &Path, line: usize, message: impl Into<String>) {
+        self.found.push((
+            self.text.len().saturating_add(line),
+            Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                col: 1,
+                message: message.into(),
+            },
+        ));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.found.is_empty()
     }

@@ -13,6 +13,7 @@ mod raw;
 pub mod tls;
 pub mod units;
 mod validate;
+mod validate_ipfilter;
 mod validate_tls;
 
 use std::net::SocketAddr;
@@ -36,6 +37,23 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
+    /// `[ipfilter]`, when the file has one.
+    pub ipfilter: Option<IpFilterConfig>,
+}
+
+/// Which addresses `[ipfilter]` lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFilterMode {
+    /// Everyone but the denied (allow blocks carve exceptions out of them).
+    Denylist,
+    /// Only the allowed (deny blocks carve exceptions out of them).
+    Allowlist,
+}
+
+#[derive(Debug, Clone)]
+pub struct IpFilterConfig {
+    pub mode: IpFilterMode,
+    pub map: Arc<crate::ipgeo::cidr::CidrMap>,
 }
 
 #[derive(Debug, Clone)]

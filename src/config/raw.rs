@@ -20,6 +20,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<S<RawRoute>>,
     pub log: Option<S<RawLog>>,
+    pub ipfilter: Option<S<RawIpFilter>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,4 +137,16 @@ pub struct RawLog {
     pub access: Option<S<String>>,
     /// tracing filter for the diagnostic log, e.g. "info" or "palisade=debug".
     pub level: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpFilter {
+    /// "denylist" (default: only denied addresses are refused) or
+    /// "allowlist" (only allowed addresses get through).
+    pub mode: Option<S<String>>,
+    pub allow: Option<Vec<S<String>>>,
+    pub deny: Option<Vec<S<String>>>,
+    pub allow_files: Option<Vec<S<String>>>,
+    pub deny_files: Option<Vec<S<String>>>,
 }

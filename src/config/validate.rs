@@ -57,12 +57,14 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
         .filter_map(|r| route(r, &names, diag))
         .collect();
     let log = log(raw.log, &base, diag);
+    let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), &base, diag);
     Some(Config {
         source: diag.file().to_path_buf(),
         server,
         upstreams,
         routes,
         log,
+        ipfilter,
     })
 }
 

@@ -1,4 +1,7 @@
-//! IP-based decisions. For now: who the client really is when the request
-//! came through trusted proxies. The CIDR and MaxMind filters join later.
+//! IP-based decisions: who the client really is when the request came
+//! through trusted proxies, and what the allow and deny lists say of it.
 
+pub mod cidr;
 pub mod client_ip;
+pub mod filter;
+pub mod lists;

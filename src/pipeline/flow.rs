@@ -85,6 +85,7 @@ pub async fn handle<B: RequestBody>(
         upstream_server: None,
         cache_status: None,
         waf_verdict: None,
+        ipfilter_denied: None,
         bytes_in: 0,
     };
     let limit = rt.config.server.limits.request_timeout;

@@ -24,6 +24,7 @@ pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
 
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
+use crate::ipgeo::filter::IpFilter;
 use crate::server::access_log::AccessLog;
 use crate::server::respond::ProxyError;
 
@@ -96,6 +97,8 @@ pub struct RequestCtx {
     pub upstream_server: Option<SocketAddr>,
     pub cache_status: Option<&'static str>,
     pub waf_verdict: Option<&'static str>,
+    /// Why the IP filter denied the request (`cidr`), if it did.
+    pub ipfilter_denied: Option<&'static str>,
     pub bytes_in: u64,
 }
 
@@ -112,14 +115,17 @@ pub struct Summary {
 /// Builds the ordered stage list for a config snapshot. Stages run in this
 /// order for requests; `on_log` runs for all of them.
 pub fn build_stages(
-    _config: &Config,
+    config: &Config,
     metrics: &Metrics,
     routes_labels: &[String],
     access_log: AccessLog,
 ) -> Vec<Box<dyn Stage>> {
-    vec![
-        // Request-path stages (ipgeo, ratelimit, waf) go here, in that order.
-        Box::new(metrics.route_stage(routes_labels)),
-        Box::new(access_log),
-    ]
+    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
+    if let Some(filter) = &config.ipfilter {
+        stages.push(Box::new(IpFilter::new(filter, metrics)));
+    }
+    stages.push(Box::new(metrics.route_stage(routes_labels)));
+    stages.push(Box::new(access_log));
+    stages
 }

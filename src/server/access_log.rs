@@ -39,6 +39,8 @@ struct Line<'a> {
     upstream: Option<String>,
     cache: Option<&'a str>,
     waf: Option<&'a str>,
+    /// Why the IP filter denied the request (`cidr`).
+    ipfilter: Option<&'a str>,
     aborted: bool,
 }
 
@@ -122,6 +124,7 @@ impl Stage for AccessLog {
             upstream: ctx.upstream_server.map(|a| a.to_string()),
             cache: ctx.cache_status,
             waf: ctx.waf_verdict,
+            ipfilter: ctx.ipfilter_denied,
             aborted: summary.aborted,
         };
         let Ok(mut bytes) = serde_json::to_vec(&line) else {

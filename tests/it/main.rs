@@ -6,6 +6,7 @@ mod backend_protocol;
 mod balancing;
 mod client_protocol;
 mod headers;
+mod ipfilter;
 mod lifecycle;
 mod limits;
 mod observability;

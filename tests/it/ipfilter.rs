@@ -1,0 +1,178 @@
+//! `[ipfilter]`: CIDR allow and deny lists, inline and from files, against
+//! the client address after trusted-proxy resolution.
+
+use std::process::Command;
+
+use crate::util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// A proxy in front of one origin; loopback is a trusted proxy, so each
+/// request names its client in `X-Forwarded-For`.
+fn config(origin: std::net::SocketAddr, ipfilter: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{origin}\"]\n\
+         [[routes]]\nupstream = \"app\"\n[ipfilter]\n{ipfilter}\n"
+    )
+}
+
+async fn status_for(proxy: &Proxy, client: &str) -> (u16, String) {
+    let got = get(
+        proxy.addr,
+        "site.test",
+        "/",
+        &[("x-forwarded-for", client), ("x-request-id", "ipf-1")],
+    )
+    .await;
+    (got.status.as_u16(), got.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_cidr_gets_403_with_request_id_and_a_counted_reason() {
+    let origin = Origin::named("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("deny.txt");
+    std::fs::write(
+        &list,
+        "# scanners\n198.51.100.0/24\n2001:db8:bad::/48 # v6 range\n",
+    )
+    .unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start(&format!(
+        "{}[log]\naccess = \"{}\"\n",
+        config(
+            origin.addr,
+            &format!(
+                "deny = [\"203.0.113.0/24\"]\nallow = [\"203.0.113.7\"]\ndeny_files = [\"{}\"]",
+                list.display()
+            ),
+        ),
+        log.display()
+    ))
+    .await;
+    let (status, body) = status_for(&proxy, "203.0.113.9").await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("ipf-1"),
+        "our page names the request id: {body}"
+    );
+    assert_eq!(
+        status_for(&proxy, "203.0.113.7").await.0,
+        200,
+        "the /32 allow is more specific"
+    );
+    assert_eq!(
+        status_for(&proxy, "198.51.100.200").await.0,
+        403,
+        "from the file"
+    );
+    assert_eq!(status_for(&proxy, "2001:db8:bad::1").await.0, 403);
+    assert_eq!(status_for(&proxy, "2001:db8:b00::1").await.0, 200);
+    assert_eq!(
+        status_for(&proxy, "192.0.2.1").await.0,
+        200,
+        "unlisted passes"
+    );
+    assert_eq!(
+        origin.requests().len(),
+        3,
+        "denied requests never reach the origin"
+    );
+    let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+    assert!(
+        metrics.contains("palisade_ipfilter_denied_total{reason=\"cidr\"} 3"),
+        "{metrics}"
+    );
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if lines.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["ipfilter"], "cidr", "{first}");
+    assert_eq!(first["client_ip"], "203.0.113.9");
+    let allowed: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert!(allowed["ipfilter"].is_null(), "{allowed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_mode_refuses_everyone_not_listed() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "mode = \"allowlist\"\nallow = [\"10.0.0.0/8\", \"127.0.0.1\"]\ndeny = [\"10.6.6.0/24\"]",
+    ))
+    .await;
+    assert_eq!(status_for(&proxy, "10.1.2.3").await.0, 200);
+    assert_eq!(
+        status_for(&proxy, "10.6.6.6").await.0,
+        403,
+        "deny carves out of allow"
+    );
+    assert_eq!(
+        status_for(&proxy, "192.0.2.1").await.0,
+        403,
+        "not on the list"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_forwarded_for_from_an_untrusted_peer_is_not_believed() {
+    let origin = Origin::named("ok").await;
+    // Loopback is not trusted here: the peer itself (127.0.0.1) is judged.
+    let proxy = Proxy::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n\
+         [ipfilter]\nmode = \"allowlist\"\nallow = [\"203.0.113.0/24\"]\n",
+        origin.addr
+    ))
+    .await;
+    assert_eq!(status_for(&proxy, "203.0.113.9").await.0, 403);
+}
+
+#[test]
+fn bad_list_lines_are_reported_as_file_line_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("deny.txt");
+    std::fs::write(&list, "10.0.0.0/8\nnot-an-ip\n\n10.0.0.300 # typo\n").unwrap();
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n\
+             [ipfilter]\nmode = \"blocklist\"\ndeny = [\"10.0.0.0/33\"]\ndeny_files = [\"{}\", \"missing.txt\"]\n",
+            list.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (p, l) = (path.display(), list.display());
+    for expected in [
+        format!("{p}:7:8: ipfilter.mode \"blocklist\""),
+        format!("{p}:8:9: \"10.0.0.0/33\" is not an IP address or CIDR"),
+        "missing.txt: ".to_string(),
+        format!("{l}:2:1: \"not-an-ip\" is not an IP address or CIDR"),
+        format!("{l}:4:1: \"10.0.0.300\" is not an IP address or CIDR"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 5, "one line per error:\n{stderr}");
+}
