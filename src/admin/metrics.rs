@@ -36,8 +36,10 @@ pub struct Metrics {
     pub tls_cert_not_after: Family<Labels, Gauge>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
-    /// Requests the IP filter denied, by reason (`cidr`).
+    /// Requests the IP filter denied, by reason (`cidr`, `asn`, `country`).
     ipfilter_denied: Family<Labels, Counter>,
+    /// Requests denied for their country, by ISO code (or `unknown`).
+    ipfilter_denied_countries: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Metrics {
             tls_cert_not_after: Family::default(),
             tls_handshake_failures: Counter::default(),
             ipfilter_denied: Family::default(),
+            ipfilter_denied_countries: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -120,8 +123,21 @@ impl Metrics {
                 "Requests denied by the IP filter, by reason",
                 m.ipfilter_denied.clone(),
             );
+            r.register(
+                "ipfilter_denied_countries",
+                "Requests denied for their country, by ISO code",
+                m.ipfilter_denied_countries.clone(),
+            );
         }
         m
+    }
+
+    /// Counts a request denied for its country. `country` is an ISO code
+    /// or `unknown`, so the series stay a few hundred at most.
+    pub fn ipfilter_denied_country(&self, country: &str) {
+        self.ipfilter_denied_countries
+            .get_or_create(&vec![("country", country.to_string())])
+            .inc();
     }
 
     /// The counter of requests the IP filter denies for `reason`.

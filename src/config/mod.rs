@@ -54,6 +54,21 @@ pub enum IpFilterMode {
 pub struct IpFilterConfig {
     pub mode: IpFilterMode,
     pub map: Arc<crate::ipgeo::cidr::CidrMap>,
+    pub geo: Option<Arc<GeoRules>>,
+}
+
+/// Country and ASN rules of `[ipfilter]`, with their databases.
+#[derive(Debug)]
+pub struct GeoRules {
+    pub countries: Option<crate::ipgeo::geo::GeoDb>,
+    pub asns: Option<crate::ipgeo::geo::GeoDb>,
+    pub deny_countries: Vec<crate::ipgeo::geo::CountryCode>,
+    /// Empty: every country not denied gets through.
+    pub allow_countries: Vec<crate::ipgeo::geo::CountryCode>,
+    pub deny_asns: Vec<u32>,
+    /// Whether an address the country database does not know is denied
+    /// (only asked when there are country rules).
+    pub deny_unknown_country: bool,
 }
 
 #[derive(Debug, Clone)]

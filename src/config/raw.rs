@@ -149,4 +149,15 @@ pub struct RawIpFilter {
     pub deny: Option<Vec<S<String>>>,
     pub allow_files: Option<Vec<S<String>>>,
     pub deny_files: Option<Vec<S<String>>>,
+    /// A MaxMind Country (or City) database.
+    pub geoip_db: Option<S<String>>,
+    /// A MaxMind ASN database.
+    pub asn_db: Option<S<String>>,
+    pub deny_countries: Option<Vec<S<String>>>,
+    /// When set, only these countries get through.
+    pub allow_countries: Option<Vec<S<String>>>,
+    pub deny_asns: Option<Vec<S<i64>>>,
+    /// "allow" (default) or "deny": addresses the country database does not
+    /// know, when country rules are set.
+    pub unknown_country: Option<S<String>>,
 }

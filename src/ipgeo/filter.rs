@@ -8,33 +8,93 @@ use http::request;
 use prometheus_client::metrics::counter::Counter;
 
 use super::cidr::{CidrMap, Listed};
+use super::geo::CountryCode;
 use crate::admin::metrics::Metrics;
-use crate::config::{IpFilterConfig, IpFilterMode};
+use crate::config::{GeoRules, IpFilterConfig, IpFilterMode};
 use crate::pipeline::{RequestCtx, Stage, Verdict};
 use crate::server::respond::ProxyError;
 
 pub struct IpFilter {
     mode: IpFilterMode,
     map: Arc<CidrMap>,
+    geo: Option<Arc<GeoRules>>,
+    metrics: Arc<Metrics>,
     denied_by_cidr: Counter,
+    denied_by_asn: Counter,
+    denied_by_country: Counter,
+}
+
+/// Why an address is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    Cidr,
+    Asn,
+    /// The country, when the database knows it.
+    Country(Option<CountryCode>),
+}
+
+impl Denial {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denial::Cidr => "cidr",
+            Denial::Asn => "asn",
+            Denial::Country(_) => "country",
+        }
+    }
 }
 
 impl IpFilter {
-    pub fn new(config: &IpFilterConfig, metrics: &Metrics) -> IpFilter {
+    pub fn new(config: &IpFilterConfig, metrics: &Arc<Metrics>) -> IpFilter {
         IpFilter {
             mode: config.mode,
             map: Arc::clone(&config.map),
+            geo: config.geo.clone(),
+            metrics: Arc::clone(metrics),
             denied_by_cidr: metrics.ipfilter_denied("cidr"),
+            denied_by_asn: metrics.ipfilter_denied("asn"),
+            denied_by_country: metrics.ipfilter_denied("country"),
         }
     }
 
-    /// Whether `ip` gets through: the most specific listed block decides;
-    /// an unlisted address gets through unless the mode is `allowlist`.
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    /// The verdict on `ip`, in this order: a listed block (the most
+    /// specific) decides outright; then a denied AS; then the country
+    /// rules; last the mode (`allowlist` refuses the unlisted).
+    pub fn judge(&self, ip: IpAddr) -> Result<(), Denial> {
         match self.map.lookup(ip) {
-            Some(Listed::Allow) => true,
-            Some(Listed::Deny) => false,
-            None => self.mode == IpFilterMode::Denylist,
+            Some(Listed::Allow) => return Ok(()),
+            Some(Listed::Deny) => return Err(Denial::Cidr),
+            None => {}
+        }
+        if let Some(geo) = &self.geo {
+            if let Some(db) = &geo.asns
+                && !geo.deny_asns.is_empty()
+                && db.asn(ip).is_some_and(|asn| geo.deny_asns.contains(&asn))
+            {
+                return Err(Denial::Asn);
+            }
+            if let Some(db) = &geo.countries
+                && (!geo.deny_countries.is_empty() || !geo.allow_countries.is_empty())
+            {
+                match db.country(ip) {
+                    Some(cc) if geo.deny_countries.contains(&cc) => {
+                        return Err(Denial::Country(Some(cc)));
+                    }
+                    Some(cc) if !geo.allow_countries.is_empty() => {
+                        return if geo.allow_countries.contains(&cc) {
+                            Ok(())
+                        } else {
+                            Err(Denial::Country(Some(cc)))
+                        };
+                    }
+                    Some(_) => {}
+                    None if geo.deny_unknown_country => return Err(Denial::Country(None)),
+                    None => {}
+                }
+            }
+        }
+        match self.mode {
+            IpFilterMode::Denylist => Ok(()),
+            IpFilterMode::Allowlist => Err(Denial::Cidr),
         }
     }
 }
@@ -47,11 +107,19 @@ impl Stage for IpFilter {
     /// Denied clients get our 403 page; nothing of the request is read
     /// beyond its head.
     fn on_request(&self, ctx: &mut RequestCtx, _head: &request::Parts) -> Verdict {
-        if self.allows(ctx.client_ip) {
+        let Err(denial) = self.judge(ctx.client_ip) else {
             return Verdict::Continue;
-        }
-        ctx.ipfilter_denied = Some("cidr");
-        self.denied_by_cidr.inc();
+        };
+        ctx.ipfilter_denied = Some(denial.reason());
+        match denial {
+            Denial::Cidr => self.denied_by_cidr.inc(),
+            Denial::Asn => self.denied_by_asn.inc(),
+            Denial::Country(cc) => {
+                self.metrics
+                    .ipfilter_denied_country(cc.as_ref().map_or("unknown", CountryCode::as_str));
+                self.denied_by_country.inc()
+            }
+        };
         Verdict::Reject(ProxyError::Forbidden("address"))
     }
 }

@@ -4,4 +4,5 @@
 pub mod cidr;
 pub mod client_ip;
 pub mod filter;
+pub mod geo;
 pub mod lists;

@@ -116,7 +116,7 @@ pub struct Summary {
 /// order for requests; `on_log` runs for all of them.
 pub fn build_stages(
     config: &Config,
-    metrics: &Metrics,
+    metrics: &std::sync::Arc<Metrics>,
     routes_labels: &[String],
     access_log: AccessLog,
 ) -> Vec<Box<dyn Stage>> {

@@ -176,3 +176,152 @@ fn bad_list_lines_are_reported_as_file_line_all_at_once() {
     }
     assert_eq!(stderr.lines().count(), 5, "one line per error:\n{stderr}");
 }
+
+/// Networks of a MaxMind test database's JSON source with the value at
+/// `field` (a path of keys).
+fn networks(file: &str, field: &[&str]) -> Vec<(ipnet::IpNet, serde_json::Value)> {
+    let text = std::fs::read_to_string(geoip_dir().join(file)).unwrap();
+    let entries: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(&text).unwrap();
+    entries
+        .into_iter()
+        .flat_map(|e| e.into_iter())
+        .filter_map(|(net, record)| {
+            let net: ipnet::IpNet = net.parse().ok()?;
+            let value = field.iter().try_fold(&record, |v, k| v.get(*k))?.clone();
+            Some((net, value))
+        })
+        .collect()
+}
+
+/// The first address inside `net`.
+fn address_in(net: &ipnet::IpNet) -> String {
+    net.hosts().next().unwrap_or(net.addr()).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countries_and_asns_from_maxmind_databases_are_denied_by_reason() {
+    let countries = networks("GeoIP2-Country-Test.json", &["country", "iso_code"]);
+    // Two networks of two countries, neither nested in another network.
+    let alone = |net: &ipnet::IpNet| {
+        countries
+            .iter()
+            .filter(|(n, _)| n.contains(net) || net.contains(n))
+            .count()
+            == 1
+    };
+    let (first_net, first_cc) = countries.iter().find(|(n, _)| alone(n)).cloned().unwrap();
+    let (second_net, second_cc) = countries
+        .iter()
+        .find(|(n, cc)| *cc != first_cc && alone(n))
+        .cloned()
+        .unwrap();
+    let (first_cc, second_cc) = (first_cc.as_str().unwrap(), second_cc.as_str().unwrap());
+    let asns = networks("GeoLite2-ASN-Test.json", &["autonomous_system_number"]);
+    let (asn_net, asn) = asns
+        .iter()
+        .find(|(n, _)| {
+            !countries
+                .iter()
+                .any(|(c, _)| c.contains(n) || n.contains(c))
+        })
+        .cloned()
+        .unwrap();
+    let unknown = "127.0.0.2";
+    assert!(
+        !countries
+            .iter()
+            .any(|(n, _)| n.contains(&unknown.parse::<std::net::IpAddr>().unwrap()))
+    );
+
+    let origin = Origin::named("ok").await;
+    let geo = geoip_dir();
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        &format!(
+            "geoip_db = \"{}\"\nasn_db = \"{}\"\ndeny_countries = [\"{}\"]\ndeny_asns = [{asn}]\n",
+            geo.join("GeoIP2-Country-Test.mmdb").display(),
+            geo.join("GeoLite2-ASN-Test.mmdb").display(),
+            first_cc.to_lowercase(),
+        ),
+    ))
+    .await;
+    assert_eq!(
+        status_for(&proxy, &address_in(&first_net)).await.0,
+        403,
+        "{first_cc}"
+    );
+    assert_eq!(
+        status_for(&proxy, &address_in(&second_net)).await.0,
+        200,
+        "{second_cc}"
+    );
+    assert_eq!(
+        status_for(&proxy, &address_in(&asn_net)).await.0,
+        403,
+        "AS{asn}"
+    );
+    assert_eq!(
+        status_for(&proxy, unknown).await.0,
+        200,
+        "unknown is allowed by default"
+    );
+    let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+    for line in [
+        "palisade_ipfilter_denied_total{reason=\"country\"} 1".to_string(),
+        "palisade_ipfilter_denied_total{reason=\"asn\"} 1".to_string(),
+        format!("palisade_ipfilter_denied_countries_total{{country=\"{first_cc}\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "missing {line}:\n{metrics}");
+    }
+
+    // Only the second country, and unknown addresses refused.
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        &format!(
+            "geoip_db = \"{}\"\nallow_countries = [\"{second_cc}\"]\nunknown_country = \"deny\"\n",
+            geo.join("GeoIP2-Country-Test.mmdb").display(),
+        ),
+    ))
+    .await;
+    assert_eq!(status_for(&proxy, &address_in(&second_net)).await.0, 200);
+    assert_eq!(status_for(&proxy, &address_in(&first_net)).await.0, 403);
+    assert_eq!(status_for(&proxy, unknown).await.0, 403);
+}
+
+#[test]
+fn geo_rules_without_their_database_or_with_a_broken_one_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.mmdb");
+    std::fs::write(&broken, b"not a database").unwrap();
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n\
+             [ipfilter]\ndeny_countries = [\"XYZ\", \"fr\"]\ndeny_asns = [-1]\nasn_db = \"{}\"\nunknown_country = \"maybe\"\n",
+            broken.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for expected in [
+        format!("{p}:7:19: \"XYZ\" is not a two-letter ISO country code"),
+        format!("{p}:7:19: country rules need ipfilter.geoip_db"),
+        format!("{p}:8:14: -1 is not an AS number"),
+        format!("{p}:9:10: {}: not a MaxMind database", broken.display()),
+        format!("{p}:10:19: ipfilter.unknown_country \"maybe\""),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}

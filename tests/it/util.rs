@@ -346,3 +346,12 @@ pub fn crs_files() -> Vec<std::path::PathBuf> {
     files.extend(rules);
     files
 }
+
+/// The MaxMind test databases and their JSON sources.
+pub fn geoip_dir() -> std::path::PathBuf {
+    std::env::var_os("PALISADE_GEOIP_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/geoip")
+        })
+}
