@@ -204,6 +204,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
+    /// Replaces the global `[ipfilter]` for this route.
+    pub ipfilter: Option<IpFilterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

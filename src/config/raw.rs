@@ -128,6 +128,8 @@ pub struct RawRoute {
     pub host: Option<S<String>>,
     pub path_prefix: Option<S<String>>,
     pub upstream: Option<S<String>>,
+    /// This route's own IP filter, in place of the global `[ipfilter]`.
+    pub ipfilter: Option<S<RawIpFilter>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,7 +54,7 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
     let routes = raw
         .routes
         .iter()
-        .filter_map(|r| route(r, &names, diag))
+        .filter_map(|r| route(r, &names, &base, diag))
         .collect();
     let log = log(raw.log, &base, diag);
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), &base, diag);
@@ -316,6 +316,7 @@ fn health_check(raw: &RawHealthCheck, diag: &mut Collector<'_>) -> HealthCheckCo
 fn route(
     raw: &S<RawRoute>,
     upstreams: &HashMap<&str, usize>,
+    base: &Path,
     diag: &mut Collector<'_>,
 ) -> Option<RouteConfig> {
     let span = raw.span();
@@ -358,10 +359,12 @@ fn route(
             }
         },
     };
+    let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), base, diag);
     Some(RouteConfig {
         host,
         path_prefix,
         upstream,
+        ipfilter,
     })
 }
 

@@ -10,14 +10,15 @@ use prometheus_client::metrics::counter::Counter;
 use super::cidr::{CidrMap, Listed};
 use super::geo::CountryCode;
 use crate::admin::metrics::Metrics;
-use crate::config::{GeoRules, IpFilterConfig, IpFilterMode};
+use crate::config::{Config, GeoRules, IpFilterConfig, IpFilterMode};
 use crate::pipeline::{RequestCtx, Stage, Verdict};
 use crate::server::respond::ProxyError;
 
+/// The stage: the global policy and the routes' own.
 pub struct IpFilter {
-    mode: IpFilterMode,
-    map: Arc<CidrMap>,
-    geo: Option<Arc<GeoRules>>,
+    global: Option<Policy>,
+    /// Per route (by index): its own policy, in place of the global one.
+    per_route: Vec<Option<Policy>>,
     metrics: Arc<Metrics>,
     denied_by_cidr: Counter,
     denied_by_asn: Counter,
@@ -43,19 +44,52 @@ impl Denial {
     }
 }
 
+/// One `[ipfilter]` table, global or a route's.
+pub struct Policy {
+    mode: IpFilterMode,
+    map: Arc<CidrMap>,
+    geo: Option<Arc<GeoRules>>,
+}
+
 impl IpFilter {
-    pub fn new(config: &IpFilterConfig, metrics: &Arc<Metrics>) -> IpFilter {
-        IpFilter {
-            mode: config.mode,
-            map: Arc::clone(&config.map),
-            geo: config.geo.clone(),
+    /// The stage for `config`, if it filters anything: a global
+    /// `[ipfilter]` or one on a route.
+    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Option<IpFilter> {
+        let policy = |c: &IpFilterConfig| Policy {
+            mode: c.mode,
+            map: Arc::clone(&c.map),
+            geo: c.geo.clone(),
+        };
+        let global = config.ipfilter.as_ref().map(policy);
+        let per_route: Vec<Option<Policy>> = config
+            .routes
+            .iter()
+            .map(|r| r.ipfilter.as_ref().map(policy))
+            .collect();
+        if global.is_none() && per_route.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(IpFilter {
+            global,
+            per_route,
             metrics: Arc::clone(metrics),
             denied_by_cidr: metrics.ipfilter_denied("cidr"),
             denied_by_asn: metrics.ipfilter_denied("asn"),
             denied_by_country: metrics.ipfilter_denied("country"),
-        }
+        })
     }
 
+    /// The policy for a request on `route`: the route's own, else the
+    /// global one, else none (everyone passes).
+    fn policy(&self, route: Option<usize>) -> Option<&Policy> {
+        route
+            .and_then(|r| self.per_route.get(r))
+            .and_then(Option::as_ref)
+            .or(self.global.as_ref())
+    }
+}
+
+impl Policy {
     /// The verdict on `ip`, in this order: a listed block (the most
     /// specific) decides outright; then a denied AS; then the country
     /// rules; last the mode (`allowlist` refuses the unlisted).
@@ -107,7 +141,10 @@ impl Stage for IpFilter {
     /// Denied clients get our 403 page; nothing of the request is read
     /// beyond its head.
     fn on_request(&self, ctx: &mut RequestCtx, _head: &request::Parts) -> Verdict {
-        let Err(denial) = self.judge(ctx.client_ip) else {
+        let Some(policy) = self.policy(ctx.route) else {
+            return Verdict::Continue;
+        };
+        let Err(denial) = policy.judge(ctx.client_ip) else {
             return Verdict::Continue;
         };
         ctx.ipfilter_denied = Some(denial.reason());

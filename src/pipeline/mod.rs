@@ -122,8 +122,8 @@ pub fn build_stages(
 ) -> Vec<Box<dyn Stage>> {
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
-    if let Some(filter) = &config.ipfilter {
-        stages.push(Box::new(IpFilter::new(filter, metrics)));
+    if let Some(filter) = IpFilter::new(config, metrics) {
+        stages.push(Box::new(filter));
     }
     stages.push(Box::new(metrics.route_stage(routes_labels)));
     stages.push(Box::new(access_log));

@@ -325,3 +325,37 @@ fn geo_rules_without_their_database_or_with_a_broken_one_are_config_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_its_own_ipfilter_replaces_the_global_one() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n\
+         [[routes]]\npath_prefix = \"/admin\"\nupstream = \"app\"\n\
+         [routes.ipfilter]\nmode = \"allowlist\"\nallow = [\"10.0.0.0/8\"]\n\
+         [[routes]]\nupstream = \"app\"\n\
+         [ipfilter]\ndeny = [\"192.0.2.0/24\"]\n",
+        origin.addr
+    ))
+    .await;
+    let status = |path: &'static str, client: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            get(addr, "site.test", path, &[("x-forwarded-for", client)])
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/admin/x", "10.1.1.1").await, 200);
+    assert_eq!(
+        status("/admin/x", "198.51.100.1").await,
+        403,
+        "not on the route's allowlist"
+    );
+    assert_eq!(status("/admin/x", "192.0.2.1").await, 403);
+    assert_eq!(status("/shop", "192.0.2.1").await, 403, "the global list");
+    assert_eq!(status("/shop", "198.51.100.1").await, 200);
+}
