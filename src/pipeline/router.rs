@@ -78,6 +78,7 @@ mod tests {
             host,
             path_prefix: prefix.into(),
             upstream: 0,
+            ipfilter: None,
         }
     }
 
