@@ -1,5 +1,7 @@
-//! The IP filter's CIDR map: building it from 1,000,000 blocks (IPv4 and
-//! IPv6, nested and disjoint, allow and deny) and looking addresses up.
+//! The first two gates. The IP filter's CIDR map: building it from
+//! 1,000,000 blocks (IPv4 and IPv6, nested and disjoint, allow and deny)
+//! and looking addresses up. The rate limiter's in-memory decision, for one
+//! busy key and across 1,000,000 keys.
 //!   cargo bench --bench ipfilter
 
 use std::hint::black_box;
@@ -87,9 +89,44 @@ fn cidr(c: &mut Criterion) {
     group.finish();
 }
 
+fn ratelimit(c: &mut Criterion) {
+    use palisade::ratelimit::bucket::Rate;
+    use palisade::ratelimit::store::MemoryStore;
+    let rate =
+        Rate::new(100, std::time::Duration::from_secs(1), 200).unwrap_or_else(|| unreachable!());
+    let store = MemoryStore::new(1_000_000);
+    let mut now = 0u64;
+    c.bench_function("ratelimit decision, one busy key", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(store.take(b"key:203.0.113.9", &rate, now))
+        })
+    });
+    let keys: Vec<Vec<u8>> = (0..1_000_000u32)
+        .map(|i| {
+            format!(
+                "key:{}.{}.{}.{}",
+                i >> 24,
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut i = 0;
+    c.bench_function("ratelimit decision, 1,000,000 keys", |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            now += 1_000;
+            black_box(store.take(&keys[i], &rate, now))
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = cidr
+    targets = cidr, ratelimit
 }
 criterion_main!(benches);

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod framing;
 pub mod ipgeo;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;
 pub mod upstream;
 pub mod waf;

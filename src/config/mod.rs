@@ -14,6 +14,7 @@ pub mod tls;
 pub mod units;
 mod validate;
 mod validate_ipfilter;
+mod validate_ratelimit;
 mod validate_tls;
 
 use std::net::SocketAddr;
@@ -39,6 +40,35 @@ pub struct Config {
     pub log: LogConfig,
     /// `[ipfilter]`, when the file has one.
     pub ipfilter: Option<IpFilterConfig>,
+    /// `[ratelimit]`, when the file has one.
+    pub ratelimit: Option<RateLimitConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub max_keys: usize,
+    pub limits: Vec<LimitConfig>,
+}
+
+/// One `[[ratelimit.limits]]` entry.
+#[derive(Debug, Clone)]
+pub struct LimitConfig {
+    pub name: String,
+    pub key: LimitKey,
+    pub rate: crate::ratelimit::bucket::Rate,
+    /// Only requests under this path; None: all.
+    pub path_prefix: Option<String>,
+    /// Only these methods; empty: all.
+    pub methods: Vec<http::Method>,
+}
+
+/// What a limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    ClientIpRoute,
+    Header(HeaderName),
+    Cookie(String),
 }
 
 /// Which addresses `[ipfilter]` lets through.

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub routes: Vec<S<RawRoute>>,
     pub log: Option<S<RawLog>>,
     pub ipfilter: Option<S<RawIpFilter>>,
+    pub ratelimit: Option<S<RawRateLimit>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,4 +163,29 @@ pub struct RawIpFilter {
     /// "allow" (default) or "deny": addresses the country database does not
     /// know, when country rules are set.
     pub unknown_country: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Buckets kept in memory at most (default 1,000,000).
+    pub max_keys: Option<S<i64>>,
+    #[serde(default)]
+    pub limits: Vec<S<RawLimit>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Names the limit in the `RateLimit` headers.
+    pub name: Option<S<String>>,
+    /// "client_ip", "client_ip+route", "header:NAME" or "cookie:NAME".
+    pub key: Option<S<String>>,
+    /// "100/s", "600/m", "1000/h".
+    pub rate: Option<S<String>>,
+    pub burst: Option<S<i64>>,
+    /// Only requests whose path starts with this.
+    pub path_prefix: Option<S<String>>,
+    /// Only these methods.
+    pub methods: Option<Vec<S<String>>>,
 }

@@ -58,6 +58,7 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
         .collect();
     let log = log(raw.log, &base, diag);
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), &base, diag);
+    let ratelimit = super::validate_ratelimit::ratelimit(raw.ratelimit.as_ref(), diag);
     Some(Config {
         source: diag.file().to_path_buf(),
         server,
@@ -65,6 +66,7 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
         routes,
         log,
         ipfilter,
+        ratelimit,
     })
 }
 

@@ -25,6 +25,7 @@ pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::ipgeo::filter::IpFilter;
+use crate::ratelimit::stage::RateLimiter;
 use crate::server::access_log::AccessLog;
 use crate::server::respond::ProxyError;
 
@@ -124,6 +125,9 @@ pub fn build_stages(
     // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
     if let Some(filter) = IpFilter::new(config, metrics) {
         stages.push(Box::new(filter));
+    }
+    if let Some(limiter) = RateLimiter::new(config) {
+        stages.push(Box::new(limiter));
     }
     stages.push(Box::new(metrics.route_stage(routes_labels)));
     stages.push(Box::new(access_log));

@@ -32,6 +32,17 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("origin answered {0}; its body was replaced")]
     OriginError(StatusCode),
+    #[error("too many requests")]
+    TooManyRequests(Box<RateLimited>),
+}
+
+/// What a 429 tells the client: when to come back and the limit's state
+/// (IETF `RateLimit-Policy` and `RateLimit` fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    pub retry_after_secs: u64,
+    pub policy: HeaderValue,
+    pub state: HeaderValue,
 }
 
 impl ProxyError {
@@ -47,6 +58,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginError(status) => *status,
+            ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -93,6 +105,14 @@ pub fn error_response(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if err.closes_connection() {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let ProxyError::TooManyRequests(limited) = err {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limited.retry_after_secs),
+        );
+        headers.insert("ratelimit-policy", limited.policy.clone());
+        headers.insert("ratelimit", limited.state.clone());
     }
     response
 }

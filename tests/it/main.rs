@@ -10,6 +10,7 @@ mod ipfilter;
 mod lifecycle;
 mod limits;
 mod observability;
+mod ratelimit;
 mod routing;
 mod seclang_sts;
 mod tls;

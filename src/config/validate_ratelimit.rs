@@ -1,0 +1,142 @@
+//! Validation of `[ratelimit]`: each limit's key, rate, burst and scope.
+
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+use super::diag::Collector;
+use super::raw::{RawLimit, RawRateLimit, S};
+use super::{LimitConfig, LimitKey, RateLimitConfig};
+use crate::ratelimit::bucket::Rate;
+
+const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+pub fn ratelimit(
+    raw: Option<&S<RawRateLimit>>,
+    diag: &mut Collector<'_>,
+) -> Option<RateLimitConfig> {
+    let raw = raw?.get_ref();
+    let max_keys = match &raw.max_keys {
+        None => DEFAULT_MAX_KEYS,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                diag.error(n.span(), "ratelimit.max_keys must be a positive number");
+                DEFAULT_MAX_KEYS
+            }
+        },
+    };
+    let limits = raw
+        .limits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| limit(i, l, diag))
+        .collect();
+    Some(RateLimitConfig { max_keys, limits })
+}
+
+fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<LimitConfig> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let key = match &raw.key {
+        None => LimitKey::ClientIp,
+        Some(k) => match parse_key(k.get_ref()) {
+            Ok(key) => key,
+            Err(message) => {
+                diag.error(k.span(), message);
+                return None;
+            }
+        },
+    };
+    let Some(rate_text) = &raw.rate else {
+        diag.error(span, "limit has no `rate` (e.g. \"100/s\")");
+        return None;
+    };
+    let (count, period) = match parse_rate(rate_text.get_ref()) {
+        Ok(r) => r,
+        Err(message) => {
+            diag.error(rate_text.span(), message);
+            return None;
+        }
+    };
+    let burst = match &raw.burst {
+        None => u32::try_from(count).unwrap_or(u32::MAX),
+        Some(b) => match u32::try_from(*b.get_ref()) {
+            Ok(b) if b > 0 => b,
+            _ => {
+                diag.error(b.span(), "burst must be a positive number");
+                return None;
+            }
+        },
+    };
+    let rate = Rate::new(count, period, burst)?;
+    let methods = raw
+        .methods
+        .iter()
+        .flatten()
+        .filter_map(
+            |m| match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    diag.error(m.span(), format!("{:?} is not an HTTP method", m.get_ref()));
+                    None
+                }
+            },
+        )
+        .collect();
+    if let Some(p) = &raw.path_prefix
+        && !p.get_ref().starts_with('/')
+    {
+        diag.error(p.span(), "path_prefix must start with '/'");
+    }
+    Some(LimitConfig {
+        name: raw
+            .name
+            .as_ref()
+            .map_or_else(|| format!("limit{}", index + 1), |n| n.get_ref().clone()),
+        key,
+        rate,
+        path_prefix: raw.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+        methods,
+    })
+}
+
+fn parse_key(text: &str) -> Result<LimitKey, String> {
+    match text {
+        "client_ip" => Ok(LimitKey::ClientIp),
+        "client_ip+route" => Ok(LimitKey::ClientIpRoute),
+        _ => {
+            if let Some(name) = text.strip_prefix("header:") {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map(LimitKey::Header)
+                    .map_err(|_| format!("{name:?} is not a header name"))
+            } else if let Some(name) = text.strip_prefix("cookie:")
+                && !name.is_empty()
+            {
+                Ok(LimitKey::Cookie(name.to_string()))
+            } else {
+                Err(format!(
+                    "limit key {text:?}: expected client_ip, client_ip+route, header:NAME or cookie:NAME"
+                ))
+            }
+        }
+    }
+}
+
+/// "100/s", "600/m", "1000/h", "5/d".
+fn parse_rate(text: &str) -> Result<(u64, Duration), String> {
+    let bad = || format!("rate {text:?}: expected a count per unit, like \"100/s\" or \"600/m\"");
+    let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+    let count: u64 = count.trim().parse().map_err(|_| bad())?;
+    let period = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(format!("rate {text:?}: the count must be at least 1"));
+    }
+    Ok((count, period))
+}

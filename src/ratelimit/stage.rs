@@ -1,0 +1,127 @@
+//! The rate-limit stage: every limit that applies to the request (its
+//! path and method) must have a token for the request's key; otherwise 429
+//! with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
+//! of the limit that refused it.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, request};
+
+use super::bucket::{Clock, Decision, SystemClock};
+use super::store::MemoryStore;
+use crate::config::{Config, LimitConfig, LimitKey};
+use crate::pipeline::{RequestCtx, Stage, Verdict};
+use crate::server::respond::{ProxyError, RateLimited};
+
+const NANOS: u64 = 1_000_000_000;
+
+pub struct RateLimiter {
+    limits: Vec<LimitConfig>,
+    store: Arc<MemoryStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RateLimiter {
+    /// The stage for `config`'s limits, if it has any.
+    pub fn new(config: &Config) -> Option<RateLimiter> {
+        Self::with_clock(config, Arc::new(SystemClock::new()))
+    }
+
+    pub fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Option<RateLimiter> {
+        let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
+        Some(RateLimiter {
+            limits: rl.limits.clone(),
+            store: Arc::new(MemoryStore::new(rl.max_keys)),
+            clock,
+        })
+    }
+
+    /// The key of limit number `index` for this request; None when the
+    /// request has no such value (no header, no cookie): the limit does
+    /// not apply.
+    fn key(
+        index: usize,
+        limit: &LimitConfig,
+        ctx: &RequestCtx,
+        head: &request::Parts,
+    ) -> Option<Vec<u8>> {
+        let mut key = Vec::with_capacity(48);
+        key.extend_from_slice(&(index as u32).to_le_bytes());
+        match &limit.key {
+            LimitKey::ClientIp => key.extend_from_slice(ctx.client_ip.to_string().as_bytes()),
+            LimitKey::ClientIpRoute => {
+                key.extend_from_slice(ctx.client_ip.to_string().as_bytes());
+                key.push(0);
+                key.extend_from_slice(&ctx.route.unwrap_or(usize::MAX).to_le_bytes());
+            }
+            LimitKey::Header(name) => key.extend_from_slice(head.headers.get(name)?.as_bytes()),
+            LimitKey::Cookie(name) => key.extend_from_slice(cookie(head, name)?),
+        }
+        Some(key)
+    }
+}
+
+/// The value of cookie `name`, from any `Cookie` field.
+fn cookie<'h>(head: &'h request::Parts, name: &str) -> Option<&'h [u8]> {
+    head.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (n, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+            (n == name.as_bytes()).then_some(&v[1..])
+        })
+}
+
+fn applies(limit: &LimitConfig, ctx: &RequestCtx) -> bool {
+    limit
+        .path_prefix
+        .as_ref()
+        .is_none_or(|p| ctx.path.starts_with(p.as_str()))
+        && (limit.methods.is_empty() || limit.methods.contains(&ctx.method))
+}
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers)
+/// for one limit after one decision.
+fn fields(limit: &LimitConfig, d: &Decision) -> (HeaderValue, HeaderValue) {
+    let name = limit.name.replace(['"', '\\'], "");
+    let policy = format!(
+        "\"{name}\";q={};w={}",
+        limit.rate.quota, limit.rate.window_secs
+    );
+    let state = format!("\"{name}\";r={};t={}", d.remaining, d.reset.div_ceil(NANOS));
+    let value =
+        |text: String| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"limit\""));
+    (value(policy), value(state))
+}
+
+impl Stage for RateLimiter {
+    fn name(&self) -> &'static str {
+        "ratelimit"
+    }
+
+    /// Takes a token from every applicable limit, in order; the first that
+    /// has none answers 429 (limits after it are not charged).
+    fn on_request(&self, ctx: &mut RequestCtx, head: &request::Parts) -> Verdict {
+        let now = self.clock.now_nanos();
+        for (index, limit) in self.limits.iter().enumerate() {
+            if !applies(limit, ctx) {
+                continue;
+            }
+            let Some(key) = Self::key(index, limit, ctx, head) else {
+                continue;
+            };
+            let decision = self.store.take(&key, &limit.rate, now);
+            if !decision.allowed {
+                let (policy, state) = fields(limit, &decision);
+                return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
+                    retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
+                    policy,
+                    state,
+                })));
+            }
+        }
+        Verdict::Continue
+    }
+}

@@ -1,0 +1,143 @@
+//! `[ratelimit]`: token buckets per client address, header or cookie, with
+//! 429, `Retry-After` and the IETF `RateLimit` fields.
+
+use std::process::Command;
+
+use crate::util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+fn config(origin: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{origin}\"]\n\
+         [[routes]]\nupstream = \"app\"\n{limits}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_burst_gets_429_with_retry_after_and_ratelimit_fields() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "[[ratelimit.limits]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = \"1/h\"\nburst = 2\n",
+    ))
+    .await;
+    let addr = proxy.addr;
+    let from = move |ip: &'static str| async move {
+        get(addr, "site.test", "/", &[("x-forwarded-for", ip)]).await
+    };
+    assert_eq!(from("192.0.2.1").await.status, 200);
+    assert_eq!(from("192.0.2.1").await.status, 200);
+    let refused = from("192.0.2.1").await;
+    assert_eq!(refused.status, 429);
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (3500..=3600).contains(&retry),
+        "one token per hour: {retry}"
+    );
+    assert_eq!(refused.headers["ratelimit-policy"], "\"per-ip\";q=1;w=3600");
+    let state = refused.headers["ratelimit"].to_str().unwrap();
+    assert!(state.starts_with("\"per-ip\";r=0;t="), "{state}");
+    assert_eq!(
+        from("192.0.2.2").await.status,
+        200,
+        "another client, another bucket"
+    );
+    assert_eq!(
+        origin.requests().len(),
+        3,
+        "refused requests never reach the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_by_header_apply_only_where_scoped_and_only_with_the_header() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "[[ratelimit.limits]]\nkey = \"header:X-Api-Key\"\nrate = \"1/h\"\nburst = 1\n\
+         path_prefix = \"/api\"\nmethods = [\"post\"]\n",
+    ))
+    .await;
+    let send = |method: &'static str, path: &'static str, key: Option<&'static str>| {
+        let addr = proxy.addr;
+        async move {
+            let mut req = http::Request::builder()
+                .method(method)
+                .uri(format!("http://site.test{path}"))
+                .header("host", "site.test");
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            send(
+                addr,
+                req.body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    assert_eq!(send("POST", "/api/orders", Some("alpha")).await, 200);
+    assert_eq!(send("POST", "/api/orders", Some("alpha")).await, 429);
+    assert_eq!(
+        send("POST", "/api/orders", Some("beta")).await,
+        200,
+        "a key of its own"
+    );
+    assert_eq!(
+        send("GET", "/api/orders", Some("alpha")).await,
+        200,
+        "GET is not limited"
+    );
+    assert_eq!(
+        send("POST", "/shop", Some("alpha")).await,
+        200,
+        "outside the prefix"
+    );
+    assert_eq!(
+        send("POST", "/api/orders", None).await,
+        200,
+        "no key, no limit"
+    );
+    assert_eq!(send("POST", "/api/orders", None).await, 200);
+}
+
+#[test]
+fn broken_limits_are_reported_as_file_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(
+        &path,
+        "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n\
+         [[ratelimit.limits]]\nkey = \"user\"\nrate = \"1/s\"\n\
+         [[ratelimit.limits]]\nrate = \"fast\"\n\
+         [[ratelimit.limits]]\nrate = \"5/m\"\nburst = 0\nmethods = [\"GE T\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for expected in [
+        format!("{p}:7:7: limit key \"user\""),
+        format!("{p}:10:8: rate \"fast\""),
+        format!("{p}:13:9: burst must be a positive number"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
