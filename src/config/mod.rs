@@ -47,6 +47,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
     pub max_keys: usize,
+    /// Send the `RateLimit` fields on allowed responses too.
+    pub headers: bool,
     pub limits: Vec<LimitConfig>,
 }
 

@@ -170,6 +170,9 @@ pub struct RawIpFilter {
 pub struct RawRateLimit {
     /// Buckets kept in memory at most (default 1,000,000).
     pub max_keys: Option<S<i64>>,
+    /// `RateLimit-Policy` and `RateLimit` on allowed responses too
+    /// (default true).
+    pub headers: Option<S<bool>>,
     #[serde(default)]
     pub limits: Vec<S<RawLimit>>,
 }

@@ -32,7 +32,12 @@ pub fn ratelimit(
         .enumerate()
         .filter_map(|(i, l)| limit(i, l, diag))
         .collect();
-    Some(RateLimitConfig { max_keys, limits })
+    let headers = raw.headers.as_ref().is_none_or(|h| *h.get_ref());
+    Some(RateLimitConfig {
+        max_keys,
+        headers,
+        limits,
+    })
 }
 
 fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<LimitConfig> {

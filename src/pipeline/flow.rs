@@ -86,6 +86,7 @@ pub async fn handle<B: RequestBody>(
         cache_status: None,
         waf_verdict: None,
         ipfilter_denied: None,
+        ratelimit_fields: None,
         bytes_in: 0,
     };
     let limit = rt.config.server.limits.request_timeout;

@@ -100,6 +100,9 @@ pub struct RequestCtx {
     pub waf_verdict: Option<&'static str>,
     /// Why the IP filter denied the request (`cidr`), if it did.
     pub ipfilter_denied: Option<&'static str>,
+    /// `RateLimit-Policy` and `RateLimit` for the response, from the limit
+    /// closest to refusing this request.
+    pub ratelimit_fields: Option<(HeaderValue, HeaderValue)>,
     pub bytes_in: u64,
 }
 

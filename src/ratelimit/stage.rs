@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, request};
+use http::{HeaderValue, request, response};
 
 use super::bucket::{Clock, Decision, SystemClock};
 use super::store::MemoryStore;
@@ -17,6 +17,8 @@ const NANOS: u64 = 1_000_000_000;
 
 pub struct RateLimiter {
     limits: Vec<LimitConfig>,
+    /// Whether allowed responses carry the `RateLimit` fields.
+    headers: bool,
     store: Arc<MemoryStore>,
     clock: Arc<dyn Clock>,
 }
@@ -31,6 +33,7 @@ impl RateLimiter {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
         Some(RateLimiter {
             limits: rl.limits.clone(),
+            headers: rl.headers,
             store: Arc::new(MemoryStore::new(rl.max_keys)),
             clock,
         })
@@ -105,6 +108,7 @@ impl Stage for RateLimiter {
     /// has none answers 429 (limits after it are not charged).
     fn on_request(&self, ctx: &mut RequestCtx, head: &request::Parts) -> Verdict {
         let now = self.clock.now_nanos();
+        let mut closest: Option<(&LimitConfig, Decision)> = None;
         for (index, limit) in self.limits.iter().enumerate() {
             if !applies(limit, ctx) {
                 continue;
@@ -121,6 +125,23 @@ impl Stage for RateLimiter {
                     state,
                 })));
             }
+            if self.headers && closest.is_none_or(|(_, c)| decision.remaining < c.remaining) {
+                closest = Some((limit, decision));
+            }
+        }
+        ctx.ratelimit_fields = closest.map(|(limit, d)| fields(limit, &d));
+        Verdict::Continue
+    }
+
+    fn inspects_response(&self) -> bool {
+        self.headers
+    }
+
+    /// Allowed responses carry the state of the limit closest to refusing.
+    fn on_response(&self, ctx: &mut RequestCtx, head: &mut response::Parts) -> Verdict {
+        if let Some((policy, state)) = ctx.ratelimit_fields.take() {
+            head.headers.insert("ratelimit-policy", policy);
+            head.headers.insert("ratelimit", state);
         }
         Verdict::Continue
     }

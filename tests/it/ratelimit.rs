@@ -28,7 +28,14 @@ async fn a_client_over_its_burst_gets_429_with_retry_after_and_ratelimit_fields(
     let from = move |ip: &'static str| async move {
         get(addr, "site.test", "/", &[("x-forwarded-for", ip)]).await
     };
-    assert_eq!(from("192.0.2.1").await.status, 200);
+    let first = from("192.0.2.1").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["ratelimit-policy"], "\"per-ip\";q=1;w=3600");
+    let state = first.headers["ratelimit"].to_str().unwrap();
+    assert!(
+        state.starts_with("\"per-ip\";r=1;t="),
+        "allowed responses carry the state: {state}"
+    );
     assert_eq!(from("192.0.2.1").await.status, 200);
     let refused = from("192.0.2.1").await;
     assert_eq!(refused.status, 429);
@@ -61,7 +68,7 @@ async fn limits_by_header_apply_only_where_scoped_and_only_with_the_header() {
     let origin = Origin::named("ok").await;
     let proxy = Proxy::start(&config(
         origin.addr,
-        "[[ratelimit.limits]]\nkey = \"header:X-Api-Key\"\nrate = \"1/h\"\nburst = 1\n\
+        "[ratelimit]\nheaders = false\n[[ratelimit.limits]]\nkey = \"header:X-Api-Key\"\nrate = \"1/h\"\nburst = 1\n\
          path_prefix = \"/api\"\nmethods = [\"post\"]\n",
     ))
     .await;
