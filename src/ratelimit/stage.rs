@@ -17,6 +17,10 @@ const NANOS: u64 = 1_000_000_000;
 
 pub struct RateLimiter {
     limits: Vec<LimitConfig>,
+    /// Per limit, its `RateLimit-Policy` value and its name as quoted in
+    /// `RateLimit` (neither changes).
+    policies: Vec<HeaderValue>,
+    names: Vec<String>,
     /// Whether allowed responses carry the `RateLimit` fields.
     headers: bool,
     store: Arc<MemoryStore>,
@@ -32,6 +36,8 @@ impl RateLimiter {
     pub fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
         Some(RateLimiter {
+            policies: rl.limits.iter().map(policy).collect(),
+            names: rl.limits.iter().map(quoted_name).collect(),
             limits: rl.limits.clone(),
             headers: rl.headers,
             store: Arc::new(MemoryStore::new(rl.max_keys)),
@@ -50,10 +56,14 @@ impl RateLimiter {
     ) -> Option<Vec<u8>> {
         let mut key = Vec::with_capacity(48);
         key.extend_from_slice(&(index as u32).to_le_bytes());
+        let ip = |key: &mut Vec<u8>| match ctx.client_ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
+            std::net::IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
+        };
         match &limit.key {
-            LimitKey::ClientIp => key.extend_from_slice(ctx.client_ip.to_string().as_bytes()),
+            LimitKey::ClientIp => ip(&mut key),
             LimitKey::ClientIpRoute => {
-                key.extend_from_slice(ctx.client_ip.to_string().as_bytes());
+                ip(&mut key);
                 key.push(0);
                 key.extend_from_slice(&ctx.route.unwrap_or(usize::MAX).to_le_bytes());
             }
@@ -85,18 +95,31 @@ fn applies(limit: &LimitConfig, ctx: &RequestCtx) -> bool {
         && (limit.methods.is_empty() || limit.methods.contains(&ctx.method))
 }
 
-/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers)
-/// for one limit after one decision.
-fn fields(limit: &LimitConfig, d: &Decision) -> (HeaderValue, HeaderValue) {
-    let name = limit.name.replace(['"', '\\'], "");
-    let policy = format!(
-        "\"{name}\";q={};w={}",
-        limit.rate.quota, limit.rate.window_secs
+/// A limit's name as the content of a structured-field string.
+fn quoted_name(limit: &LimitConfig) -> String {
+    limit
+        .name
+        .chars()
+        .filter(|c| (c.is_ascii_graphic() && *c != '"' && *c != '\\') || *c == ' ')
+        .collect()
+}
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers) of a limit.
+fn policy(limit: &LimitConfig) -> HeaderValue {
+    let text = format!(
+        "\"{}\";q={};w={}",
+        quoted_name(limit),
+        limit.rate.quota,
+        limit.rate.window_secs
     );
-    let state = format!("\"{name}\";r={};t={}", d.remaining, d.reset.div_ceil(NANOS));
-    let value =
-        |text: String| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"limit\""));
-    (value(policy), value(state))
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"limit\""))
+}
+
+/// `RateLimit` of the limit named `name` (see `quoted_name`) after one
+/// decision.
+fn state(name: &str, d: &Decision) -> HeaderValue {
+    let text = format!("\"{name}\";r={};t={}", d.remaining, d.reset.div_ceil(NANOS));
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"limit\""))
 }
 
 impl Stage for RateLimiter {
@@ -108,7 +131,7 @@ impl Stage for RateLimiter {
     /// has none answers 429 (limits after it are not charged).
     fn on_request(&self, ctx: &mut RequestCtx, head: &request::Parts) -> Verdict {
         let now = self.clock.now_nanos();
-        let mut closest: Option<(&LimitConfig, Decision)> = None;
+        let mut closest: Option<(usize, Decision)> = None;
         for (index, limit) in self.limits.iter().enumerate() {
             if !applies(limit, ctx) {
                 continue;
@@ -118,18 +141,18 @@ impl Stage for RateLimiter {
             };
             let decision = self.store.take(&key, &limit.rate, now);
             if !decision.allowed {
-                let (policy, state) = fields(limit, &decision);
                 return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
                     retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
-                    policy,
-                    state,
+                    policy: self.policies[index].clone(),
+                    state: state(&self.names[index], &decision),
                 })));
             }
             if self.headers && closest.is_none_or(|(_, c)| decision.remaining < c.remaining) {
-                closest = Some((limit, decision));
+                closest = Some((index, decision));
             }
         }
-        ctx.ratelimit_fields = closest.map(|(limit, d)| fields(limit, &d));
+        ctx.ratelimit_fields =
+            closest.map(|(index, d)| (self.policies[index].clone(), state(&self.names[index], &d)));
         Verdict::Continue
     }
 
