@@ -40,6 +40,9 @@ pub struct Metrics {
     ipfilter_denied: Family<Labels, Counter>,
     /// Requests denied for their country, by ISO code (or `unknown`).
     ipfilter_denied_countries: Family<Labels, Counter>,
+    /// Requests refused with 429, by limit name (names come from the
+    /// config).
+    ratelimit_refused: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +68,7 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             ipfilter_denied: Family::default(),
             ipfilter_denied_countries: Family::default(),
+            ratelimit_refused: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -128,8 +132,20 @@ impl Metrics {
                 "Requests denied for their country, by ISO code",
                 m.ipfilter_denied_countries.clone(),
             );
+            r.register(
+                "ratelimit_refused",
+                "Requests refused with 429, by limit",
+                m.ratelimit_refused.clone(),
+            );
         }
         m
+    }
+
+    /// The counter of requests refused by the limit named `limit`.
+    pub fn ratelimit_refused(&self, limit: &str) -> Counter {
+        self.ratelimit_refused
+            .get_or_create(&vec![("limit", limit.to_string())])
+            .clone()
     }
 
     /// Counts a request denied for its country. `country` is an ISO code

@@ -87,6 +87,7 @@ pub async fn handle<B: RequestBody>(
         waf_verdict: None,
         ipfilter_denied: None,
         ratelimit_fields: None,
+        ratelimit_refused: None,
         bytes_in: 0,
     };
     let limit = rt.config.server.limits.request_timeout;

@@ -13,6 +13,7 @@ pub mod router;
 mod runtime;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, request, response};
@@ -100,6 +101,8 @@ pub struct RequestCtx {
     pub waf_verdict: Option<&'static str>,
     /// Why the IP filter denied the request (`cidr`), if it did.
     pub ipfilter_denied: Option<&'static str>,
+    /// The limit that refused the request, if one did.
+    pub ratelimit_refused: Option<Arc<str>>,
     /// `RateLimit-Policy` and `RateLimit` for the response, from the limit
     /// closest to refusing this request.
     pub ratelimit_fields: Option<(HeaderValue, HeaderValue)>,
@@ -120,7 +123,7 @@ pub struct Summary {
 /// order for requests; `on_log` runs for all of them.
 pub fn build_stages(
     config: &Config,
-    metrics: &std::sync::Arc<Metrics>,
+    metrics: &Arc<Metrics>,
     routes_labels: &[String],
     access_log: AccessLog,
 ) -> Vec<Box<dyn Stage>> {
@@ -129,7 +132,7 @@ pub fn build_stages(
     if let Some(filter) = IpFilter::new(config, metrics) {
         stages.push(Box::new(filter));
     }
-    if let Some(limiter) = RateLimiter::new(config) {
+    if let Some(limiter) = RateLimiter::new(config, metrics) {
         stages.push(Box::new(limiter));
     }
     stages.push(Box::new(metrics.route_stage(routes_labels)));

@@ -9,9 +9,11 @@ use http::{HeaderValue, request, response};
 
 use super::bucket::{Clock, Decision, SystemClock};
 use super::store::MemoryStore;
+use crate::admin::metrics::Metrics;
 use crate::config::{Config, LimitConfig, LimitKey};
 use crate::pipeline::{RequestCtx, Stage, Verdict};
 use crate::server::respond::{ProxyError, RateLimited};
+use prometheus_client::metrics::counter::Counter;
 
 const NANOS: u64 = 1_000_000_000;
 
@@ -21,6 +23,9 @@ pub struct RateLimiter {
     /// `RateLimit` (neither changes).
     policies: Vec<HeaderValue>,
     names: Vec<String>,
+    /// Per limit: its name for the access log, and its 429 counter.
+    labels: Vec<Arc<str>>,
+    refused: Vec<Counter>,
     /// Whether allowed responses carry the `RateLimit` fields.
     headers: bool,
     store: Arc<MemoryStore>,
@@ -29,13 +34,27 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// The stage for `config`'s limits, if it has any.
-    pub fn new(config: &Config) -> Option<RateLimiter> {
-        Self::with_clock(config, Arc::new(SystemClock::new()))
+    pub fn new(config: &Config, metrics: &Metrics) -> Option<RateLimiter> {
+        Self::with_clock(config, metrics, Arc::new(SystemClock::new()))
     }
 
-    pub fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Option<RateLimiter> {
+    pub fn with_clock(
+        config: &Config,
+        metrics: &Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
         Some(RateLimiter {
+            labels: rl
+                .limits
+                .iter()
+                .map(|l| Arc::from(l.name.as_str()))
+                .collect(),
+            refused: rl
+                .limits
+                .iter()
+                .map(|l| metrics.ratelimit_refused(&l.name))
+                .collect(),
             policies: rl.limits.iter().map(policy).collect(),
             names: rl.limits.iter().map(quoted_name).collect(),
             limits: rl.limits.clone(),
@@ -141,6 +160,8 @@ impl Stage for RateLimiter {
             };
             let decision = self.store.take(&key, &limit.rate, now);
             if !decision.allowed {
+                ctx.ratelimit_refused = Some(Arc::clone(&self.labels[index]));
+                self.refused[index].inc();
                 return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
                     retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
                     policy: self.policies[index].clone(),

@@ -41,6 +41,8 @@ struct Line<'a> {
     waf: Option<&'a str>,
     /// Why the IP filter denied the request (`cidr`).
     ipfilter: Option<&'a str>,
+    /// The limit that refused the request with 429.
+    ratelimit: Option<&'a str>,
     aborted: bool,
 }
 
@@ -125,6 +127,7 @@ impl Stage for AccessLog {
             cache: ctx.cache_status,
             waf: ctx.waf_verdict,
             ipfilter: ctx.ipfilter_denied,
+            ratelimit: ctx.ratelimit_refused.as_deref(),
             aborted: summary.aborted,
         };
         let Ok(mut bytes) = serde_json::to_vec(&line) else {
