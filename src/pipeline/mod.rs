@@ -27,6 +27,7 @@ use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::ipgeo::filter::IpFilter;
 use crate::ratelimit::stage::RateLimiter;
+use crate::ratelimit::store::MemoryStore;
 use crate::server::access_log::AccessLog;
 use crate::server::respond::ProxyError;
 
@@ -120,22 +121,27 @@ pub struct Summary {
 }
 
 /// Builds the ordered stage list for a config snapshot. Stages run in this
-/// order for requests; `on_log` runs for all of them.
+/// order for requests; `on_log` runs for all of them. Also returns the
+/// rate limiter's bucket store, which the next snapshot takes over
+/// (`previous_buckets`).
 pub fn build_stages(
     config: &Config,
     metrics: &Arc<Metrics>,
     routes_labels: &[String],
     access_log: AccessLog,
-) -> Vec<Box<dyn Stage>> {
+    previous_buckets: Option<&Arc<MemoryStore>>,
+) -> (Vec<Box<dyn Stage>>, Option<Arc<MemoryStore>>) {
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
     if let Some(filter) = IpFilter::new(config, metrics) {
         stages.push(Box::new(filter));
     }
-    if let Some(limiter) = RateLimiter::new(config, metrics) {
+    let mut buckets = None;
+    if let Some(limiter) = RateLimiter::new(config, metrics, previous_buckets) {
+        buckets = Some(Arc::clone(limiter.store()));
         stages.push(Box::new(limiter));
     }
     stages.push(Box::new(metrics.route_stage(routes_labels)));
     stages.push(Box::new(access_log));
-    stages
+    (stages, buckets)
 }

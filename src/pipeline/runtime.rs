@@ -24,6 +24,8 @@ pub struct Runtime {
     pub inspects_responses: bool,
     pub trusted: TrustedProxies,
     pub metrics: Arc<Metrics>,
+    /// The rate limiter's buckets, handed on to the next snapshot.
+    buckets: Option<Arc<crate::ratelimit::store::MemoryStore>>,
 }
 
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -75,7 +77,13 @@ impl LocalRuntime {
 impl Runtime {
     /// Builds a snapshot; starts health checkers and the access-log writer,
     /// so it must run inside a tokio runtime.
-    pub fn build(config: Config, metrics: Arc<Metrics>) -> std::io::Result<Runtime> {
+    /// `previous`: the snapshot this one replaces, whose rate-limit buckets
+    /// carry over.
+    pub fn build(
+        config: Config,
+        metrics: Arc<Metrics>,
+        previous: Option<&Runtime>,
+    ) -> std::io::Result<Runtime> {
         let route_labels: Vec<String> = config.routes.iter().map(route_label).collect();
         let access_log = AccessLog::start(
             &config.log.access,
@@ -88,8 +96,15 @@ impl Runtime {
             .iter()
             .map(|u| UpstreamPool::new(u.clone(), &metrics))
             .collect();
-        let stages = build_stages(&config, &metrics, &route_labels, access_log);
+        let (stages, buckets) = build_stages(
+            &config,
+            &metrics,
+            &route_labels,
+            access_log,
+            previous.and_then(|p| p.buckets.as_ref()),
+        );
         Ok(Runtime {
+            buckets,
             inspects_responses: stages.iter().any(|s| s.inspects_response()),
             router: Router::new(&config.routes),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),

@@ -19,6 +19,10 @@ const NANOS: u64 = 1_000_000_000;
 
 pub struct RateLimiter {
     limits: Vec<LimitConfig>,
+    /// Per limit, what its bucket keys start with: a digest of its name,
+    /// key and rate, so a reload that keeps a limit keeps its buckets and
+    /// one that changes it starts afresh.
+    ids: Vec<u64>,
     /// Per limit, its `RateLimit-Policy` value and its name as quoted in
     /// `RateLimit` (neither changes).
     policies: Vec<HeaderValue>,
@@ -34,17 +38,30 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// The stage for `config`'s limits, if it has any.
-    pub fn new(config: &Config, metrics: &Metrics) -> Option<RateLimiter> {
-        Self::with_clock(config, metrics, Arc::new(SystemClock::new()))
+    /// `previous` is the store of the snapshot this one replaces: a reload
+    /// keeps it (and every client's state) unless `max_keys` changed.
+    pub fn new(
+        config: &Config,
+        metrics: &Metrics,
+        previous: Option<&Arc<MemoryStore>>,
+    ) -> Option<RateLimiter> {
+        Self::with_clock(config, metrics, previous, Arc::new(SystemClock::new()))
     }
 
     pub fn with_clock(
         config: &Config,
         metrics: &Metrics,
+        previous: Option<&Arc<MemoryStore>>,
         clock: Arc<dyn Clock>,
     ) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
+        let store = match previous {
+            Some(store) if store.max_keys() == rl.max_keys => Arc::clone(store),
+            _ => Arc::new(MemoryStore::new(rl.max_keys)),
+        };
         Some(RateLimiter {
+            ids: rl.limits.iter().map(limit_id).collect(),
+            store,
             labels: rl
                 .limits
                 .iter()
@@ -59,22 +76,26 @@ impl RateLimiter {
             names: rl.limits.iter().map(quoted_name).collect(),
             limits: rl.limits.clone(),
             headers: rl.headers,
-            store: Arc::new(MemoryStore::new(rl.max_keys)),
             clock,
         })
     }
 
-    /// The key of limit number `index` for this request; None when the
+    /// The bucket store, for the snapshot that replaces this one.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+
+    /// The key of the limit with id `id` for this request; None when the
     /// request has no such value (no header, no cookie): the limit does
     /// not apply.
     fn key(
-        index: usize,
+        id: u64,
         limit: &LimitConfig,
         ctx: &RequestCtx,
         head: &request::Parts,
     ) -> Option<Vec<u8>> {
         let mut key = Vec::with_capacity(48);
-        key.extend_from_slice(&(index as u32).to_le_bytes());
+        key.extend_from_slice(&id.to_le_bytes());
         let ip = |key: &mut Vec<u8>| match ctx.client_ip.to_canonical() {
             std::net::IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
             std::net::IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
@@ -91,6 +112,17 @@ impl RateLimiter {
         }
         Some(key)
     }
+}
+
+/// A limit's identity for its bucket keys.
+fn limit_id(limit: &LimitConfig) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    limit.name.hash(&mut h);
+    format!("{:?}", limit.key).hash(&mut h);
+    limit.rate.interval.hash(&mut h);
+    limit.rate.burst.hash(&mut h);
+    h.finish()
 }
 
 /// The value of cookie `name`, from any `Cookie` field.
@@ -155,7 +187,7 @@ impl Stage for RateLimiter {
             if !applies(limit, ctx) {
                 continue;
             }
-            let Some(key) = Self::key(index, limit, ctx, head) else {
+            let Some(key) = Self::key(self.ids[index], limit, ctx, head) else {
                 continue;
             };
             let decision = self.store.take(&key, &limit.rate, now);

@@ -19,6 +19,7 @@ const SHARDS: usize = 64;
 pub struct MemoryStore {
     shards: Box<[Mutex<HashMap<u64, u64, NoHash>>]>,
     per_shard: usize,
+    max_keys: usize,
     seed: RandomState,
 }
 
@@ -56,6 +57,7 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
+            max_keys,
             seed: RandomState::default(),
         }
     }
@@ -77,6 +79,11 @@ impl MemoryStore {
             map.insert(hash, next);
         }
         decision
+    }
+
+    /// The bound it was made with.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
     }
 
     pub fn len(&self) -> usize {

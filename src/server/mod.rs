@@ -107,7 +107,7 @@ impl Server {
             None => None,
         };
         let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(
-            Runtime::build(config, Arc::clone(&metrics)).map_err(StartError::Setup)?,
+            Runtime::build(config, Arc::clone(&metrics), None).map_err(StartError::Setup)?,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = mpsc::channel(1);
@@ -184,8 +184,8 @@ impl Server {
         {
             tracing::warn!("listen addresses and limits change only on restart");
         }
-        let runtime =
-            Runtime::build(config, Arc::clone(&self.metrics)).map_err(ReloadError::Setup)?;
+        let runtime = Runtime::build(config, Arc::clone(&self.metrics), Some(&current))
+            .map_err(ReloadError::Setup)?;
         self.tls.update(&runtime.config);
         tls::check_expiry(&runtime.config, &self.metrics);
         self.runtime.store(Arc::new(runtime));

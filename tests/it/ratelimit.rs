@@ -148,3 +148,48 @@ fn broken_limits_are_reported_as_file_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_every_clients_bucket_unless_the_limit_changes() {
+    let origin = Origin::named("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    let write = |burst: u32| {
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+                 [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n\
+                 [log]\naccess = \"off\"\n[[ratelimit.limits]]\nrate = \"1/h\"\nburst = {burst}\n",
+                origin.addr
+            ),
+        )
+        .unwrap()
+    };
+    write(1);
+    let config = palisade::config::Config::load(&path).unwrap();
+    let server = palisade::server::Server::start(config).await.unwrap();
+    let (addr, admin) = (server.listen_addrs[0], server.admin_addr.unwrap());
+    let reload = || async move {
+        let req = http::Request::post("/reload")
+            .header("host", "admin")
+            .body(Default::default())
+            .unwrap();
+        assert_eq!(send(admin, req).await.status, 200);
+    };
+    assert_eq!(get(addr, "site.test", "/", &[]).await.status, 200);
+    assert_eq!(get(addr, "site.test", "/", &[]).await.status, 429);
+    reload().await;
+    assert_eq!(
+        get(addr, "site.test", "/", &[]).await.status,
+        429,
+        "still empty after a reload"
+    );
+    write(2);
+    reload().await;
+    assert_eq!(
+        get(addr, "site.test", "/", &[]).await.status,
+        200,
+        "a changed limit starts afresh"
+    );
+}
