@@ -1,11 +1,7 @@
 //! `[ipfilter]`: CIDR allow and deny lists, inline and from files, against
 //! the client address after trusted-proxy resolution.
 
-use std::process::Command;
-
 use crate::util::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
 /// A proxy in front of one origin; loopback is a trusted proxy, so each
 /// request names its client in `X-Forwarded-For`.
@@ -85,18 +81,7 @@ async fn denied_cidr_gets_403_with_request_id_and_a_counted_reason() {
         metrics.contains("palisade_ipfilter_denied_total{reason=\"cidr\"} 3"),
         "{metrics}"
     );
-    let mut lines = Vec::new();
-    for _ in 0..50 {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect();
-        if lines.len() >= 6 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let lines = log_lines(&log, 6).await;
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(first["ipfilter"], "cidr", "{first}");
     assert_eq!(first["client_ip"], "203.0.113.9");
@@ -154,26 +139,17 @@ fn bad_list_lines_are_reported_as_file_line_all_at_once() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let (p, l) = (path.display(), list.display());
-    for expected in [
-        format!("{p}:7:8: ipfilter.mode \"blocklist\""),
-        format!("{p}:8:9: \"10.0.0.0/33\" is not an IP address or CIDR"),
-        "missing.txt: ".to_string(),
-        format!("{l}:2:1: \"not-an-ip\" is not an IP address or CIDR"),
-        format!("{l}:4:1: \"10.0.0.300\" is not an IP address or CIDR"),
-    ] {
-        assert!(
-            stderr.contains(&expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
-    }
+    let stderr = check_fails_with(
+        &path,
+        &[
+            format!("{p}:7:8: ipfilter.mode \"blocklist\""),
+            format!("{p}:8:9: \"10.0.0.0/33\" is not an IP address or CIDR"),
+            "missing.txt: ".to_string(),
+            format!("{l}:2:1: \"not-an-ip\" is not an IP address or CIDR"),
+            format!("{l}:4:1: \"10.0.0.300\" is not an IP address or CIDR"),
+        ],
+    );
     assert_eq!(stderr.lines().count(), 5, "one line per error:\n{stderr}");
 }
 
@@ -304,26 +280,17 @@ fn geo_rules_without_their_database_or_with_a_broken_one_are_config_errors() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let p = path.display();
-    for expected in [
-        format!("{p}:7:19: \"XYZ\" is not a two-letter ISO country code"),
-        format!("{p}:7:19: country rules need ipfilter.geoip_db"),
-        format!("{p}:8:14: -1 is not an AS number"),
-        format!("{p}:9:10: {}: not a MaxMind database", broken.display()),
-        format!("{p}:10:19: ipfilter.unknown_country \"maybe\""),
-    ] {
-        assert!(
-            stderr.contains(&expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
-    }
+    check_fails_with(
+        &path,
+        &[
+            format!("{p}:7:19: \"XYZ\" is not a two-letter ISO country code"),
+            format!("{p}:7:19: country rules need ipfilter.geoip_db"),
+            format!("{p}:8:14: -1 is not an AS number"),
+            format!("{p}:9:10: {}: not a MaxMind database", broken.display()),
+            format!("{p}:10:19: ipfilter.unknown_country \"maybe\""),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

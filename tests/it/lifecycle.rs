@@ -154,19 +154,11 @@ async fn reload_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
     assert_eq!(get(addr, "site.test", "/", &[]).await.body, "a");
 
     std::fs::write(&path, write(b.addr)).unwrap();
-    let req = http::Request::post("/reload")
-        .header("host", "admin")
-        .body(Default::default())
-        .unwrap();
-    assert_eq!(send(admin, req).await.status, 200);
+    assert_eq!(reload(admin).await.status, 200);
     assert_eq!(get(addr, "site.test", "/", &[]).await.body, "b");
 
     std::fs::write(&path, "[[routes]]\nupstream = \"nowhere\"\n").unwrap();
-    let req = http::Request::post("/reload")
-        .header("host", "admin")
-        .body(Default::default())
-        .unwrap();
-    let refused = send(admin, req).await;
+    let refused = reload(admin).await;
     assert_eq!(refused.status, 422);
     assert!(
         refused.body.contains("palisade.toml:2:12"),

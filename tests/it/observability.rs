@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use crate::util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,18 +14,7 @@ async fn access_log_has_one_json_object_per_request_with_the_contract_fields() {
     let got = get(proxy.addr, "site.test", "/app/page?q=1", &[]).await;
     let missing = get(proxy.addr, "site.test", "/nowhere", &[]).await;
     assert_eq!(missing.status, 404);
-    let mut lines = Vec::new();
-    for _ in 0..50 {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect();
-        if lines.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = log_lines(&log, 2).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     for field in [

@@ -1,11 +1,7 @@
 //! `[ratelimit]`: token buckets per client address, header or cookie, with
 //! 429, `Retry-After` and the IETF `RateLimit` fields.
 
-use std::process::Command;
-
 use crate::util::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
 fn config(origin: std::net::SocketAddr, limits: &str) -> String {
     format!(
@@ -129,24 +125,15 @@ fn broken_limits_are_reported_as_file_line() {
          [[ratelimit.limits]]\nrate = \"5/m\"\nburst = 0\nmethods = [\"GE T\"]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let p = path.display();
-    for expected in [
-        format!("{p}:7:7: limit key \"user\""),
-        format!("{p}:10:8: rate \"fast\""),
-        format!("{p}:13:9: burst must be a positive number"),
-    ] {
-        assert!(
-            stderr.contains(&expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
-    }
+    check_fails_with(
+        &path,
+        &[
+            format!("{p}:7:7: limit key \"user\""),
+            format!("{p}:10:8: rate \"fast\""),
+            format!("{p}:13:9: burst must be a positive number"),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,13 +157,7 @@ async fn a_reload_keeps_every_clients_bucket_unless_the_limit_changes() {
     let config = palisade::config::Config::load(&path).unwrap();
     let server = palisade::server::Server::start(config).await.unwrap();
     let (addr, admin) = (server.listen_addrs[0], server.admin_addr.unwrap());
-    let reload = || async move {
-        let req = http::Request::post("/reload")
-            .header("host", "admin")
-            .body(Default::default())
-            .unwrap();
-        assert_eq!(send(admin, req).await.status, 200);
-    };
+    let reload = || async move { assert_eq!(reload(admin).await.status, 200) };
     assert_eq!(get(addr, "site.test", "/", &[]).await.status, 200);
     assert_eq!(get(addr, "site.test", "/", &[]).await.status, 429);
     reload().await;

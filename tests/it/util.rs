@@ -355,3 +355,49 @@ pub fn geoip_dir() -> std::path::PathBuf {
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/geoip")
         })
 }
+
+/// Runs `palisade check -c path`, requires it to fail, and requires each
+/// of `expected` in what it printed; returns that output.
+pub fn check_fails_with(path: &std::path::Path, expected: &[String]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run palisade check");
+    assert_eq!(out.status.code(), Some(1), "check must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for line in expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+/// Asks the admin listener to reload the config file.
+pub async fn reload(admin: SocketAddr) -> Got {
+    let req = Request::post("/reload")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .expect("reload request");
+    send(admin, req).await
+}
+
+/// The access log's lines once it has at least `n` (or what it has after
+/// a second).
+pub async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if lines.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lines
+}
