@@ -30,6 +30,8 @@ pub struct Metrics {
     upstream_ejections: Family<Labels, Counter>,
     pub open_connections: Gauge,
     pub refused_connections: Counter,
+    /// Connections refused because their client had too many open.
+    pub refused_client_connections: Counter,
     pub access_log_dropped: Counter,
     pub reloads: Family<Labels, Counter>,
     /// Each served certificate's notAfter (Unix seconds), by file.
@@ -62,6 +64,7 @@ impl Metrics {
             upstream_ejections: Family::default(),
             open_connections: Gauge::default(),
             refused_connections: Counter::default(),
+            refused_client_connections: Counter::default(),
             access_log_dropped: Counter::default(),
             reloads: Family::default(),
             tls_cert_not_after: Family::default(),
@@ -121,6 +124,11 @@ impl Metrics {
                 "tls_handshake_failures",
                 "Client TLS handshakes that failed or timed out",
                 m.tls_handshake_failures.clone(),
+            );
+            r.register(
+                "refused_client_connections",
+                "Connections refused: their client had max_connections_per_client open",
+                m.refused_client_connections.clone(),
             );
             r.register(
                 "ipfilter_denied",

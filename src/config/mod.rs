@@ -142,6 +142,9 @@ pub struct TlsCertConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Open connections per client (TCP peer) address; 0: no limit.
+    /// Trusted proxies are exempt.
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_header_bytes: usize,
@@ -156,6 +159,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_client: 0,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,

@@ -65,6 +65,7 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_connections: Option<S<i64>>,
+    pub max_connections_per_client: Option<S<i64>>,
     pub header_read_timeout: Option<S<String>>,
     pub keepalive_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<String>>,

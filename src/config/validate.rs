@@ -165,6 +165,13 @@ fn limits(raw: &RawLimits, diag: &mut Collector<'_>) -> Limits {
     let d = Limits::default();
     Limits {
         max_connections: count(&raw.max_connections, d.max_connections, 1, 10_000_000, diag),
+        max_connections_per_client: count(
+            &raw.max_connections_per_client,
+            d.max_connections_per_client,
+            0,
+            10_000_000,
+            diag,
+        ),
         header_read_timeout: duration(&raw.header_read_timeout, d.header_read_timeout, diag),
         keepalive_timeout: duration(&raw.keepalive_timeout, d.keepalive_timeout, diag),
         max_header_bytes: size(&raw.max_header_bytes, d.max_header_bytes as u64, 8192, diag)

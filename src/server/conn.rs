@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::h1::{self, ClientIo, H1Limits};
 use super::transport::Transport;
@@ -52,14 +52,14 @@ pub fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one accepted connection until it closes. Holding `_permit` counts
-/// it against `max_connections`; holding `_drain` keeps the drain waiting.
+/// Serves one accepted connection until it closes. Holding `_admission`
+/// counts it against the connection limits; holding `_drain` keeps the drain waiting.
 pub async fn serve(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<ConnShared>,
     shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _admission: super::admission::Admission,
     _drain: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);

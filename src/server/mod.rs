@@ -6,6 +6,7 @@
 //! finish its in-flight requests; `drained` waits for them up to a deadline.
 
 pub mod access_log;
+mod admission;
 mod conn;
 pub mod h1;
 pub mod respond;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::admin;
 use crate::admin::metrics::Metrics;
@@ -148,7 +149,11 @@ impl Server {
         }
         let launch = workers::Launch {
             per_listener,
-            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            admit: Arc::new(admission::Admit::new(
+                limits.max_connections,
+                limits.max_connections_per_client,
+                runtime.load().config.server.trusted_proxies.clone(),
+            )),
             metrics: Arc::clone(&metrics),
             shutdown: shutdown_rx.clone(),
             drain: drain_tx,
@@ -222,7 +227,7 @@ impl Server {
 pub(crate) struct Worker {
     pub index: usize,
     pub spread: Arc<Spread>,
-    pub permits: Arc<Semaphore>,
+    pub admit: Arc<admission::Admit>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: mpsc::Sender<()>,
@@ -244,10 +249,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ConnShared>, worker: Wor
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&worker.permits).try_acquire_owned() else {
-            worker.metrics.refused_connections.inc();
-            tokio::spawn(conn::refuse(stream));
-            continue;
+        let permit = match worker.admit.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                match refusal {
+                    admission::Refusal::Full => worker.metrics.refused_connections.inc(),
+                    admission::Refusal::ClientFull => {
+                        worker.metrics.refused_client_connections.inc()
+                    }
+                };
+                tokio::spawn(conn::refuse(stream));
+                continue;
+            }
         };
         let target = worker.spread.choose(worker.index);
         if target == worker.index {
@@ -306,7 +319,7 @@ fn serve_moved(handoff: Handoff, worker: &Worker) {
 fn spawn_serve(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: admission::Admission,
     shared: &Arc<ConnShared>,
     worker: &Worker,
 ) {

@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 /// A connection moving to another serving thread.
 pub struct Handoff {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
-    pub permit: OwnedSemaphorePermit,
+    pub permit: super::admission::Admission,
     /// The listener's settings (plain or TLS).
     pub shared: Arc<super::conn::ConnShared>,
 }

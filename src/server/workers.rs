@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::conn::ConnShared;
 use super::spread::Spread;
@@ -71,7 +71,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub struct Launch {
     /// Each listen address's settings, in `bind` order.
     pub per_listener: Vec<Arc<ConnShared>>,
-    pub permits: Arc<Semaphore>,
+    pub admit: Arc<super::admission::Admit>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: mpsc::Sender<()>,
@@ -112,7 +112,7 @@ pub fn spawn(
         let worker = Worker {
             index,
             spread: Arc::clone(&spread),
-            permits: Arc::clone(&launch.permits),
+            admit: Arc::clone(&launch.admit),
             metrics: Arc::clone(&launch.metrics),
             shutdown: launch.shutdown.clone(),
             drain: launch.drain.clone(),

@@ -117,6 +117,41 @@ async fn connections_over_the_limit_are_refused_and_those_in_are_served() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "max_connections_per_client = 2")).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (refused, closed) = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(closed);
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get(proxy.addr, "site.test", "/", &[]).await.status,
+        200,
+        "a closed connection gives its place back"
+    );
+    let metrics = get_after_drop(held, &proxy).await;
+    assert!(
+        metrics.contains("palisade_refused_client_connections_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_refused_connections_total 0"),
+        "{metrics}"
+    );
+}
+
 async fn get_after_drop<T>(held: Vec<T>, proxy: &Proxy) -> String {
     drop(held);
     get(proxy.admin, "admin", "/metrics", &[]).await.body
