@@ -3,7 +3,7 @@
 //! costs one emission interval (`period / rate`); it is allowed while the
 //! debt it leaves stays within `burst` intervals.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,25 +12,23 @@ pub trait Clock: Send + Sync {
     fn now_nanos(&self) -> u64;
 }
 
-/// The monotonic system clock.
-#[derive(Debug, Clone, Copy)]
-pub struct SystemClock(Instant);
+/// The monotonic system clock, counted from one instant per process: every
+/// snapshot's limiter reads the same time line, so buckets that outlive a
+/// reload stay right.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
 
 impl SystemClock {
     pub fn new() -> SystemClock {
-        SystemClock(Instant::now())
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        Self::new()
+        SystemClock
     }
 }
 
 impl Clock for SystemClock {
     fn now_nanos(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = EPOCH.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -124,6 +122,16 @@ pub fn take(rate: &Rate, full_at: u64, now: u64) -> (Decision, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_clocks_made_apart_share_one_time_line() {
+        let first = SystemClock::new();
+        let _ = first.now_nanos();
+        std::thread::sleep(Duration::from_millis(5));
+        let later = SystemClock::new();
+        assert!(later.now_nanos() >= first.now_nanos().saturating_sub(1_000_000));
+        assert!(later.now_nanos() >= 5_000_000, "counted from the first clock's start");
+    }
 
     const SEC: u64 = 1_000_000_000;
 
