@@ -1,5 +1,6 @@
 //! The admin listener (its own address, loopback by default):
-//! `GET /metrics` (Prometheus text), `GET /healthz`, `POST /reload`.
+//! `GET /metrics` (Prometheus text), `GET /healthz`, `POST /reload`,
+//! `GET /bans` (JSON) and `DELETE /bans/ADDRESS`.
 //! It is never reachable through the proxy listeners.
 
 pub mod metrics;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::pipeline::ResponseBody;
+use crate::ratelimit::bucket::{Clock, SystemClock};
 use crate::server::Server;
 
 pub async fn serve(
@@ -67,10 +69,46 @@ fn answer(server: &Weak<Server>, req: Request<Incoming>) -> Response<ResponseBod
             Ok(()) => text(StatusCode::OK, "reloaded\n"),
             Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
         },
-        (_, "/metrics" | "/healthz" | "/reload") => {
+        (&Method::GET, "/bans") => bans(&server),
+        (&Method::DELETE, path) if path.starts_with("/bans/") => lift(&server, &path[6..]),
+        (_, "/metrics" | "/healthz" | "/reload" | "/bans") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The banned clients: `[{"ip": "192.0.2.1", "seconds_left": 599}, ...]`.
+fn bans(server: &Server) -> Response<ResponseBody> {
+    let now = SystemClock::new().now_nanos();
+    let list: Vec<serde_json::Value> = server
+        .runtime
+        .load()
+        .bans
+        .list(now)
+        .into_iter()
+        .map(|(ip, left)| {
+            serde_json::json!({"ip": ip.to_string(), "seconds_left": left.div_ceil(1_000_000_000)})
+        })
+        .collect();
+    let mut r = text(StatusCode::OK, serde_json::Value::from(list).to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Lifts a ban: 204, or 404 when the address had none.
+fn lift(server: &Server, address: &str) -> Response<ResponseBody> {
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+        return text(StatusCode::BAD_REQUEST, "not an IP address\n");
+    };
+    let now = SystemClock::new().now_nanos();
+    if server.runtime.load().bans.lift(ip, now) {
+        text(StatusCode::NO_CONTENT, "")
+    } else {
+        text(StatusCode::NOT_FOUND, "not banned\n")
     }
 }
 

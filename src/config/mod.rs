@@ -47,6 +47,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
     pub max_keys: usize,
+    /// Bans of clients refused too often.
+    pub ban: Option<crate::ratelimit::ban::BanPolicy>,
     /// Send the `RateLimit` fields on allowed responses too.
     pub headers: bool,
     pub limits: Vec<LimitConfig>,

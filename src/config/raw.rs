@@ -176,6 +176,17 @@ pub struct RawRateLimit {
     pub headers: Option<S<bool>>,
     #[serde(default)]
     pub limits: Vec<S<RawLimit>>,
+    pub ban: Option<S<RawBan>>,
+}
+
+/// Repeat offenders: refused `after` times within `within`, refused
+/// outright for `duration`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBan {
+    pub after: Option<S<i64>>,
+    pub within: Option<S<String>>,
+    pub duration: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

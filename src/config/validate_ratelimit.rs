@@ -5,8 +5,10 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use super::diag::Collector;
-use super::raw::{RawLimit, RawRateLimit, S};
+use super::raw::{RawBan, RawLimit, RawRateLimit, S};
+use super::validate::duration;
 use super::{LimitConfig, LimitKey, RateLimitConfig};
+use crate::ratelimit::ban::BanPolicy;
 use crate::ratelimit::bucket::Rate;
 
 const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -33,8 +35,10 @@ pub fn ratelimit(
         .filter_map(|(i, l)| limit(i, l, diag))
         .collect();
     let headers = raw.headers.as_ref().is_none_or(|h| *h.get_ref());
+    let ban = raw.ban.as_ref().and_then(|b| ban(b, diag));
     Some(RateLimitConfig {
         max_keys,
+        ban,
         headers,
         limits,
     })
@@ -144,4 +148,28 @@ fn parse_rate(text: &str) -> Result<(u64, Duration), String> {
         return Err(format!("rate {text:?}: the count must be at least 1"));
     }
     Ok((count, period))
+}
+
+fn ban(raw: &S<RawBan>, diag: &mut Collector<'_>) -> Option<BanPolicy> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let after = match &raw.after {
+        Some(a) => match u32::try_from(*a.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                diag.error(a.span(), "ban.after must be a positive number");
+                return None;
+            }
+        },
+        None => {
+            diag.error(span, "ban needs `after` (refusals before a ban)");
+            return None;
+        }
+    };
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Some(BanPolicy {
+        after,
+        within: nanos(duration(&raw.within, Duration::from_secs(60), diag)),
+        duration: nanos(duration(&raw.duration, Duration::from_secs(600), diag)),
+    })
 }

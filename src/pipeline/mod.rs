@@ -26,6 +26,7 @@ pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::ipgeo::filter::IpFilter;
+use crate::ratelimit::ban::BanList;
 use crate::ratelimit::stage::RateLimiter;
 use crate::ratelimit::store::MemoryStore;
 use crate::server::access_log::AccessLog;
@@ -130,6 +131,7 @@ pub fn build_stages(
     routes_labels: &[String],
     access_log: AccessLog,
     previous_buckets: Option<&Arc<MemoryStore>>,
+    bans: &Arc<BanList>,
 ) -> (Vec<Box<dyn Stage>>, Option<Arc<MemoryStore>>) {
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
@@ -137,7 +139,7 @@ pub fn build_stages(
         stages.push(Box::new(filter));
     }
     let mut buckets = None;
-    if let Some(limiter) = RateLimiter::new(config, metrics, previous_buckets) {
+    if let Some(limiter) = RateLimiter::new(config, metrics, previous_buckets, bans) {
         buckets = Some(Arc::clone(limiter.store()));
         stages.push(Box::new(limiter));
     }

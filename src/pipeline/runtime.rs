@@ -26,6 +26,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// The rate limiter's buckets, handed on to the next snapshot.
     buckets: Option<Arc<crate::ratelimit::store::MemoryStore>>,
+    /// Banned clients; handed on to the next snapshot.
+    pub bans: Arc<crate::ratelimit::ban::BanList>,
 }
 
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -96,15 +98,18 @@ impl Runtime {
             .iter()
             .map(|u| UpstreamPool::new(u.clone(), &metrics))
             .collect();
+        let bans = previous.map_or_else(Default::default, |p| Arc::clone(&p.bans));
         let (stages, buckets) = build_stages(
             &config,
             &metrics,
             &route_labels,
             access_log,
             previous.and_then(|p| p.buckets.as_ref()),
+            &bans,
         );
         Ok(Runtime {
             buckets,
+            bans,
             inspects_responses: stages.iter().any(|s| s.inspects_response()),
             router: Router::new(&config.routes),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),

@@ -3,8 +3,8 @@
 //! costs one emission interval (`period / rate`); it is allowed while the
 //! debt it leaves stays within `burst` intervals.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Where "now" comes from, as nanoseconds since some fixed start.
@@ -130,7 +130,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let later = SystemClock::new();
         assert!(later.now_nanos() >= first.now_nanos().saturating_sub(1_000_000));
-        assert!(later.now_nanos() >= 5_000_000, "counted from the first clock's start");
+        assert!(
+            later.now_nanos() >= 5_000_000,
+            "counted from the first clock's start"
+        );
     }
 
     const SEC: u64 = 1_000_000_000;

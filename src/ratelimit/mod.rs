@@ -3,6 +3,7 @@
 //! the stage that answers 429 with `Retry-After` and the IETF `RateLimit`
 //! headers. Time comes from a [`bucket::Clock`], so tests need no sleeps.
 
+pub mod ban;
 pub mod bucket;
 pub mod stage;
 pub mod store;

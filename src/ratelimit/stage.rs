@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, request, response};
 
+use super::ban::{BanList, BanPolicy};
 use super::bucket::{Clock, Decision, SystemClock};
 use super::store::MemoryStore;
 use crate::admin::metrics::Metrics;
@@ -19,6 +20,8 @@ const NANOS: u64 = 1_000_000_000;
 
 pub struct RateLimiter {
     limits: Vec<LimitConfig>,
+    /// Where repeat offenders are banned, and when.
+    ban: Option<(Arc<BanList>, BanPolicy)>,
     /// Per limit, what its bucket keys start with: a digest of its name,
     /// key and rate, so a reload that keeps a limit keeps its buckets and
     /// one that changes it starts afresh.
@@ -44,14 +47,22 @@ impl RateLimiter {
         config: &Config,
         metrics: &Metrics,
         previous: Option<&Arc<MemoryStore>>,
+        bans: &Arc<BanList>,
     ) -> Option<RateLimiter> {
-        Self::with_clock(config, metrics, previous, Arc::new(SystemClock::new()))
+        Self::with_clock(
+            config,
+            metrics,
+            previous,
+            bans,
+            Arc::new(SystemClock::new()),
+        )
     }
 
     pub fn with_clock(
         config: &Config,
         metrics: &Metrics,
         previous: Option<&Arc<MemoryStore>>,
+        bans: &Arc<BanList>,
         clock: Arc<dyn Clock>,
     ) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
@@ -60,6 +71,7 @@ impl RateLimiter {
             _ => Arc::new(MemoryStore::new(rl.max_keys)),
         };
         Some(RateLimiter {
+            ban: rl.ban.map(|policy| (Arc::clone(bans), policy)),
             ids: rl.limits.iter().map(limit_id).collect(),
             store,
             labels: rl
@@ -182,6 +194,12 @@ impl Stage for RateLimiter {
     /// has none answers 429 (limits after it are not charged).
     fn on_request(&self, ctx: &mut RequestCtx, head: &request::Parts) -> Verdict {
         let now = self.clock.now_nanos();
+        if let Some((bans, _)) = &self.ban
+            && bans.is_banned(ctx.client_ip, now)
+        {
+            ctx.ratelimit_refused = Some(Arc::from("banned"));
+            return Verdict::Reject(ProxyError::Forbidden("banned"));
+        }
         let mut closest: Option<(usize, Decision)> = None;
         for (index, limit) in self.limits.iter().enumerate() {
             if !applies(limit, ctx) {
@@ -194,6 +212,11 @@ impl Stage for RateLimiter {
             if !decision.allowed {
                 ctx.ratelimit_refused = Some(Arc::clone(&self.labels[index]));
                 self.refused[index].inc();
+                if let Some((bans, policy)) = &self.ban
+                    && bans.strike(ctx.client_ip, now, policy)
+                {
+                    tracing::warn!(client = %ctx.client_ip, "client banned after repeated refusals");
+                }
                 return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
                     retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
                     policy: self.policies[index].clone(),

@@ -174,3 +174,49 @@ async fn a_reload_keeps_every_clients_bucket_unless_the_limit_changes() {
         "a changed limit starts afresh"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_too_often_is_banned_listed_and_can_be_let_back() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "[ratelimit.ban]\nafter = 2\nwithin = \"1m\"\nduration = \"10m\"\n\
+         [[ratelimit.limits]]\nrate = \"1/h\"\nburst = 1\n",
+    ))
+    .await;
+    let addr = proxy.addr;
+    let from = move |ip: &'static str| async move {
+        get(addr, "site.test", "/", &[("x-forwarded-for", ip)])
+            .await
+            .status
+            .as_u16()
+    };
+    assert_eq!(from("198.51.100.7").await, 200);
+    assert_eq!(from("198.51.100.7").await, 429);
+    assert_eq!(from("198.51.100.7").await, 429, "the second refusal bans");
+    assert_eq!(from("198.51.100.7").await, 403, "banned");
+    assert_eq!(from("198.51.100.8").await, 200, "others are not");
+    let listed = get(proxy.admin, "admin", "/bans", &[]).await;
+    let bans: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(bans[0]["ip"], "198.51.100.7", "{bans}");
+    let left = bans[0]["seconds_left"].as_u64().unwrap();
+    assert!((590..=600).contains(&left), "{left}");
+    let lift = |ip: &'static str| {
+        let admin = proxy.admin;
+        async move {
+            let req = http::Request::delete(format!("/bans/{ip}"))
+                .header("host", "admin")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            send(admin, req).await.status.as_u16()
+        }
+    };
+    assert_eq!(lift("198.51.100.7").await, 204);
+    assert_eq!(lift("198.51.100.7").await, 404, "nothing left to lift");
+    assert_eq!(lift("not-an-ip").await, 400);
+    assert_eq!(
+        from("198.51.100.7").await,
+        429,
+        "back to its (still empty) bucket"
+    );
+}
