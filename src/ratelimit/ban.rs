@@ -115,7 +115,7 @@ mod tests {
         assert!(bans.is_banned(ip, 100 * SEC));
         assert_eq!(bans.list(100 * SEC), vec![(ip, 572 * SEC)]);
         assert!(!bans.is_banned(ip, 672 * SEC), "the ban ends");
-        assert!(bans.strike(ip, 700 * SEC, &policy) == false);
+        assert!(!bans.strike(ip, 700 * SEC, &policy));
         assert!(!bans.lift(ip, 700 * SEC), "no ban to lift");
     }
 }
