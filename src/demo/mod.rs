@@ -55,6 +55,8 @@ pub async fn start() -> Result<Demo, String> {
          \x20 curl -i http://{proxy}/                       # the app; no Server / X-Powered-By leak\n\
          \x20 curl -i 'http://{proxy}/search?q=anvil'       # a search, with an X-Request-Id\n\
          \x20 curl -i -d 'user=admin&password=hunter2' http://{proxy}/login\n\
+         \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -d 'user=a&password=b' http://{proxy}/login; done   # 6th: 429\n\
+         \x20 curl -i -H 'X-Forwarded-For: 203.0.113.9' http://{proxy}/   # a denied address: 403\n\
          \x20 curl -i http://{proxy}/api/products           # JSON API\n\
          \x20 curl -i http://{proxy}/static/app.css         # static asset with Cache-Control\n\
          \x20 curl -i http://{proxy}/crash                  # origin stack trace replaced by our 500 page\n\
