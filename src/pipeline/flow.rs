@@ -86,7 +86,7 @@ pub async fn handle<B: RequestBody>(
         cache_status: None,
         waf_verdict: None,
         ipfilter_denied: None,
-        ratelimit_fields: None,
+        response_headers: Vec::new(),
         ratelimit_refused: None,
         bytes_in: 0,
     };
@@ -224,6 +224,19 @@ async fn proxy<B: RequestBody>(
             if let Verdict::Reject(e) = stage.on_response(ctx, &mut parts) {
                 return Err(e);
             }
+        }
+    }
+    if !ctx.response_headers.is_empty() {
+        let added = std::mem::take(&mut ctx.response_headers);
+        if let Some(fields) = fields.as_mut() {
+            fields.retain(|name| {
+                !added
+                    .iter()
+                    .any(|(ours, _)| name.eq_ignore_ascii_case(ours.as_str().as_bytes()))
+            });
+        }
+        for (name, value) in added {
+            parts.headers.insert(name, value);
         }
     }
     let body = forwarded.body;

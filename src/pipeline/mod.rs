@@ -105,9 +105,9 @@ pub struct RequestCtx {
     pub ipfilter_denied: Option<&'static str>,
     /// The limit that refused the request, if one did.
     pub ratelimit_refused: Option<Arc<str>>,
-    /// `RateLimit-Policy` and `RateLimit` for the response, from the limit
-    /// closest to refusing this request.
-    pub ratelimit_fields: Option<(HeaderValue, HeaderValue)>,
+    /// Fields a stage adds to the response (replacing the origin's of the
+    /// same name) without reading the response head, e.g. `RateLimit`.
+    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     pub bytes_in: u64,
 }
 

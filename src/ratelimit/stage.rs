@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, request, response};
+use http::{HeaderName, HeaderValue, request};
 
 use super::ban::{BanList, BanPolicy};
 use super::bucket::{Clock, Decision, SystemClock};
@@ -227,21 +227,17 @@ impl Stage for RateLimiter {
                 closest = Some((index, decision));
             }
         }
-        ctx.ratelimit_fields =
-            closest.map(|(index, d)| (self.policies[index].clone(), state(&self.names[index], &d)));
-        Verdict::Continue
-    }
-
-    fn inspects_response(&self) -> bool {
-        self.headers
-    }
-
-    /// Allowed responses carry the state of the limit closest to refusing.
-    fn on_response(&self, ctx: &mut RequestCtx, head: &mut response::Parts) -> Verdict {
-        if let Some((policy, state)) = ctx.ratelimit_fields.take() {
-            head.headers.insert("ratelimit-policy", policy);
-            head.headers.insert("ratelimit", state);
+        // Allowed responses carry the state of the limit closest to
+        // refusing (added without reading the response head).
+        if let Some((index, d)) = closest {
+            ctx.response_headers
+                .push((RATELIMIT_POLICY, self.policies[index].clone()));
+            ctx.response_headers
+                .push((RATELIMIT, state(&self.names[index], &d)));
         }
         Verdict::Continue
     }
 }
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

@@ -14,7 +14,8 @@ fn config(origin: std::net::SocketAddr, limits: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_burst_gets_429_with_retry_after_and_ratelimit_fields() {
-    let origin = Origin::named("ok").await;
+    // The origin's own RateLimit field must not reach the client beside ours.
+    let origin = Origin::start(|_| Reply::ok("ok").header("ratelimit", "\"origin\";r=9;t=1")).await;
     let proxy = Proxy::start(&config(
         origin.addr,
         "[[ratelimit.limits]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = \"1/h\"\nburst = 2\n",
@@ -31,6 +32,11 @@ async fn a_client_over_its_burst_gets_429_with_retry_after_and_ratelimit_fields(
     assert!(
         state.starts_with("\"per-ip\";r=1;t="),
         "allowed responses carry the state: {state}"
+    );
+    assert_eq!(
+        first.headers.get_all("ratelimit").iter().count(),
+        1,
+        "ours replaces the origin's"
     );
     assert_eq!(from("192.0.2.1").await.status, 200);
     let refused = from("192.0.2.1").await;
