@@ -93,14 +93,7 @@ async fn connections_over_the_limit_are_refused_and_those_in_are_served() {
         held.push(sender);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (refused, closed) = raw(
-        proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(closed);
+    assert_refused_with_503(proxy.addr).await;
     for sender in &mut held {
         let req = Request::get("/")
             .header("host", "site.test")
@@ -126,14 +119,7 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (refused, closed) = raw(
-        proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(closed);
+    assert_refused_with_503(proxy.addr).await;
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -150,6 +136,18 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
         metrics.contains("palisade_refused_connections_total 0"),
         "{metrics}"
     );
+}
+
+/// A new connection gets our 503 and is closed.
+async fn assert_refused_with_503(addr: std::net::SocketAddr) {
+    let (refused, closed) = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(closed, "the refused connection is closed");
 }
 
 async fn get_after_drop<T>(held: Vec<T>, proxy: &Proxy) -> String {
