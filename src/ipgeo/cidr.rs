@@ -79,11 +79,6 @@ impl CidrMap {
             IpAddr::V6(ip) => self.v6.find(u128::from(ip)),
         }
     }
-
-    /// How many segments the blocks made (for tests and metrics).
-    pub fn segments(&self) -> usize {
-        self.v4.starts.len() + self.v6.starts.len()
-    }
 }
 
 struct Block<T> {

@@ -49,11 +49,6 @@ impl GeoDb {
             .map_err(|e| format!("{}: not a MaxMind database: {e}", path.display()))
     }
 
-    /// The database's type as its metadata names it (`GeoIP2-Country`, ...).
-    pub fn kind(&self) -> &str {
-        &self.reader.metadata().database_type
-    }
-
     /// The country of `ip` (Country and City databases).
     pub fn country(&self, ip: IpAddr) -> Option<CountryCode> {
         let found = self.reader.lookup(ip.to_canonical()).ok()?;
