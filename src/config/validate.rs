@@ -340,18 +340,7 @@ fn route(
             }
         },
     };
-    let path_prefix = raw
-        .path_prefix
-        .as_ref()
-        .map_or("/".to_string(), |p| p.get_ref().clone());
-    if let Some(p) = &raw.path_prefix
-        && !path_prefix.starts_with('/')
-    {
-        diag.error(
-            p.span(),
-            format!("path_prefix {path_prefix:?} must start with '/'"),
-        );
-    }
+    let path_prefix = path_prefix(raw.path_prefix.as_ref(), diag).unwrap_or_else(|| "/".into());
     let upstream = match &raw.upstream {
         None => {
             diag.error(span, "route has no `upstream`");
@@ -375,6 +364,18 @@ fn route(
         upstream,
         ipfilter,
     })
+}
+
+/// A `path_prefix` as written, checked to start with '/'.
+pub(super) fn path_prefix(raw: Option<&S<String>>, diag: &mut Collector<'_>) -> Option<String> {
+    let p = raw?;
+    if !p.get_ref().starts_with('/') {
+        diag.error(
+            p.span(),
+            format!("path_prefix {:?} must start with '/'", p.get_ref()),
+        );
+    }
+    Some(p.get_ref().clone())
 }
 
 fn host_match(pattern: &str) -> Result<HostMatch, String> {

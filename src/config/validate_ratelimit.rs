@@ -6,7 +6,7 @@ use http::{HeaderName, Method};
 
 use super::diag::Collector;
 use super::raw::{RawBan, RawLimit, RawRateLimit, S};
-use super::validate::duration;
+use super::validate::{duration, path_prefix};
 use super::{LimitConfig, LimitKey, RateLimitConfig};
 use crate::ratelimit::ban::BanPolicy;
 use crate::ratelimit::bucket::Rate;
@@ -93,11 +93,6 @@ fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<Li
             },
         )
         .collect();
-    if let Some(p) = &raw.path_prefix
-        && !p.get_ref().starts_with('/')
-    {
-        diag.error(p.span(), "path_prefix must start with '/'");
-    }
     Some(LimitConfig {
         name: raw
             .name
@@ -105,7 +100,7 @@ fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<Li
             .map_or_else(|| format!("limit{}", index + 1), |n| n.get_ref().clone()),
         key,
         rate,
-        path_prefix: raw.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+        path_prefix: path_prefix(raw.path_prefix.as_ref(), diag),
         methods,
     })
 }
