@@ -45,6 +45,9 @@ pub struct Metrics {
     /// Requests refused with 429, by limit name (names come from the
     /// config).
     ratelimit_refused: Family<Labels, Counter>,
+    /// Decisions Redis could not make (down, slow, error), by limit and the
+    /// fallback taken (`open` or `closed`).
+    ratelimit_redis_errors: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +75,7 @@ impl Metrics {
             ipfilter_denied: Family::default(),
             ipfilter_denied_countries: Family::default(),
             ratelimit_refused: Family::default(),
+            ratelimit_redis_errors: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -145,6 +149,11 @@ impl Metrics {
                 "Requests refused with 429, by limit",
                 m.ratelimit_refused.clone(),
             );
+            r.register(
+                "ratelimit_redis_errors",
+                "Rate-limit decisions Redis could not make, by limit and fallback",
+                m.ratelimit_redis_errors.clone(),
+            );
         }
         m
     }
@@ -153,6 +162,17 @@ impl Metrics {
     pub fn ratelimit_refused(&self, limit: &str) -> Counter {
         self.ratelimit_refused
             .get_or_create(&vec![("limit", limit.to_string())])
+            .clone()
+    }
+
+    /// The counter of decisions the limit named `limit` could not make in
+    /// Redis, falling back `open` or `closed`.
+    pub fn ratelimit_redis_errors(&self, limit: &str, fallback: &str) -> Counter {
+        self.ratelimit_redis_errors
+            .get_or_create(&vec![
+                ("limit", limit.to_string()),
+                ("fallback", fallback.to_string()),
+            ])
             .clone()
     }
 

@@ -52,6 +52,26 @@ pub struct RateLimitConfig {
     /// Send the `RateLimit` fields on allowed responses too.
     pub headers: bool,
     pub limits: Vec<LimitConfig>,
+    /// `[ratelimit.redis]`, for limits with `store = "redis"`.
+    pub redis: Option<RedisConfig>,
+}
+
+/// Where fleet-wide buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// The longest a decision waits for Redis before the limit's fallback.
+    pub timeout: std::time::Duration,
+    pub prefix: String,
+}
+
+/// What a limit kept in Redis does when Redis fails or is slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFallback {
+    /// Decide with this instance's own bucket.
+    Open,
+    /// Refuse with 503.
+    Closed,
 }
 
 /// One `[[ratelimit.limits]]` entry.
@@ -64,6 +84,8 @@ pub struct LimitConfig {
     pub path_prefix: Option<String>,
     /// Only these methods; empty: all.
     pub methods: Vec<http::Method>,
+    /// Some when the limit's buckets live in Redis: what to do without it.
+    pub shared: Option<RedisFallback>,
 }
 
 /// What a limit counts requests by.

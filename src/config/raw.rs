@@ -177,6 +177,19 @@ pub struct RawRateLimit {
     #[serde(default)]
     pub limits: Vec<S<RawLimit>>,
     pub ban: Option<S<RawBan>>,
+    /// The Redis server limits with `store = "redis"` share.
+    pub redis: Option<S<RawRedis>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: Option<S<String>>,
+    /// How long a decision may wait for Redis (default "50ms").
+    pub timeout: Option<S<String>>,
+    /// What every bucket key starts with (default "palisade:rl:").
+    pub prefix: Option<S<String>>,
 }
 
 /// Repeat offenders: refused `after` times within `within`, refused
@@ -203,4 +216,10 @@ pub struct RawLimit {
     pub path_prefix: Option<S<String>>,
     /// Only these methods.
     pub methods: Option<Vec<S<String>>>,
+    /// "memory" (default): this instance's own buckets; "redis": buckets
+    /// shared through `[ratelimit.redis]`.
+    pub store: Option<S<String>>,
+    /// With `store = "redis"`, when Redis fails or is slow: "open" (default;
+    /// decide with this instance's own bucket) or "closed" (answer 503).
+    pub on_redis_error: Option<S<String>>,
 }

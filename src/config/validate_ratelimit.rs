@@ -5,9 +5,9 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use super::diag::Collector;
-use super::raw::{RawBan, RawLimit, RawRateLimit, S};
+use super::raw::{RawBan, RawLimit, RawRateLimit, RawRedis, S};
 use super::validate::{duration, path_prefix};
-use super::{LimitConfig, LimitKey, RateLimitConfig};
+use super::{LimitConfig, LimitKey, RateLimitConfig, RedisConfig, RedisFallback};
 use crate::ratelimit::ban::BanPolicy;
 use crate::ratelimit::bucket::Rate;
 
@@ -28,11 +28,12 @@ pub fn ratelimit(
             }
         },
     };
+    let redis = raw.redis.as_ref().and_then(|r| redis(r, diag));
     let limits = raw
         .limits
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| limit(i, l, diag))
+        .filter_map(|(i, l)| limit(i, l, raw.redis.is_some(), diag))
         .collect();
     let headers = raw.headers.as_ref().is_none_or(|h| *h.get_ref());
     let ban = raw.ban.as_ref().and_then(|b| ban(b, diag));
@@ -41,12 +42,19 @@ pub fn ratelimit(
         ban,
         headers,
         limits,
+        redis,
     })
 }
 
-fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<LimitConfig> {
+fn limit(
+    index: usize,
+    raw: &S<RawLimit>,
+    has_redis: bool,
+    diag: &mut Collector<'_>,
+) -> Option<LimitConfig> {
     let span = raw.span();
     let raw = raw.get_ref();
+    let shared = store(raw, has_redis, diag)?;
     let key = match &raw.key {
         None => LimitKey::ClientIp,
         Some(k) => match parse_key(k.get_ref()) {
@@ -102,6 +110,96 @@ fn limit(index: usize, raw: &S<RawLimit>, diag: &mut Collector<'_>) -> Option<Li
         rate,
         path_prefix: path_prefix(raw.path_prefix.as_ref(), diag),
         methods,
+        shared,
+    })
+}
+
+/// Where a limit keeps its buckets: `Some(None)` in memory, `Some(Some(f))`
+/// in Redis with fallback `f`; None after an error.
+fn store(
+    raw: &RawLimit,
+    has_redis: bool,
+    diag: &mut Collector<'_>,
+) -> Option<Option<RedisFallback>> {
+    let fallback = match &raw.on_redis_error {
+        None => RedisFallback::Open,
+        Some(f) => match f.get_ref().as_str() {
+            "open" => RedisFallback::Open,
+            "closed" => RedisFallback::Closed,
+            other => {
+                diag.error(
+                    f.span(),
+                    format!("on_redis_error {other:?}: expected \"open\" or \"closed\""),
+                );
+                return None;
+            }
+        },
+    };
+    match raw.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("memory", _)) => {
+            if let Some(f) = &raw.on_redis_error {
+                diag.error(
+                    f.span(),
+                    "on_redis_error applies only with store = \"redis\"",
+                );
+                return None;
+            }
+            Some(None)
+        }
+        Some(("redis", span)) => {
+            if !has_redis {
+                diag.error(
+                    span,
+                    "store = \"redis\" needs a [ratelimit.redis] table with the server's url",
+                );
+                return None;
+            }
+            Some(Some(fallback))
+        }
+        Some((other, span)) => {
+            diag.error(
+                span,
+                format!("store {other:?}: expected \"memory\" or \"redis\""),
+            );
+            None
+        }
+    }
+}
+
+const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+
+fn redis(raw: &S<RawRedis>, diag: &mut Collector<'_>) -> Option<RedisConfig> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let timeout = duration(&raw.timeout, DEFAULT_REDIS_TIMEOUT, diag);
+    let timeout_ok = !timeout.is_zero();
+    if let Some(t) = raw.timeout.as_ref().filter(|_| !timeout_ok) {
+        diag.error(t.span(), "ratelimit.redis.timeout must be more than 0");
+    }
+    let Some(url) = &raw.url else {
+        diag.error(
+            span,
+            "[ratelimit.redis] needs `url` (e.g. \"redis://127.0.0.1:6379\")",
+        );
+        return None;
+    };
+    let url_text = url.get_ref();
+    if !(url_text.starts_with("redis://") || url_text.starts_with("redis+unix://"))
+        || redis::Client::open(url_text.as_str()).is_err()
+    {
+        diag.error(
+            url.span(),
+            "ratelimit.redis.url must look like redis://HOST:PORT[/DB] or redis+unix:///PATH",
+        );
+        return None;
+    }
+    timeout_ok.then(|| RedisConfig {
+        url: url_text.clone(),
+        timeout,
+        prefix: raw
+            .prefix
+            .as_ref()
+            .map_or_else(|| "palisade:rl:".to_string(), |p| p.get_ref().clone()),
     })
 }
 

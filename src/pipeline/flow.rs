@@ -153,7 +153,16 @@ async fn proxy<B: RequestBody>(
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route_index);
     for stage in &rt.stages {
-        if let Verdict::Reject(e) = stage.on_request(ctx, &head) {
+        let verdict = match stage.on_request(ctx, &head) {
+            Verdict::Wait(deferred) => {
+                let resume = tokio::time::timeout_at(deadline, deferred)
+                    .await
+                    .map_err(|_| ProxyError::RequestTimeout)?;
+                resume(ctx)
+            }
+            verdict => verdict,
+        };
+        if let Verdict::Reject(e) = verdict {
             return Err(e);
         }
     }

@@ -28,17 +28,38 @@ use crate::config::Config;
 use crate::ipgeo::filter::IpFilter;
 use crate::ratelimit::ban::BanList;
 use crate::ratelimit::stage::RateLimiter;
-use crate::ratelimit::store::MemoryStore;
+use crate::ratelimit::stage::Stores;
 use crate::server::access_log::AccessLog;
 use crate::server::respond::ProxyError;
 
 /// What a stage decided about the request or response.
-#[derive(Debug)]
 pub enum Verdict {
     /// Go on to the next stage.
     Continue,
     /// Stop here and answer the client with this error page instead.
     Reject(ProxyError),
+    /// The decision needs I/O (e.g. a rate limit kept in Redis): the flow
+    /// awaits the future, bounded by the request's deadline, then hands
+    /// the context to the closure it yields for the final verdict. Only
+    /// `on_request` may answer this; stages use it only when they must, so
+    /// the common path stays free of allocation and awaiting.
+    Wait(Deferred),
+}
+
+/// The I/O half of a `Verdict::Wait`; its output finishes the decision.
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Resume> + Send>>;
+
+/// Applies a deferred decision to the request's context.
+pub type Resume = Box<dyn FnOnce(&mut RequestCtx) -> Verdict + Send>;
+
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Continue => f.write_str("Continue"),
+            Verdict::Reject(e) => f.debug_tuple("Reject").field(e).finish(),
+            Verdict::Wait(_) => f.write_str("Wait"),
+        }
+    }
 }
 
 /// A step of the request path. Every hook has a default that does nothing,
@@ -49,6 +70,9 @@ pub trait Stage: Send + Sync {
 
     /// Runs once the request head is read and a route is chosen, before the
     /// body is read. `Reject` answers at once; the body is never read.
+    /// `Wait` suspends the request until its future is done; the closure it
+    /// yields then gives the verdict (which must not be `Wait` again:
+    /// that counts as `Continue`).
     fn on_request(&self, _ctx: &mut RequestCtx, _head: &request::Parts) -> Verdict {
         Verdict::Continue
     }
@@ -124,15 +148,15 @@ pub struct Summary {
 /// Builds the ordered stage list for a config snapshot. Stages run in this
 /// order for requests; `on_log` runs for all of them. Also returns the
 /// rate limiter's bucket store, which the next snapshot takes over
-/// (`previous_buckets`).
+/// (`previous_buckets`), and its Redis connection.
 pub fn build_stages(
     config: &Config,
     metrics: &Arc<Metrics>,
     routes_labels: &[String],
     access_log: AccessLog,
-    previous_buckets: Option<&Arc<MemoryStore>>,
+    previous_buckets: Option<&Stores>,
     bans: &Arc<BanList>,
-) -> (Vec<Box<dyn Stage>>, Option<Arc<MemoryStore>>) {
+) -> (Vec<Box<dyn Stage>>, Option<Stores>) {
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     // Request-path stages in order: ipfilter, then (to come) ratelimit, waf.
     if let Some(filter) = IpFilter::new(config, metrics) {
@@ -140,7 +164,7 @@ pub fn build_stages(
     }
     let mut buckets = None;
     if let Some(limiter) = RateLimiter::new(config, metrics, previous_buckets, bans) {
-        buckets = Some(Arc::clone(limiter.store()));
+        buckets = Some(limiter.stores().clone());
         stages.push(Box::new(limiter));
     }
     stages.push(Box::new(metrics.route_stage(routes_labels)));

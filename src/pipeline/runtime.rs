@@ -25,7 +25,7 @@ pub struct Runtime {
     pub trusted: TrustedProxies,
     pub metrics: Arc<Metrics>,
     /// The rate limiter's buckets, handed on to the next snapshot.
-    buckets: Option<Arc<crate::ratelimit::store::MemoryStore>>,
+    buckets: Option<crate::ratelimit::stage::Stores>,
     /// Banned clients; handed on to the next snapshot.
     pub bans: Arc<crate::ratelimit::ban::BanList>,
 }

@@ -5,5 +5,6 @@
 
 pub mod ban;
 pub mod bucket;
+pub mod redis;
 pub mod stage;
 pub mod store;

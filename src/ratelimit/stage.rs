@@ -9,16 +9,22 @@ use http::{HeaderName, HeaderValue, request};
 
 use super::ban::{BanList, BanPolicy};
 use super::bucket::{Clock, Decision, SystemClock};
+use super::redis::{RedisStore, StoreError};
 use super::store::MemoryStore;
 use crate::admin::metrics::Metrics;
-use crate::config::{Config, LimitConfig, LimitKey};
-use crate::pipeline::{RequestCtx, Stage, Verdict};
+use crate::config::{Config, LimitConfig, LimitKey, RateLimitConfig, RedisFallback};
+use crate::pipeline::{RequestCtx, Resume, Stage, Verdict};
 use crate::server::respond::{ProxyError, RateLimited};
 use prometheus_client::metrics::counter::Counter;
 
 const NANOS: u64 = 1_000_000_000;
 
 pub struct RateLimiter {
+    inner: Arc<Limiter>,
+}
+
+/// Everything a decision needs, shared with decisions waiting on Redis.
+struct Limiter {
     limits: Vec<LimitConfig>,
     /// Where repeat offenders are banned, and when.
     ban: Option<(Arc<BanList>, BanPolicy)>,
@@ -30,23 +36,60 @@ pub struct RateLimiter {
     /// `RateLimit` (neither changes).
     policies: Vec<HeaderValue>,
     names: Vec<String>,
-    /// Per limit: its name for the access log, and its 429 counter.
+    /// Per limit: its name for the access log, its 429 counter, and its
+    /// counter of decisions Redis could not make.
     labels: Vec<Arc<str>>,
     refused: Vec<Counter>,
+    redis_errors: Vec<Counter>,
     /// Whether allowed responses carry the `RateLimit` fields.
     headers: bool,
-    store: Arc<MemoryStore>,
+    stores: Stores,
     clock: Arc<dyn Clock>,
+}
+
+/// Where buckets live: this instance's memory, and Redis for limits with
+/// `store = "redis"`. A reload hands them to the next snapshot's limiter.
+#[derive(Clone)]
+pub struct Stores {
+    pub memory: Arc<MemoryStore>,
+    pub redis: Option<Arc<RedisStore>>,
+}
+
+impl Stores {
+    /// The stores for `config`, reusing `previous` where its settings are
+    /// unchanged (a reload keeps every client's state and the Redis
+    /// connection).
+    fn for_config(config: &RateLimitConfig, previous: Option<&Stores>) -> Stores {
+        let memory = match previous {
+            Some(p) if p.memory.max_keys() == config.max_keys => Arc::clone(&p.memory),
+            _ => Arc::new(MemoryStore::new(config.max_keys)),
+        };
+        let shared = config.limits.iter().any(|l| l.shared.is_some());
+        let redis = config.redis.as_ref().filter(|_| shared).and_then(|wanted| {
+            match previous.and_then(|p| p.redis.as_ref()) {
+                Some(store) if store.config() == wanted => Some(Arc::clone(store)),
+                _ => match RedisStore::new(wanted) {
+                    Ok(store) => Some(Arc::new(store)),
+                    // The url was checked with the config; should it still
+                    // fail, shared limits fall back as if Redis were down.
+                    Err(e) => {
+                        tracing::error!(error = %e, "rate-limit redis url rejected");
+                        None
+                    }
+                },
+            }
+        });
+        Stores { memory, redis }
+    }
 }
 
 impl RateLimiter {
     /// The stage for `config`'s limits, if it has any.
-    /// `previous` is the store of the snapshot this one replaces: a reload
-    /// keeps it (and every client's state) unless `max_keys` changed.
+    /// `previous` holds the stores of the snapshot this one replaces.
     pub fn new(
         config: &Config,
         metrics: &Metrics,
-        previous: Option<&Arc<MemoryStore>>,
+        previous: Option<&Stores>,
         bans: &Arc<BanList>,
     ) -> Option<RateLimiter> {
         Self::with_clock(
@@ -61,19 +104,19 @@ impl RateLimiter {
     pub fn with_clock(
         config: &Config,
         metrics: &Metrics,
-        previous: Option<&Arc<MemoryStore>>,
+        previous: Option<&Stores>,
         bans: &Arc<BanList>,
         clock: Arc<dyn Clock>,
     ) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
-        let store = match previous {
-            Some(store) if store.max_keys() == rl.max_keys => Arc::clone(store),
-            _ => Arc::new(MemoryStore::new(rl.max_keys)),
+        let fallback_label = |l: &LimitConfig| match l.shared {
+            Some(RedisFallback::Closed) => "closed",
+            _ => "open",
         };
-        Some(RateLimiter {
+        let inner = Limiter {
             ban: rl.ban.map(|policy| (Arc::clone(bans), policy)),
             ids: rl.limits.iter().map(limit_id).collect(),
-            store,
+            stores: Stores::for_config(rl, previous),
             labels: rl
                 .limits
                 .iter()
@@ -84,46 +127,224 @@ impl RateLimiter {
                 .iter()
                 .map(|l| metrics.ratelimit_refused(&l.name))
                 .collect(),
+            redis_errors: rl
+                .limits
+                .iter()
+                .map(|l| metrics.ratelimit_redis_errors(&l.name, fallback_label(l)))
+                .collect(),
             policies: rl.limits.iter().map(policy).collect(),
             names: rl.limits.iter().map(quoted_name).collect(),
             limits: rl.limits.clone(),
             headers: rl.headers,
             clock,
+        };
+        Some(RateLimiter {
+            inner: Arc::new(inner),
         })
     }
 
-    /// The bucket store, for the snapshot that replaces this one.
-    pub fn store(&self) -> &Arc<MemoryStore> {
-        &self.store
+    /// The bucket stores, for the snapshot that replaces this one.
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+}
+
+/// The running outcome of a request's limits, in order.
+#[derive(Default)]
+struct Tally {
+    /// The limit that refused the request and its decision.
+    refused: Option<(usize, Decision)>,
+    /// A limit that fails closed could not be checked.
+    unavailable: Option<usize>,
+    /// The allowed limit closest to refusing.
+    closest: Option<(usize, Decision)>,
+}
+
+impl Tally {
+    /// Records one limit's decision; false once the request is refused
+    /// (limits after it are not charged).
+    fn record(&mut self, index: usize, decision: Decision) -> bool {
+        if !decision.allowed {
+            self.refused = Some((index, decision));
+            return false;
+        }
+        if self
+            .closest
+            .is_none_or(|(_, c)| decision.remaining < c.remaining)
+        {
+            self.closest = Some((index, decision));
+        }
+        true
+    }
+}
+
+/// One applicable limit and the request's keys for it.
+struct Charge {
+    index: usize,
+    /// The key in this instance's memory store.
+    memory_key: Vec<u8>,
+    /// The key in Redis, for shared limits: readable and the same on every
+    /// instance.
+    shared_key: Option<Vec<u8>>,
+}
+
+impl Limiter {
+    /// The charges of every limit that applies to the request, in order. A
+    /// limit whose key the request lacks (no such header or cookie) does
+    /// not apply.
+    fn charges(&self, ctx: &RequestCtx, head: &request::Parts) -> Vec<Charge> {
+        let mut charges = Vec::new();
+        for (index, limit) in self.limits.iter().enumerate() {
+            if !applies(limit, ctx) {
+                continue;
+            }
+            let mut memory_key = Vec::with_capacity(48);
+            memory_key.extend_from_slice(&self.ids[index].to_le_bytes());
+            if !subject(limit, ctx, head, &mut memory_key, false) {
+                continue;
+            }
+            let shared_key = limit.shared.map(|_| {
+                let mut key = Vec::with_capacity(64);
+                key.extend_from_slice(limit.name.as_bytes());
+                key.push(b':');
+                subject(limit, ctx, head, &mut key, true);
+                key
+            });
+            charges.push(Charge {
+                index,
+                memory_key,
+                shared_key,
+            });
+        }
+        charges
     }
 
-    /// The key of the limit with id `id` for this request; None when the
-    /// request has no such value (no header, no cookie): the limit does
-    /// not apply.
-    fn key(
-        id: u64,
-        limit: &LimitConfig,
-        ctx: &RequestCtx,
-        head: &request::Parts,
-    ) -> Option<Vec<u8>> {
-        let mut key = Vec::with_capacity(48);
-        key.extend_from_slice(&id.to_le_bytes());
-        let ip = |key: &mut Vec<u8>| match ctx.client_ip.to_canonical() {
+    fn take_memory(&self, charge: &Charge, now: u64) -> Decision {
+        let rate = &self.limits[charge.index].rate;
+        self.stores.memory.take(&charge.memory_key, rate, now)
+    }
+
+    /// Decides charges that need no Redis, in order, until one does (its
+    /// position is returned) or the request is refused.
+    fn decide_local(&self, charges: &[Charge], tally: &mut Tally, now: u64) -> Option<usize> {
+        for (position, charge) in charges.iter().enumerate() {
+            if charge.shared_key.is_some() {
+                return Some(position);
+            }
+            if !tally.record(charge.index, self.take_memory(charge, now)) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Decides the remaining charges, asking Redis for shared ones.
+    async fn decide_shared(&self, charges: &[Charge], tally: &mut Tally) {
+        for charge in charges {
+            let decision = match (&charge.shared_key, &self.stores.redis) {
+                (None, _) => self.take_memory(charge, self.clock.now_nanos()),
+                (Some(key), redis) => {
+                    let rate = &self.limits[charge.index].rate;
+                    let outcome = match redis {
+                        Some(redis) => redis.take(key, rate).await,
+                        None => Err(StoreError::Down),
+                    };
+                    match outcome {
+                        Ok(decision) => decision,
+                        Err(e) => {
+                            self.redis_errors[charge.index].inc();
+                            tracing::debug!(limit = %self.labels[charge.index], error = %e, "rate-limit redis failed");
+                            if self.limits[charge.index].shared == Some(RedisFallback::Closed) {
+                                tally.unavailable = Some(charge.index);
+                                return;
+                            }
+                            self.take_memory(charge, self.clock.now_nanos())
+                        }
+                    }
+                }
+            };
+            if !tally.record(charge.index, decision) {
+                return;
+            }
+        }
+    }
+
+    /// Turns the tally into the verdict, recording it on the request.
+    fn finish(&self, tally: Tally, ctx: &mut RequestCtx) -> Verdict {
+        if let Some(index) = tally.unavailable {
+            ctx.ratelimit_refused = Some(Arc::clone(&self.labels[index]));
+            return Verdict::Reject(ProxyError::LimitUnavailable);
+        }
+        if let Some((index, decision)) = tally.refused {
+            ctx.ratelimit_refused = Some(Arc::clone(&self.labels[index]));
+            self.refused[index].inc();
+            if let Some((bans, policy)) = &self.ban
+                && bans.strike(ctx.client_ip, self.clock.now_nanos(), policy)
+            {
+                tracing::warn!(client = %ctx.client_ip, "client banned after repeated refusals");
+            }
+            return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
+                retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
+                policy: self.policies[index].clone(),
+                state: state(&self.names[index], &decision),
+            })));
+        }
+        // Allowed responses carry the state of the limit closest to
+        // refusing (added without reading the response head).
+        if self.headers
+            && let Some((index, d)) = tally.closest
+        {
+            ctx.response_headers
+                .push((RATELIMIT_POLICY, self.policies[index].clone()));
+            ctx.response_headers
+                .push((RATELIMIT, state(&self.names[index], &d)));
+        }
+        Verdict::Continue
+    }
+}
+
+/// Appends what a limit counts the request by (its address, address and
+/// route, header or cookie value) to `key`; false when the request has no
+/// such value. `text` spells addresses out (for keys people read in Redis).
+fn subject(
+    limit: &LimitConfig,
+    ctx: &RequestCtx,
+    head: &request::Parts,
+    key: &mut Vec<u8>,
+    text: bool,
+) -> bool {
+    let ip = |key: &mut Vec<u8>| {
+        let ip = ctx.client_ip.to_canonical();
+        if text {
+            key.extend_from_slice(ip.to_string().as_bytes());
+            return;
+        }
+        match ip {
             std::net::IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
             std::net::IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
-        };
-        match &limit.key {
-            LimitKey::ClientIp => ip(&mut key),
-            LimitKey::ClientIpRoute => {
-                ip(&mut key);
+        }
+    };
+    match &limit.key {
+        LimitKey::ClientIp => ip(key),
+        LimitKey::ClientIpRoute => {
+            ip(key);
+            if text {
+                key.extend_from_slice(format!("@{}", ctx.route.unwrap_or(usize::MAX)).as_bytes());
+            } else {
                 key.push(0);
                 key.extend_from_slice(&ctx.route.unwrap_or(usize::MAX).to_le_bytes());
             }
-            LimitKey::Header(name) => key.extend_from_slice(head.headers.get(name)?.as_bytes()),
-            LimitKey::Cookie(name) => key.extend_from_slice(cookie(head, name)?),
         }
-        Some(key)
+        LimitKey::Header(name) => match head.headers.get(name) {
+            Some(value) => key.extend_from_slice(value.as_bytes()),
+            None => return false,
+        },
+        LimitKey::Cookie(name) => match cookie(head, name) {
+            Some(value) => key.extend_from_slice(value),
+            None => return false,
+        },
     }
+    true
 }
 
 /// A limit's identity for its bucket keys.
@@ -191,51 +412,30 @@ impl Stage for RateLimiter {
     }
 
     /// Takes a token from every applicable limit, in order; the first that
-    /// has none answers 429 (limits after it are not charged).
+    /// has none answers 429 (limits after it are not charged). Limits kept
+    /// in memory decide at once; from the first shared one on, the
+    /// decision waits for Redis.
     fn on_request(&self, ctx: &mut RequestCtx, head: &request::Parts) -> Verdict {
-        let now = self.clock.now_nanos();
-        if let Some((bans, _)) = &self.ban
+        let limiter = &self.inner;
+        let now = limiter.clock.now_nanos();
+        if let Some((bans, _)) = &limiter.ban
             && bans.is_banned(ctx.client_ip, now)
         {
             ctx.ratelimit_refused = Some(Arc::from("banned"));
             return Verdict::Reject(ProxyError::Forbidden("banned"));
         }
-        let mut closest: Option<(usize, Decision)> = None;
-        for (index, limit) in self.limits.iter().enumerate() {
-            if !applies(limit, ctx) {
-                continue;
-            }
-            let Some(key) = Self::key(self.ids[index], limit, ctx, head) else {
-                continue;
-            };
-            let decision = self.store.take(&key, &limit.rate, now);
-            if !decision.allowed {
-                ctx.ratelimit_refused = Some(Arc::clone(&self.labels[index]));
-                self.refused[index].inc();
-                if let Some((bans, policy)) = &self.ban
-                    && bans.strike(ctx.client_ip, now, policy)
-                {
-                    tracing::warn!(client = %ctx.client_ip, "client banned after repeated refusals");
-                }
-                return Verdict::Reject(ProxyError::TooManyRequests(Box::new(RateLimited {
-                    retry_after_secs: decision.retry_after.div_ceil(NANOS).max(1),
-                    policy: self.policies[index].clone(),
-                    state: state(&self.names[index], &decision),
-                })));
-            }
-            if self.headers && closest.is_none_or(|(_, c)| decision.remaining < c.remaining) {
-                closest = Some((index, decision));
-            }
-        }
-        // Allowed responses carry the state of the limit closest to
-        // refusing (added without reading the response head).
-        if let Some((index, d)) = closest {
-            ctx.response_headers
-                .push((RATELIMIT_POLICY, self.policies[index].clone()));
-            ctx.response_headers
-                .push((RATELIMIT, state(&self.names[index], &d)));
-        }
-        Verdict::Continue
+        let charges = limiter.charges(ctx, head);
+        let mut tally = Tally::default();
+        let Some(first_shared) = limiter.decide_local(&charges, &mut tally, now) else {
+            return limiter.finish(tally, ctx);
+        };
+        let limiter = Arc::clone(&self.inner);
+        Verdict::Wait(Box::pin(async move {
+            limiter
+                .decide_shared(&charges[first_shared..], &mut tally)
+                .await;
+            Box::new(move |ctx: &mut RequestCtx| limiter.finish(tally, ctx)) as Resume
+        }))
     }
 }
 

@@ -34,6 +34,10 @@ pub enum ProxyError {
     OriginError(StatusCode),
     #[error("too many requests")]
     TooManyRequests(Box<RateLimited>),
+    /// A limit that fails closed could not be checked (its Redis is down
+    /// or slow).
+    #[error("rate limit could not be checked")]
+    LimitUnavailable,
 }
 
 /// What a 429 tells the client: when to come back and the limit's state
@@ -59,6 +63,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginError(status) => *status,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -113,6 +118,9 @@ pub fn error_response(
         );
         headers.insert("ratelimit-policy", limited.policy.clone());
         headers.insert("ratelimit", limited.state.clone());
+    }
+    if let ProxyError::LimitUnavailable = err {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod ratelimit;
+mod ratelimit_redis;
 mod routing;
 mod seclang_sts;
 mod tls;
