@@ -336,15 +336,32 @@ fn subject(
             }
         }
         LimitKey::Header(name) => match head.headers.get(name) {
-            Some(value) => key.extend_from_slice(value.as_bytes()),
+            Some(value) => client_value(key, value.as_bytes(), text),
             None => return false,
         },
         LimitKey::Cookie(name) => match cookie(head, name) {
-            Some(value) => key.extend_from_slice(value),
+            Some(value) => client_value(key, value, text),
             None => return false,
         },
     }
     true
+}
+
+/// Header and cookie values longer than this are kept in Redis as their
+/// digest, so a client cycling through huge values cannot make Redis hold
+/// kilobytes per key.
+const LONGEST_SHARED_VALUE: usize = 64;
+
+fn client_value(key: &mut Vec<u8>, value: &[u8], text: bool) {
+    if !text || value.len() <= LONGEST_SHARED_VALUE {
+        key.extend_from_slice(value);
+        return;
+    }
+    use sha1::Digest;
+    key.extend_from_slice(b"sha1:");
+    for byte in sha1::Sha1::digest(value) {
+        key.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
 }
 
 /// A limit's identity for its bucket keys.

@@ -239,3 +239,51 @@ fn broken_redis_settings_are_reported_as_file_line() {
         )],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_api_key_is_kept_in_redis_as_its_digest() {
+    let redis = RedisServer::start().await;
+    let origin = Origin::named("ok").await;
+    let limits = "[[ratelimit.limits]]\nname = \"api\"\nkey = \"header:X-Api-Key\"\nrate = \"1/h\"\n\
+                  store = \"redis\"\n";
+    let proxy = Proxy::start(&config(origin.addr, &redis.url(), "2s", limits)).await;
+    let huge = "k".repeat(4000);
+    let with_key = |key: String| {
+        let addr = proxy.addr;
+        async move {
+            get(addr, "site.test", "/", &[("x-api-key", key.as_str())])
+                .await
+                .status
+        }
+    };
+    assert_eq!(with_key(huge.clone()).await, 200);
+    assert_eq!(
+        with_key(huge.clone()).await,
+        429,
+        "the digest is the bucket"
+    );
+    assert_eq!(
+        with_key(format!("{huge}x")).await,
+        200,
+        "another value, another bucket"
+    );
+    assert_eq!(with_key("short".into()).await, 200);
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("palisade:rl:api:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys[2], "palisade:rl:api:short");
+    for long in &keys[..2] {
+        let digest = long.strip_prefix("palisade:rl:api:sha1:").unwrap_or("");
+        assert!(
+            digest.len() == 40 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "long values are stored as a 40-digit digest: {long}"
+        );
+    }
+}
