@@ -13,7 +13,7 @@ use super::redis::{RedisStore, StoreError};
 use super::store::MemoryStore;
 use crate::admin::metrics::Metrics;
 use crate::config::{Config, LimitConfig, LimitKey, RateLimitConfig, RedisFallback};
-use crate::pipeline::{RequestCtx, Resume, Stage, Verdict};
+use crate::pipeline::{RequestCtx, Resume, Stage, Summary, Verdict};
 use crate::server::respond::{ProxyError, RateLimited};
 use prometheus_client::metrics::counter::Counter;
 
@@ -454,7 +454,103 @@ impl Stage for RateLimiter {
             Box::new(move |ctx: &mut RequestCtx| limiter.finish(tally, ctx)) as Resume
         }))
     }
+
+    /// A request the WAF blocked counts toward a ban like a refusal here:
+    /// the WAF runs after this stage, so the strike is taken once the
+    /// request is done.
+    fn on_log(&self, ctx: &RequestCtx, _summary: &Summary) {
+        if ctx.waf_verdict == Some(WAF_BLOCKED)
+            && let Some((bans, policy)) = &self.inner.ban
+            && bans.strike(ctx.client_ip, self.inner.clock.now_nanos(), policy)
+        {
+            tracing::warn!(client = %ctx.client_ip, "client banned after repeated WAF blocks");
+        }
+    }
 }
+
+/// `RequestCtx::waf_verdict` of a request the WAF refused.
+pub const WAF_BLOCKED: &str = "blocked";
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ratelimit::bucket::ManualClock;
+
+    fn limiter(clock: &ManualClock, bans: &Arc<BanList>) -> RateLimiter {
+        let text = "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n\
+                    [[routes]]\nupstream = \"a\"\n\
+                    [[ratelimit.limits]]\nrate = \"1000/s\"\n\
+                    [ratelimit.ban]\nafter = 3\nwithin = \"1m\"\nduration = \"10m\"\n";
+        let config = Config::from_str_at(Path::new("t.toml"), text).unwrap();
+        let metrics = Metrics::new();
+        RateLimiter::with_clock(&config, &metrics, None, bans, Arc::new(clock.clone())).unwrap()
+    }
+
+    fn request(ip: &str) -> (RequestCtx, request::Parts) {
+        let (head, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let ctx = RequestCtx {
+            id: HeaderValue::from_static("t"),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_ip: ip.parse().unwrap(),
+            started: Instant::now(),
+            method: http::Method::GET,
+            host: "site.test".into(),
+            path: "/".into(),
+            http_version: http::Version::HTTP_11,
+            route: Some(0),
+            upstream_server: None,
+            cache_status: None,
+            waf_verdict: None,
+            ipfilter_denied: None,
+            ratelimit_refused: None,
+            response_headers: Vec::new(),
+            bytes_in: 0,
+        };
+        (ctx, head)
+    }
+
+    const DONE: Summary = Summary {
+        status: 403,
+        bytes_out: 0,
+        duration: Duration::ZERO,
+        aborted: false,
+    };
+
+    #[test]
+    fn waf_blocks_count_toward_a_ban() {
+        let clock = ManualClock::default();
+        let bans = Arc::new(BanList::default());
+        let stage = limiter(&clock, &bans);
+        let blocked = "192.0.2.7".parse().unwrap();
+        for strike in 1..=3 {
+            let (mut ctx, head) = request("192.0.2.7");
+            assert!(matches!(
+                stage.on_request(&mut ctx, &head),
+                Verdict::Continue
+            ));
+            ctx.waf_verdict = Some(WAF_BLOCKED);
+            stage.on_log(&ctx, &DONE);
+            assert_eq!(bans.is_banned(blocked, clock.now_nanos()), strike == 3);
+        }
+        let (mut ctx, head) = request("192.0.2.7");
+        assert!(matches!(
+            stage.on_request(&mut ctx, &head),
+            Verdict::Reject(ProxyError::Forbidden("banned"))
+        ));
+        // Requests the WAF let through never count.
+        for _ in 0..10 {
+            let (mut ctx, _) = request("192.0.2.8");
+            ctx.waf_verdict = Some("passed");
+            stage.on_log(&ctx, &DONE);
+        }
+        assert!(!bans.is_banned("192.0.2.8".parse().unwrap(), clock.now_nanos()));
+        clock.advance(Duration::from_secs(601));
+        assert!(!bans.is_banned(blocked, clock.now_nanos()), "bans end");
+    }
+}
