@@ -109,9 +109,12 @@ impl RateLimiter {
         clock: Arc<dyn Clock>,
     ) -> Option<RateLimiter> {
         let rl = config.ratelimit.as_ref().filter(|r| !r.limits.is_empty())?;
-        let fallback_label = |l: &LimitConfig| match l.shared {
-            Some(RedisFallback::Closed) => "closed",
-            _ => "open",
+        // Only shared limits get a series; the others' counter is never
+        // touched and never exported.
+        let redis_errors = |l: &LimitConfig| match l.shared {
+            Some(RedisFallback::Closed) => metrics.ratelimit_redis_errors(&l.name, "closed"),
+            Some(RedisFallback::Open) => metrics.ratelimit_redis_errors(&l.name, "open"),
+            None => Counter::default(),
         };
         let inner = Limiter {
             ban: rl.ban.map(|policy| (Arc::clone(bans), policy)),
@@ -127,11 +130,7 @@ impl RateLimiter {
                 .iter()
                 .map(|l| metrics.ratelimit_refused(&l.name))
                 .collect(),
-            redis_errors: rl
-                .limits
-                .iter()
-                .map(|l| metrics.ratelimit_redis_errors(&l.name, fallback_label(l)))
-                .collect(),
+            redis_errors: rl.limits.iter().map(redis_errors).collect(),
             policies: rl.limits.iter().map(policy).collect(),
             names: rl.limits.iter().map(quoted_name).collect(),
             limits: rl.limits.clone(),
