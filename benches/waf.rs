@@ -13,6 +13,11 @@ use palisade::waf::seclang;
 use palisade::waf::tx::Transaction;
 use palisade::waf::tx::request::RequestData;
 
+// The allocator the palisade binary ships with (src/main.rs), so the
+// numbers are those of the engine as it runs in the proxy.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn crs_files() -> Vec<PathBuf> {
     let crs = std::env::var_os("PALISADE_CRS_DIR")
         .map(PathBuf::from)
