@@ -156,6 +156,16 @@ impl Operator {
         match self {
             Operator::Rx(re) | Operator::RxGlobal(re) => match captures {
                 None => re.is_match(input),
+                // Without groups the whole match is all there is to keep,
+                // and `find` gets it without the slower capture engine.
+                Some(out) if re.captures_len() == 1 => match re.find(input) {
+                    None => false,
+                    Some(m) => {
+                        out.clear();
+                        out.push(m.as_bytes().to_vec());
+                        true
+                    }
+                },
                 Some(out) => match re.captures(input) {
                     None => false,
                     Some(caps) => {
