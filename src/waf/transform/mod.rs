@@ -205,7 +205,14 @@ impl Transform {
     /// finding that out costs a byte scan instead of a copy and a compare.
     /// `false` means only "not proven"; `apply` then does the work.
     pub(crate) fn leaves_unchanged(self, input: &[u8]) -> bool {
-        let none_of = |set: &[u8]| !input.iter().any(|b| set.contains(b));
+        // memchr's vector search: these checks run on every value of
+        // every chain, and a byte loop over a set showed in profiles.
+        let none_of = |set: &[u8]| match *set {
+            [a] => memchr::memchr(a, input).is_none(),
+            [a, b] => memchr::memchr2(a, b, input).is_none(),
+            [a, b, c] => memchr::memchr3(a, b, c, input).is_none(),
+            _ => !input.iter().any(|b| set.contains(b)),
+        };
         match self {
             Transform::UrlDecode | Transform::UrlDecodeUni => none_of(b"%+"),
             Transform::HtmlEntityDecode => none_of(b"&"),
@@ -213,9 +220,9 @@ impl Transform {
                 none_of(b"\\")
             }
             Transform::Utf8ToUnicode => input.is_ascii(),
-            Transform::RemoveCommentsChar => none_of(b"/*-#<"),
-            Transform::ReplaceComments => !input.windows(2).any(|w| w == b"/*"),
-            Transform::RemoveComments => none_of(b"/-#<") && !input.is_empty(),
+            Transform::RemoveCommentsChar => none_of(b"/*-") && none_of(b"#<"),
+            Transform::ReplaceComments => memchr::memmem::find(input, b"/*").is_none(),
+            Transform::RemoveComments => none_of(b"/-#") && none_of(b"<") && !input.is_empty(),
             Transform::SqlHexDecode => !input
                 .windows(2)
                 .any(|w| w[0] == b'0' && (w[1] | 0x20) == b'x'),
