@@ -39,6 +39,9 @@ pub enum Selector {
 pub struct KeyRegex {
     pub pattern: String,
     pub regex: Arc<regex::bytes::Regex>,
+    /// For `^literal` (as in CRS's `TX:/^header_name_920450_/`, tried on
+    /// every TX variable), the literal: a prefix test without the regex.
+    prefix: Option<Box<[u8]>>,
 }
 
 impl KeyRegex {
@@ -47,10 +50,29 @@ impl KeyRegex {
             .case_insensitive(true)
             .size_limit(crate::waf::operator::REGEX_SIZE_LIMIT)
             .build()?;
+        let prefix = pattern
+            .strip_prefix('^')
+            .filter(|lit| {
+                lit.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .map(|lit| lit.as_bytes().into());
         Ok(KeyRegex {
             pattern: pattern.to_string(),
             regex: Arc::new(regex),
+            prefix,
         })
+    }
+
+    /// Whether `key` matches, without ASCII case.
+    #[inline]
+    pub fn is_match(&self, key: &[u8]) -> bool {
+        match &self.prefix {
+            Some(lit) => key
+                .get(..lit.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(lit)),
+            None => self.regex.is_match(key),
+        }
     }
 }
 
@@ -213,6 +235,37 @@ impl Default for EngineSettings {
             component_signatures: Vec::new(),
             argument_separator: b'&',
             collection_timeout: 3600,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyRegex;
+
+    #[test]
+    fn a_literal_prefix_key_regex_matches_as_its_regex_does() {
+        for pattern in ["^header_name_920450_", "^x-", "^a", "^ab-c", "^ab.c", "^a$", "id"] {
+            let key = KeyRegex::new(pattern).unwrap();
+            for name in [
+                "header_name_920450_host",
+                "HEADER_NAME_920450_HOST",
+                "header_name_92045",
+                "x-forwarded",
+                "X-Real-Ip",
+                "ab-cd",
+                "abxc",
+                "a",
+                "",
+                "bid",
+                "xheader_name_920450_",
+            ] {
+                assert_eq!(
+                    key.is_match(name.as_bytes()),
+                    key.regex.is_match(name.as_bytes()),
+                    "{pattern} on {name}"
+                );
+            }
         }
     }
 }

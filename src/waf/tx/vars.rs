@@ -37,7 +37,7 @@ pub(super) fn accepts(selector: &Selector, key: &[u8]) -> bool {
     match selector {
         Selector::All => true,
         Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
-        Selector::Regex(re) => re.regex.is_match(key),
+        Selector::Regex(re) => re.is_match(key),
         Selector::XPath(_) => false,
     }
 }
