@@ -184,6 +184,23 @@ fn by_bit() -> &'static [Option<(Transform, ByteSet)>; 64] {
     })
 }
 
+/// The transformations of `mask` that may change a value whose bytes are
+/// `presence` (those with no triggers always may); the rest leave it
+/// unchanged but for case.
+pub fn triggered_by(mask: u64, presence: &ByteSet) -> u64 {
+    let mut rest = mask;
+    let mut triggered = 0;
+    while rest != 0 {
+        let index = rest.trailing_zeros();
+        rest &= rest - 1;
+        match by_bit()[index as usize] {
+            Some((_, triggers)) if !presence.intersects(&triggers) => {}
+            _ => triggered |= 1u64 << index,
+        }
+    }
+    triggered
+}
+
 /// Which transformations leave a value unchanged but for ASCII case,
 /// worked out lazily, one transformation at a time, as chains ask.
 #[derive(Debug, Default, Clone, Copy)]

@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit};
+use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit, triggered_by};
 use super::super::rule::RuleSet;
 use super::super::transform::Transform;
 use super::request::Pair;
@@ -29,13 +29,19 @@ pub struct ValueMemo {
     summaries: Vec<Option<Summary>>,
 }
 
-/// What holds for every value of a list: which transformations leave all
-/// of them unchanged but for case, and the union of their raw scans. A
-/// rule whose chain is made of those transformations and whose literal no
-/// value holds skips the whole list in one test.
+/// What holds for every value of a list, learnt only as rules ask: the
+/// union of their bytes; which transformations leave all of them unchanged
+/// but for case; the union of their raw scans. A rule whose chain is made
+/// of such transformations and whose literal no value holds skips the
+/// whole list in one test. The byte union alone settles most rules (a
+/// literal's rarest byte is in no value), so the scans are often never
+/// needed, and a transformation none of whose trigger bytes any value
+/// holds is transparent without looking at a value.
 struct Summary {
+    presence: ByteSet,
+    known: u64,
     transparent: u64,
-    hits: Hits,
+    hits: Option<Hits>,
 }
 
 #[derive(Default)]
@@ -131,17 +137,62 @@ impl ValueMemo {
         ) else {
             return false;
         };
-        let summary = self.summary(group, list, names, rules);
-        mask & !summary.transparent == 0 && !hit(&summary.hits, any)
-    }
-
-    fn summary(&mut self, group: u16, list: &[Pair], names: bool, rules: &RuleSet) -> &Summary {
         let index = usize::from(group);
         if self.summaries.len() <= index {
             self.summaries.resize_with(index + 1, || None);
         }
         let slots = grown(&mut self.groups, group, list.len());
-        self.summaries[index].get_or_insert_with(|| summarise(slots, list, names, rules))
+        fn value(pair: &Pair, names: bool) -> &[u8] {
+            if names { &pair.0 } else { &pair.1 }
+        }
+        let summary = self.summaries[index].get_or_insert_with(|| Summary {
+            presence: list
+                .iter()
+                .zip(slots.iter_mut())
+                .fold(ByteSet::default(), |all, (pair, slot)| {
+                    all.union(slot.presence(value(pair, names)))
+                }),
+            known: 0,
+            transparent: 0,
+            hits: None,
+        });
+        let unknown = mask & !summary.known;
+        if unknown != 0 {
+            let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
+            let undecided = unknown & !transparent;
+            if undecided != 0 {
+                transparent |= list
+                    .iter()
+                    .zip(slots.iter_mut())
+                    .fold(undecided, |all, (pair, slot)| {
+                        let v = value(pair, names);
+                        let presence = slot.presence(v);
+                        all & slot.transparency.of(undecided, v, &presence)
+                    });
+            }
+            summary.known |= unknown;
+            summary.transparent |= transparent;
+        }
+        if mask & !summary.transparent != 0 {
+            return false;
+        }
+        if !rules.prefilter.may_hit(&summary.presence, any) {
+            return true;
+        }
+        let hits = summary.hits.get_or_insert_with(|| {
+            let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
+            for (pair, slot) in list.iter().zip(slots.iter_mut()) {
+                let v = value(pair, names);
+                let raw = slot
+                    .raw_hits
+                    .get_or_insert_with(|| rules.prefilter.scan(v));
+                for (a, one) in all.iter_mut().zip(raw.iter()) {
+                    *a |= one;
+                }
+            }
+            all.into_boxed_slice()
+        });
+        !hit(hits, any)
     }
 
     /// The slots of list `group`, at least `len` of them.
@@ -166,28 +217,6 @@ fn grown(groups: &mut Vec<Vec<Slot>>, group: u16, len: usize) -> &mut [Slot] {
         list.resize_with(len, Slot::default);
     }
     list
-}
-
-fn summarise(slots: &mut [Slot], list: &[Pair], names: bool, rules: &RuleSet) -> Summary {
-    let mut transparent = u64::MAX;
-    let mut hits = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
-    for ((k, v), slot) in list.iter().zip(slots) {
-        let value: &[u8] = if names { k } else { v };
-        let presence = slot.presence(value);
-        transparent &= slot
-            .transparency
-            .of(rules.used_transforms, value, &presence);
-        let raw = slot
-            .raw_hits
-            .get_or_insert_with(|| rules.prefilter.scan(value));
-        for (all, one) in hits.iter_mut().zip(raw.iter()) {
-            *all |= one;
-        }
-    }
-    Summary {
-        transparent,
-        hits: hits.into_boxed_slice(),
-    }
 }
 
 impl Slot {
