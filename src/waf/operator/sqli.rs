@@ -54,15 +54,20 @@ pub fn prepare() {
 
 /// What the proof needs from libinjection's table.
 struct Table {
-    /// Word (upper-case) to token type, fingerprints left out.
-    types: Map<u8>,
-    /// Words that are part of a multi-word keyword.
-    components: Map<()>,
+    /// Word (upper-case) to its token type, fingerprints left out, and
+    /// whether it is part of a multi-word keyword: one lookup per word.
+    words: Map<Entry>,
     /// The multi-word keywords, split into their words.
     phrases: Vec<Vec<&'static [u8]>>,
     /// Indexed by a set of types (see `type_bit`): whether the set spells
     /// some blacklisted fingerprint.
     spells_blacklisted: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    token_type: Option<u8>,
+    component: bool,
 }
 
 /// The token types this alphabet can produce, case folded as
@@ -73,8 +78,7 @@ const REACHABLE: &[u8] = b"KUBETFN1VO&A";
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut types = Map::default();
-        let mut components = Map::default();
+        let mut words: Map<Entry> = Map::default();
         let mut phrases = Vec::new();
         let mut sets: Vec<u16> = Vec::new();
         for k in SQL_KEYWORDS {
@@ -89,21 +93,20 @@ fn table() -> &'static Table {
                 sets.extend(set);
                 continue;
             }
-            types.insert(k.word.as_bytes(), k.token_type);
+            words.entry(k.word.as_bytes()).or_default().token_type = Some(k.token_type);
             if k.word.contains(' ') {
-                let words: Vec<&[u8]> = k.word.split(' ').map(str::as_bytes).collect();
-                for w in &words {
-                    components.insert(*w, ());
+                let parts: Vec<&[u8]> = k.word.split(' ').map(str::as_bytes).collect();
+                for w in &parts {
+                    words.entry(*w).or_default().component = true;
                 }
-                phrases.push(words);
+                phrases.push(parts);
             }
         }
         let spells_blacklisted = (0..1u32 << REACHABLE.len())
             .map(|have| sets.iter().any(|set| u32::from(*set) & !have == 0))
             .collect();
         Table {
-            types,
-            components,
+            words,
             phrases,
             spells_blacklisted,
         }
@@ -119,26 +122,19 @@ fn type_bit(token_type: u8) -> u16 {
         .map_or(0, |i| 1 << i)
 }
 
-/// The word's type in the table (upper-cased lookup), if it has one.
-fn word_type(word: &[u8]) -> Option<u8> {
+/// The word's type in the table (upper-cased lookup), if it has one;
+/// a word that is part of a multi-word keyword is noted in `present`.
+fn word_type(word: &[u8], present: &mut Vec<[u8; 32]>) -> Option<u8> {
     let mut upper = [0u8; 32];
     // Longer than any entry: a plain bareword.
     let buf = upper.get_mut(..word.len())?;
     buf.copy_from_slice(word);
     buf.make_ascii_uppercase();
-    table().types.get(&*buf).copied()
-}
-
-fn is_component(word: &[u8], present: &mut Vec<[u8; 32]>) {
-    let mut upper = [0u8; 32];
-    let Some(buf) = upper.get_mut(..word.len()) else {
-        return;
-    };
-    buf.copy_from_slice(word);
-    buf.make_ascii_uppercase();
-    if table().components.contains_key(&*buf) && !present.contains(&upper) {
+    let entry = table().words.get(&*buf).copied()?;
+    if entry.component && !present.contains(&upper) {
         present.push(upper);
     }
+    entry.token_type
 }
 
 /// Tokens a SQL type folds into (it is dropped before them).
@@ -169,8 +165,7 @@ pub fn cannot_be_sqli(input: &[u8]) -> bool {
             // the number).
             for i in (1..word.len()).filter(|i| !word[*i].is_ascii_digit()) {
                 let tail = &word[i..];
-                is_component(tail, &mut present);
-                match word_type(tail) {
+                match word_type(tail, &mut present) {
                     Some(b'A') => return false,
                     Some(b't') => pending_sql_type = true,
                     Some(t) => types |= type_bit(t) | in_as_bareword(t, tail),
@@ -178,8 +173,7 @@ pub fn cannot_be_sqli(input: &[u8]) -> bool {
                 }
             }
         } else {
-            is_component(word, &mut present);
-            let t = word_type(word).unwrap_or(b'n');
+            let t = word_type(word, &mut present).unwrap_or(b'n');
             if t == b'A' {
                 // COLLATE: turns the next bareword into a SQL type.
                 return false;
