@@ -245,7 +245,15 @@ mod tests {
 
     #[test]
     fn a_literal_prefix_key_regex_matches_as_its_regex_does() {
-        for pattern in ["^header_name_920450_", "^x-", "^a", "^ab-c", "^ab.c", "^a$", "id"] {
+        for pattern in [
+            "^header_name_920450_",
+            "^x-",
+            "^a",
+            "^ab-c",
+            "^ab.c",
+            "^a$",
+            "id",
+        ] {
             let key = KeyRegex::new(pattern).unwrap();
             for name in [
                 "header_name_920450_host",

@@ -161,14 +161,14 @@ impl ValueMemo {
             let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
             let undecided = unknown & !transparent;
             if undecided != 0 {
-                transparent |= list
-                    .iter()
-                    .zip(slots.iter_mut())
-                    .fold(undecided, |all, (pair, slot)| {
-                        let v = value(pair, names);
-                        let presence = slot.presence(v);
-                        all & slot.transparency.of(undecided, v, &presence)
-                    });
+                transparent |=
+                    list.iter()
+                        .zip(slots.iter_mut())
+                        .fold(undecided, |all, (pair, slot)| {
+                            let v = value(pair, names);
+                            let presence = slot.presence(v);
+                            all & slot.transparency.of(undecided, v, &presence)
+                        });
             }
             summary.known |= unknown;
             summary.transparent |= transparent;
@@ -183,9 +183,7 @@ impl ValueMemo {
             let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
             for (pair, slot) in list.iter().zip(slots.iter_mut()) {
                 let v = value(pair, names);
-                let raw = slot
-                    .raw_hits
-                    .get_or_insert_with(|| rules.prefilter.scan(v));
+                let raw = slot.raw_hits.get_or_insert_with(|| rules.prefilter.scan(v));
                 for (a, one) in all.iter_mut().zip(raw.iter()) {
                     *a |= one;
                 }
