@@ -287,3 +287,60 @@ async fn a_huge_api_key_is_kept_in_redis_as_its_digest() {
         );
     }
 }
+
+/// The ids of the other clients connected to the redis behind `conn`.
+async fn other_clients(conn: &mut redis::aio::MultiplexedConnection) -> Vec<u64> {
+    let own: u64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut ids: Vec<u64> = list
+        .lines()
+        .filter_map(|line| line.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .filter(|id| *id != own)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_redis_connection_unless_the_server_changes() {
+    let first = RedisServer::start().await;
+    let second = RedisServer::start().await;
+    let origin = Origin::named("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    let write = |url: &str| {
+        let limits =
+            "[[ratelimit.limits]]\nname = \"fleet\"\nrate = \"100/h\"\nstore = \"redis\"\n";
+        let text = config(origin.addr, url, "2s", limits) + "[log]\naccess = \"off\"\n";
+        std::fs::write(&path, text).unwrap()
+    };
+    write(&first.url());
+    let proxy = Proxy::from_config(palisade::config::Config::load(&path).unwrap()).await;
+    assert_eq!(from(&proxy, "/", "192.0.2.1").await.status, 200);
+    let client = redis::Client::open(first.url()).unwrap();
+    let mut watcher = client.get_multiplexed_async_connection().await.unwrap();
+    let connected = other_clients(&mut watcher).await;
+    assert_eq!(connected.len(), 1, "one connection from the proxy");
+
+    assert_eq!(reload(proxy.admin).await.status, 200);
+    assert_eq!(from(&proxy, "/", "192.0.2.1").await.status, 200);
+    assert_eq!(
+        other_clients(&mut watcher).await,
+        connected,
+        "the same connection after a reload that keeps [ratelimit.redis]"
+    );
+
+    write(&second.url());
+    assert_eq!(reload(proxy.admin).await.status, 200);
+    assert_eq!(from(&proxy, "/", "192.0.2.1").await.status, 200);
+    let (value, _) = redis_key(&second.url(), "palisade:rl:fleet:192.0.2.1").await;
+    assert!(value.is_some(), "decisions moved to the new server");
+}
