@@ -54,7 +54,8 @@ fn limit(
 ) -> Option<LimitConfig> {
     let span = raw.span();
     let raw = raw.get_ref();
-    let shared = store(raw, has_redis, diag)?;
+    // Checked first, used last: its error does not hide the others.
+    let shared = store(raw, has_redis, diag);
     let key = match &raw.key {
         None => LimitKey::ClientIp,
         Some(k) => match parse_key(k.get_ref()) {
@@ -110,7 +111,7 @@ fn limit(
         rate,
         path_prefix: path_prefix(raw.path_prefix.as_ref(), diag),
         methods,
-        shared,
+        shared: shared?,
     })
 }
 
