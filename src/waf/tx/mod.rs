@@ -686,20 +686,22 @@ impl Transaction {
             }
         }
         if rule.log || rule.msg.is_some() {
-            let msg = rule
-                .msg
-                .as_ref()
-                .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
-                .unwrap_or_default();
-            let data = rule
-                .logdata
-                .as_ref()
-                .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
-                .unwrap_or_default();
             if let Some(sev) = rule.severity {
                 self.highest_severity = Some(self.highest_severity.map_or(sev, |h| h.min(sev)));
             }
+            // The message and data are only for the log: a `nolog` rule
+            // (CRS's setup rules) does not pay for expanding them.
             if rule.log {
+                let msg = rule
+                    .msg
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                    .unwrap_or_default();
+                let data = rule
+                    .logdata
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                    .unwrap_or_default();
                 self.matches.push(RuleMatch {
                     id: rule.id,
                     phase: rule.phase,
@@ -770,7 +772,7 @@ impl Transaction {
         let Some(key) = COLLECTIONS.iter().copied().find(|c| c == collection) else {
             return;
         };
-        let var = String::from_utf8_lossy(&name.expand(self)).to_ascii_lowercase();
+        let var = lowercase_name(name.expand(self));
         let new_value = match sv {
             SetVar::Delete { .. } => None,
             SetVar::Set { value, .. } => Some(value.expand(self)),
@@ -958,6 +960,13 @@ impl Resolve for Transaction {
         });
         first
     }
+}
+
+/// A variable name as collections key it: lower case, in the buffer the
+/// expansion made (invalid UTF-8 replaced, as ModSecurity's names are text).
+fn lowercase_name(mut name: Vec<u8>) -> String {
+    name.make_ascii_lowercase();
+    String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
