@@ -70,6 +70,26 @@ impl Template {
         out
     }
 
+    /// The references, as (collection upper-cased, key as written).
+    pub fn references(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref { collection, key } => Some((collection.as_str(), key.as_deref())),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The text before the first reference (all of it when there is none).
+    pub fn leading_text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.extend_from_slice(t),
+                Part::Ref { .. } => break,
+            }
+        }
+        out
+    }
+
     pub fn expand(&self, resolver: &dyn Resolve) -> Vec<u8> {
         let mut out = Vec::new();
         for part in &self.parts {

@@ -4,6 +4,7 @@
 //! `seclang` reads rule files, `transform` holds the transformations.
 
 pub mod collections;
+pub mod fold;
 pub mod macros;
 pub mod operator;
 pub mod prefilter;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::fold;
 use super::macros::Template;
 use super::operator::Operator;
 use super::prefilter::{Prefilter, PrefilterBuilder, Slots, chain_mask};
@@ -14,6 +15,8 @@ use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
 use super::transform::{self, Transform};
+use super::tx::request::RequestData;
+use super::tx::{Transaction, VarMap};
 
 /// What stops (or settles) a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +118,7 @@ pub enum Step {
 }
 
 /// A compiled rule set: settings and, per phase 1–5, its steps in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     pub settings: EngineSettings,
     pub phases: [Vec<Step>; 5],
@@ -126,6 +129,11 @@ pub struct RuleSet {
     pub chain_masks: Vec<Option<u64>>,
     /// The transformations any chain uses.
     pub used_transforms: u64,
+    /// TX as the rules folded at load leave it (see `fold`): where every
+    /// transaction starts.
+    pub initial_tx: VarMap,
+    /// Rules evaluated at load (and rules they skip), gone from `phases`.
+    pub folded_rules: usize,
 }
 
 impl RuleSet {
@@ -135,11 +143,12 @@ impl RuleSet {
         RuleSet::compile_with(source, true)
     }
 
-    /// `compile`, with the prefilter off when `prefilter` is false: every
-    /// operator then runs on every value. The verdicts must not differ
-    /// (the prefilter only skips what cannot match); this is how that is
-    /// checked.
-    pub fn compile_with(source: RuleSource, prefilter_on: bool) -> Result<RuleSet, Vec<Diag>> {
+    /// `compile`, with its optimisations off when `optimise` is false:
+    /// no prefilter (every operator runs on every value) and no folding
+    /// (every rule runs in every transaction; see `fold`). The verdicts
+    /// must not differ (both only skip what cannot change them); this is
+    /// how that is checked.
+    pub fn compile_with(source: RuleSource, optimise: bool) -> Result<RuleSet, Vec<Diag>> {
         let mut phases: [Vec<Step>; 5] = Default::default();
         let mut errors = Vec::new();
         let mut rule_count = 0;
@@ -156,7 +165,7 @@ impl RuleSet {
                 Item::Rule(ast) => match compile_rule(&ast, None) {
                     Ok(mut rule) => {
                         number_chains(&mut rule, &mut chains);
-                        if prefilter_on {
+                        if optimise {
                             assign_slots(&mut rule, &mut prefilter);
                         }
                         rule_count += 1;
@@ -177,18 +186,34 @@ impl RuleSet {
             chain_masks[*id as usize] = chain_mask(chain);
             used_transforms |= chain_mask(chain).unwrap_or(0);
         }
-        if errors.is_empty() {
-            Ok(RuleSet {
-                settings: source.settings,
-                phases,
-                rule_count,
-                prefilter,
-                chain_masks,
-                used_transforms,
-            })
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let rules = RuleSet {
+            settings: source.settings,
+            phases,
+            rule_count,
+            prefilter,
+            chain_masks,
+            used_transforms,
+            initial_tx: VarMap::default(),
+            folded_rules: 0,
+        };
+        Ok(if optimise { rules.folded() } else { rules })
+    }
+
+    /// This rule set with its constant rules evaluated (see `fold`).
+    fn folded(self) -> RuleSet {
+        let rules = Arc::new(self);
+        let dummy = Transaction::new(Arc::clone(&rules), RequestData::default(), String::new());
+        let folded = fold::fold(&rules.phases, dummy);
+        // Nothing else holds it now (the transaction is gone), so this
+        // does not copy.
+        let mut rules = Arc::unwrap_or_clone(rules);
+        rules.phases = folded.phases;
+        rules.initial_tx = folded.tx;
+        rules.folded_rules = folded.folded + folded.dropped;
+        rules
     }
 }
 

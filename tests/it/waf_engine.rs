@@ -387,26 +387,81 @@ fn prefilter_never_hides_a_literal_that_transformations_reveal() {
     );
 }
 
-/// The prefilter only skips what cannot match: CRS at paranoia level 4
-/// (every rule on), compiled with and without it, fires the same rules
-/// with the same scores on attacks of every family and on benign traffic.
+/// Rules that read only constants are evaluated at load ("folded"); a
+/// transaction must not be able to tell. Here a gate (3) that skips rule
+/// 4 is folded unless something can stop it from running: a request can
+/// remove it (`ctl:ruleRemoveById`, 2), and then rule 4 must run. Setup
+/// values (1) are in TX from the start; a value a request decides (10)
+/// keeps the rule that reads it (11) in place.
 #[test]
-fn prefilter_changes_no_crs_verdict() {
-    let compile = |prefilter: bool| {
+fn folding_a_gate_respects_a_ctl_that_removes_it() {
+    let text = "SecRuleEngine On\n\
+        SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+        SecRule ARGS:exempt \"@streq yes\" \"id:2,phase:1,pass,nolog,ctl:ruleRemoveById=3\"\n\
+        SecRule TX:level \"@lt 2\" \"id:3,phase:1,pass,nolog,skipAfter:END\"\n\
+        SecRule ARGS \"@rx attack\" \"id:4,phase:1,deny,status:403\"\n\
+        SecMarker END\n\
+        SecRule ARGS:mode \"@rx .\" \"id:10,phase:1,pass,nolog,setvar:tx.mode=%{ARGS.mode}\"\n\
+        SecRule TX:mode \"@streq strict\" \"id:11,phase:1,pass,nolog,skipAfter:END2\"\n\
+        SecRule ARGS \"@rx attack\" \"id:12,phase:1,deny,status:406\"\n\
+        SecMarker END2\n";
+    let compile = |optimise: bool| {
+        let source = seclang::load_str("test.conf", text).unwrap_or_else(|e| panic!("{e:?}"));
+        Arc::new(RuleSet::compile_with(source, optimise).unwrap_or_else(|e| panic!("{e:?}")))
+    };
+    let (folded, plain) = (compile(true), compile(false));
+    assert!(folded.folded_rules >= 1, "the setup rule is folded");
+    for (query, expected) in [
+        ("q=attack", Some(406)),
+        ("q=attack&exempt=yes", Some(403)),
+        ("q=attack&mode=strict", None),
+        ("q=attack&mode=strict&exempt=yes", Some(403)),
+        ("q=fine", None),
+    ] {
+        for rules in [&folded, &plain] {
+            let (status, tx) = verdict(rules, request("GET", &format!("/?{query}"), &[], ""));
+            assert_eq!(status, expected, "{query}");
+            assert_eq!(tx.tx_var("level"), Some(&b"1"[..]), "{query}");
+        }
+    }
+}
+
+/// The prefilter and load-time folding only skip what cannot change a
+/// verdict: CRS at paranoia levels 1 (most rules skipped by folded
+/// gates) and 4 (every rule on), compiled with and without them, fires
+/// the same rules and leaves the same TX variables, through all five
+/// phases, on attacks of every family, on benign traffic and on a request
+/// CRS exempts with `ctl:ruleRemoveByTag` (the Apache pinger, 905100).
+#[test]
+fn optimisations_change_no_crs_verdict() {
+    for paranoia in [1, 4] {
+        optimised_and_plain_crs_agree(paranoia);
+    }
+}
+
+fn optimised_and_plain_crs_agree(paranoia: u8) {
+    let compile = |optimise: bool| {
         let dir = tempfile::tempdir().unwrap();
         let engine = dir.path().join("engine.conf");
         std::fs::write(
             &engine,
-            "SecRuleEngine DetectionOnly\nSecRequestBodyAccess On\n\
-             SecAction \"id:900000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=4\"\n",
+            format!(
+                "SecRuleEngine DetectionOnly\nSecRequestBodyAccess On\n\
+                 SecResponseBodyAccess On\n\
+                 SecAction \"id:900000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level={paranoia}\"\n"
+            ),
         )
         .unwrap();
         let mut files = vec![engine];
         files.extend(crs_files());
         let source = seclang::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
-        Arc::new(RuleSet::compile_with(source, prefilter).unwrap_or_else(|e| panic!("{e:?}")))
+        Arc::new(RuleSet::compile_with(source, optimise).unwrap_or_else(|e| panic!("{e:?}")))
     };
     let (with, without) = (compile(true), compile(false));
+    assert!(
+        with.folded_rules > 0 && without.folded_rules == 0,
+        "folding is on only when optimising"
+    );
     let mut fired_total = 0;
     let queries = [
         "q=blue+shoes&page=2",
@@ -446,22 +501,53 @@ fn prefilter_changes_no_crs_verdict() {
             let len = body.len().to_string();
             headers.push(("Content-Length", &len));
             let target = format!("/a/b.php?{query}");
-            let run = |rules: &Arc<RuleSet>| {
-                let (_, tx) = verdict(rules, request(method, &target, &headers, body));
-                let mut fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
-                fired.sort_unstable();
-                let score = tx
-                    .tx_var("blocking_inbound_anomaly_score")
-                    .map(<[u8]>::to_vec);
-                (fired, score)
-            };
-            let (a, b) = (run(&with), run(&without));
-            assert_eq!(a, b, "{method} {target}: with the prefilter vs without");
+            let req = request(method, &target, &headers, body);
+            let (a, b) = (all_phases(&with, req.clone()), all_phases(&without, req));
+            assert_eq!(a, b, "PL{paranoia} {method} {target}: optimised vs plain");
             fired_total += a.0.len();
         }
     }
-    assert!(
-        fired_total > 200,
-        "the attacks fired only {fired_total} rules"
+    // Apache's internal dummy connection: CRS removes its own rules for
+    // it (905110), gates included.
+    let mut pinger = request(
+        "OPTIONS",
+        "*",
+        &[("User-Agent", "Apache (internal dummy connection)")],
+        "",
     );
+    pinger.remote_addr = "127.0.0.1".into();
+    let (a, b) = (
+        all_phases(&with, pinger.clone()),
+        all_phases(&without, pinger),
+    );
+    assert_eq!(
+        a, b,
+        "PL{paranoia} the dummy connection: optimised vs plain"
+    );
+    assert!(
+        a.1.iter()
+            .all(|(name, _)| !name.starts_with("header_name_")),
+        "CRS's rules ran for the dummy connection"
+    );
+    assert!(
+        fired_total > 100 * usize::from(paranoia),
+        "the attacks fired only {fired_total} rules at PL{paranoia}"
+    );
+}
+
+/// The rules a request fires through all five phases (with a response
+/// that leaks a password file), and the TX variables it leaves.
+fn all_phases(rules: &Arc<RuleSet>, req: RequestData) -> (Vec<u64>, Vec<(String, Vec<u8>)>) {
+    let (_, mut tx) = verdict(rules, req);
+    tx.process_response_headers(
+        200,
+        b"HTTP/1.1",
+        vec![(b"Content-Type".to_vec(), b"text/html".to_vec())],
+    );
+    tx.append_response_body(b"<html>root:x:0:0:root:/root:/bin/bash</html>");
+    tx.process_response_body();
+    tx.process_logging();
+    let mut fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
+    fired.sort_unstable();
+    (fired, tx.tx_vars())
 }

@@ -67,6 +67,11 @@ pub enum TextOp {
 }
 
 impl Operator {
+    /// Whether evaluating it changes the transaction's state (GEO).
+    pub fn writes_state(&self) -> bool {
+        matches!(self, Operator::GeoLookup)
+    }
+
     /// Compiles operator `name` (canonical) with `param`. Files named by
     /// `pmFromFile` and `ipMatchFromFile` are relative to `base`.
     pub fn compile(name: &str, param: &str, base: &Path) -> Result<Operator, String> {

@@ -249,7 +249,7 @@ impl Transparency {
 pub type Hits = Box<[u64]>;
 
 /// The automaton over every prefiltered rule's literals.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prefilter {
     automaton: Option<AhoCorasick>,
     /// Per literal (the automaton's pattern id), the slots that need it.

@@ -64,6 +64,12 @@ impl KeyRegex {
         })
     }
 
+    /// The literal every matching key starts with (any case), when the
+    /// pattern is `^literal`.
+    pub fn literal_prefix(&self) -> Option<&[u8]> {
+        self.prefix.as_deref()
+    }
+
     /// Whether `key` matches, without ASCII case.
     #[inline]
     pub fn is_match(&self, key: &[u8]) -> bool {

@@ -117,6 +117,13 @@ struct Collections {
 }
 
 impl Collections {
+    /// TX as the rules folded at load left it (see `fold`), the rest empty.
+    fn starting_with(tx: &VarMap) -> Collections {
+        let mut collections = Collections::default();
+        collections.maps[0].clone_from(tx);
+        collections
+    }
+
     fn get(&self, var: &Var) -> Option<&VarMap> {
         COLLECTIONS
             .iter()
@@ -147,6 +154,7 @@ impl Transaction {
     pub fn new(rules: Arc<RuleSet>, request: RequestData, unique_id: String) -> Transaction {
         let mode = rules.settings.mode;
         let request_body_access = rules.settings.request_body_access;
+        let collections = Collections::starting_with(&rules.initial_tx);
         let mut tx = Transaction {
             rules,
             mode,
@@ -162,7 +170,7 @@ impl Transaction {
             request_body_access,
             force_body_variable: false,
             body_truncated: false,
-            collections: Collections::default(),
+            collections,
             matched_var: Vec::new(),
             matched_var_name: String::new(),
             matched_vars: Vec::new(),
@@ -200,6 +208,21 @@ impl Transaction {
 
     pub fn mode(&self) -> EngineMode {
         self.mode
+    }
+
+    /// For `fold`: evaluates a rule (and its chain) as `run_phase` would.
+    pub(super) fn fold_evaluate(&mut self, rule: &Arc<CompiledRule>) -> bool {
+        self.evaluate(rule)
+    }
+
+    /// For `fold`: runs a matched rule's actions.
+    pub(super) fn fold_apply(&mut self, rule: &Arc<CompiledRule>) {
+        self.run_actions(rule);
+    }
+
+    /// For `fold`: the TX variables the folded rules left.
+    pub(super) fn into_tx(mut self) -> VarMap {
+        std::mem::take(self.collections.map_mut(Var::Tx))
     }
 
     /// Phase 1: request headers.
@@ -408,6 +431,19 @@ impl Transaction {
         }
         self.opened.retain(|(v, _)| *v != var);
         self.opened.push((var, key.to_string()));
+    }
+
+    /// Every TX variable, sorted by name (names lower-cased).
+    pub fn tx_vars(&self) -> Vec<(String, Vec<u8>)> {
+        let mut vars: Vec<(String, Vec<u8>)> = self
+            .collections
+            .get(&Var::Tx)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        vars.sort();
+        vars
     }
 
     /// A TX variable's value (names without case).
