@@ -190,6 +190,10 @@ impl Access {
     }
 
     fn link(&mut self, rule: &CompiledRule, first: bool) {
+        if rule.chain.is_some() && !rule.set_vars.is_empty() {
+            // Runs while the rule is tested, matched in the end or not.
+            self.side_effects = true;
+        }
         for spec in &rule.variables {
             self.variable(spec);
             if first && is_matched(spec.var) {

@@ -138,6 +138,21 @@ fn crs_passes_a_benign_browser_request() {
     );
 }
 
+/// httpoxy: a `Proxy` request header is on CRS's restricted list. Rule
+/// 920450 captures each header name in its chain starter, sets a TX
+/// variable from the capture, and tests those variables in its chain link:
+/// the starter's `setvar` must have run by then.
+#[test]
+fn crs_blocks_the_httpoxy_proxy_header() {
+    let rules = crs();
+    let mut headers = browser_headers();
+    headers.push(("Proxy", "http://evil.example:8080"));
+    let (status, tx) = verdict(&rules, request("GET", "/cgi-bin/app", &headers, ""));
+    let fired: Vec<u64> = tx.matches.iter().map(|m| m.id).collect();
+    assert!(fired.contains(&920450), "fired: {fired:?}");
+    assert_eq!(status, Some(403), "fired: {fired:?}");
+}
+
 #[test]
 fn crs_blocks_sql_injection_and_xss_through_its_anomaly_score() {
     let rules = crs();

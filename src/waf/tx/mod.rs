@@ -555,9 +555,18 @@ impl Transaction {
                     .iter()
                     .any(|(f, spec)| f.matches(rule) && Self::excluded_by(var, key, spec))
         };
+        // A link followed by more of its chain runs its `setvar`s for each
+        // value it matches, with that value's captures, before the next
+        // link is tested (ModSecurity's and Coraza's order; CRS 920450
+        // tests in its chain the variables its starter sets).
+        let per_match = rule.chain.is_some() && !rule.set_vars.is_empty();
+        let mut each: Vec<(usize, Captures)> = Vec::new();
         let mut record = |var: Var, key: Option<&[u8]>, value: &[u8], caps: Captures| {
             matched_any = true;
             found.push((Self::value_name(var, key), value.to_vec()));
+            if per_match {
+                each.push((found.len() - 1, caps.clone()));
+            }
             if rule.capture && captured.is_none() {
                 captured = Some(caps);
             }
@@ -669,6 +678,23 @@ impl Transaction {
                 }
             });
         }
+        if matched_any && per_match {
+            for (at, caps) in each {
+                if rule.capture {
+                    let tx = self.collections.map_mut(Var::Tx);
+                    for (i, c) in caps.into_iter().enumerate() {
+                        tx.insert(i.to_string(), c);
+                    }
+                }
+                if let Some((name, value)) = found.get(at) {
+                    self.matched_var_name.clone_from(name);
+                    self.matched_var.clone_from(value);
+                }
+                for sv in &rule.set_vars {
+                    self.set_var(sv);
+                }
+            }
+        }
         if matched_any {
             if let Some(caps) = captured {
                 let tx = self.collections.map_mut(Var::Tx);
@@ -695,8 +721,11 @@ impl Transaction {
                 let key = String::from_utf8_lossy(&key.expand(self)).into_owned();
                 self.init_collection(*var, &key);
             }
-            for sv in &link.set_vars {
-                self.set_var(sv);
+            // A link with more chain after it ran its own per match.
+            if link.chain.is_none() {
+                for sv in &link.set_vars {
+                    self.set_var(sv);
+                }
             }
             for (name, value) in &link.set_env {
                 let value = value.expand(self);
