@@ -8,7 +8,9 @@
 //! Actions of a matching rule run once per rule (after its whole chain
 //! matched), in order: captures as the operator matches (so later links of
 //! a chain can use them), then `setvar`, `setenv`, `ctl`, the log entry,
-//! and last the disruptive action.
+//! and last the disruptive action. The exception: a link followed by more
+//! of its chain runs its `setvar`s for each value it matches, before the
+//! next link is tested, whether or not the chain matches in the end.
 
 mod memo;
 pub mod request;
