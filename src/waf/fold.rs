@@ -423,7 +423,7 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
                 && !access.reads_other
                 && !access.side_effects
                 && !kept.writes.touches_any(&access.reads)
-                && !rule_has_geo(rule);
+                && !writes_state(rule);
             if candidate {
                 if !dummy.fold_evaluate(rule) {
                     // It cannot match: it does nothing, in any transaction
@@ -505,8 +505,9 @@ fn effective(rule: &CompiledRule) -> &Disruptive {
     }
 }
 
-/// `@geoLookup` writes GEO: not a constant rule.
-fn rule_has_geo(rule: &CompiledRule) -> bool {
+/// Whether an operator of the chain changes the transaction (`@geoLookup`
+/// fills GEO): not a constant rule.
+fn writes_state(rule: &CompiledRule) -> bool {
     let mut link = Some(rule);
     while let Some(l) = link {
         if l.operator.writes_state() {

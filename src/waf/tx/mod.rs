@@ -122,7 +122,7 @@ impl Collections {
     /// TX as the rules folded at load left it (see `fold`), the rest empty.
     fn starting_with(tx: &VarMap) -> Collections {
         let mut collections = Collections::default();
-        collections.maps[0].clone_from(tx);
+        collections.map_mut(Var::Tx).clone_from(tx);
         collections
     }
 
@@ -683,10 +683,7 @@ impl Transaction {
         if matched_any && per_match {
             for (at, caps) in each {
                 if rule.capture {
-                    let tx = self.collections.map_mut(Var::Tx);
-                    for (i, c) in caps.into_iter().enumerate() {
-                        tx.insert(i.to_string(), c);
-                    }
+                    self.set_captures(caps);
                 }
                 if let Some((name, value)) = found.get(at) {
                     self.matched_var_name.clone_from(name);
@@ -699,10 +696,7 @@ impl Transaction {
         }
         if matched_any {
             if let Some(caps) = captured {
-                let tx = self.collections.map_mut(Var::Tx);
-                for (i, c) in caps.into_iter().enumerate() {
-                    tx.insert(i.to_string(), c);
-                }
+                self.set_captures(caps);
             }
             if let Some((name, value)) = found.last() {
                 self.matched_var_name.clone_from(name);
@@ -713,6 +707,14 @@ impl Transaction {
         found.clear();
         self.spare_matches = found;
         matched_any
+    }
+
+    /// `capture`: the operator's groups into TX:0–TX:9.
+    fn set_captures(&mut self, caps: Captures) {
+        let tx = self.collections.map_mut(Var::Tx);
+        for (i, c) in caps.into_iter().enumerate() {
+            tx.insert(i.to_string(), c);
+        }
     }
 
     fn run_actions(&mut self, rule: &Arc<CompiledRule>) {
