@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod framing;

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Decisions Redis could not make (down, slow, error), by limit and the
     /// fallback taken (`open` or `closed`).
     ratelimit_redis_errors: Family<Labels, Counter>,
+    /// The cache's counters and gauges (one set: there is one store).
+    pub cache: crate::cache::CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -76,6 +78,7 @@ impl Metrics {
             ipfilter_denied_countries: Family::default(),
             ratelimit_refused: Family::default(),
             ratelimit_redis_errors: Family::default(),
+            cache: crate::cache::CacheMetrics::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -154,6 +157,54 @@ impl Metrics {
                 "Rate-limit decisions Redis could not make, by limit and fallback",
                 m.ratelimit_redis_errors.clone(),
             );
+            let c = &m.cache;
+            r.register(
+                "cache_hits",
+                "Requests answered from the cache",
+                c.hits.clone(),
+            );
+            r.register(
+                "cache_misses",
+                "Cacheable requests that went to the origin",
+                c.misses.clone(),
+            );
+            r.register(
+                "cache_stale_served",
+                "Stale responses served (max-stale, stale-while-revalidate, stale-if-error)",
+                c.stale_served.clone(),
+            );
+            r.register(
+                "cache_coalesced_waiters",
+                "Requests that waited for another request's origin fetch",
+                c.coalesced_waiters.clone(),
+            );
+            r.register(
+                "cache_revalidations",
+                "Stored responses refreshed by a 304 from the origin",
+                c.revalidations.clone(),
+            );
+            r.register("cache_stores", "Responses stored", c.stores.clone());
+            r.register(
+                "cache_evictions",
+                "Stored responses evicted to keep within max_size",
+                c.evictions.clone(),
+            );
+            r.register(
+                "cache_invalidations",
+                "URIs invalidated by unsafe requests (RFC 9111 section 4.4)",
+                c.invalidations.clone(),
+            );
+            r.register(
+                "cache_purged",
+                "URIs removed through the admin purge endpoint",
+                c.purged.clone(),
+            );
+            r.register(
+                "cache_bytes_stored",
+                "Bytes the stored responses take, as weighed",
+                c.bytes_stored.clone(),
+            );
+            r.register("cache_entries", "URIs stored", c.entries.clone());
         }
         m
     }

@@ -1,9 +1,11 @@
 //! The admin listener (its own address, loopback by default):
 //! `GET /metrics` (Prometheus text), `GET /healthz`, `POST /reload`,
-//! `GET /bans` (JSON) and `DELETE /bans/ADDRESS`.
+//! `GET /bans` (JSON), `DELETE /bans/ADDRESS` and `POST /purge` (see
+//! `purge.rs`).
 //! It is never reachable through the proxy listeners.
 
 pub mod metrics;
+mod purge;
 mod sharded;
 
 use std::convert::Infallible;
@@ -42,7 +44,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(answer(&server, req)) }
+                async move {
+                    if req.method() == Method::POST && req.uri().path() == "/purge" {
+                        return Ok::<_, Infallible>(purge::answer(&server, req).await);
+                    }
+                    Ok::<_, Infallible>(answer(&server, req))
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -71,7 +78,7 @@ fn answer(server: &Weak<Server>, req: Request<Incoming>) -> Response<ResponseBod
         },
         (&Method::GET, "/bans") => bans(&server),
         (&Method::DELETE, path) if path.starts_with("/bans/") => lift(&server, &path[6..]),
-        (_, "/metrics" | "/healthz" | "/reload" | "/bans") => {
+        (_, "/metrics" | "/healthz" | "/reload" | "/bans" | "/purge") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -112,7 +119,7 @@ fn lift(server: &Server, address: &str) -> Response<ResponseBody> {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(

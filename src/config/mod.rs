@@ -13,6 +13,7 @@ mod raw;
 pub mod tls;
 pub mod units;
 mod validate;
+mod validate_cache;
 mod validate_ipfilter;
 mod validate_ratelimit;
 mod validate_tls;
@@ -42,6 +43,8 @@ pub struct Config {
     pub ipfilter: Option<IpFilterConfig>,
     /// `[ratelimit]`, when the file has one.
     pub ratelimit: Option<RateLimitConfig>,
+    /// `[cache]`, when the file has one.
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +269,8 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Replaces the global `[ipfilter]` for this route.
     pub ipfilter: Option<IpFilterConfig>,
+    /// How this route caches; `None`: it does not.
+    pub cache: Option<crate::cache::CacheRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub log: Option<S<RawLog>>,
     pub ipfilter: Option<S<RawIpFilter>>,
     pub ratelimit: Option<S<RawRateLimit>>,
+    pub cache: Option<S<RawCache>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +133,8 @@ pub struct RawRoute {
     pub upstream: Option<S<String>>,
     /// This route's own IP filter, in place of the global `[ipfilter]`.
     pub ipfilter: Option<S<RawIpFilter>>,
+    /// This route's cache settings, over the `[cache]` defaults.
+    pub cache: Option<S<RawRouteCache>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,4 +225,47 @@ pub struct RawLimit {
     /// With `store = "redis"`, when Redis fails or is slow: "open" (default;
     /// decide with this instance's own bucket) or "closed" (answer 503).
     pub on_redis_error: Option<S<String>>,
+}
+
+/// `[cache]`: the store and the defaults every route starts from. The
+/// key and policy fields are the ones a route may override in its own
+/// `cache` table (`RawRouteCache`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Routes cache unless they say otherwise (default true).
+    pub enabled: Option<S<bool>>,
+    pub max_size: Option<S<String>>,
+    pub max_object_size: Option<S<String>>,
+    pub coalesce_timeout: Option<S<String>>,
+    pub stale_if_error: Option<S<String>>,
+    /// Request headers whose values become part of the key.
+    pub key_headers: Option<Vec<S<String>>>,
+    /// Cookies whose values become part of the key.
+    pub key_cookies: Option<Vec<S<String>>>,
+    /// Query parameters left out of the key.
+    pub ignore_query_params: Option<Vec<S<String>>>,
+    /// Store responses with Set-Cookie (default false).
+    pub store_set_cookie: Option<S<bool>>,
+    /// Heuristic freshness as a fraction of the time since Last-Modified.
+    pub heuristic_fraction: Option<S<f64>>,
+    pub heuristic_max: Option<S<String>>,
+}
+
+/// Per-route cache settings (`[routes.cache]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub enabled: Option<S<bool>>,
+    /// Request headers whose values become part of the key.
+    pub key_headers: Option<Vec<S<String>>>,
+    /// Cookies whose values become part of the key.
+    pub key_cookies: Option<Vec<S<String>>>,
+    /// Query parameters left out of the key.
+    pub ignore_query_params: Option<Vec<S<String>>>,
+    /// Store responses with Set-Cookie (default false).
+    pub store_set_cookie: Option<S<bool>>,
+    /// Heuristic freshness as a fraction of the time since Last-Modified.
+    pub heuristic_fraction: Option<S<f64>>,
+    pub heuristic_max: Option<S<String>>,
 }

@@ -51,10 +51,11 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
     if raw.routes.is_empty() {
         diag.error(0..0, "no [[routes]]: every request would get 404");
     }
+    let cache = super::validate_cache::cache(raw.cache.as_ref(), diag);
     let routes = raw
         .routes
         .iter()
-        .filter_map(|r| route(r, &names, &base, diag))
+        .filter_map(|r| route(r, &names, cache.as_ref(), &base, diag))
         .collect();
     let log = log(raw.log, &base, diag);
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), &base, diag);
@@ -67,6 +68,7 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
         log,
         ipfilter,
         ratelimit,
+        cache,
     })
 }
 
@@ -325,6 +327,7 @@ fn health_check(raw: &RawHealthCheck, diag: &mut Collector<'_>) -> HealthCheckCo
 fn route(
     raw: &S<RawRoute>,
     upstreams: &HashMap<&str, usize>,
+    cache: Option<&crate::cache::CacheConfig>,
     base: &Path,
     diag: &mut Collector<'_>,
 ) -> Option<RouteConfig> {
@@ -358,11 +361,13 @@ fn route(
         },
     };
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), base, diag);
+    let cache = super::validate_cache::route_cache(raw.cache.as_ref(), cache, diag);
     Some(RouteConfig {
         host,
         path_prefix,
         upstream,
         ipfilter,
+        cache,
     })
 }
 

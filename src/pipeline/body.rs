@@ -22,6 +22,17 @@ pub struct ResponseBody {
     /// header map (see `OriginFields`). They belong to the response head:
     /// writers send them with the fields of the head's map.
     origin_fields: Option<OriginFields>,
+    /// Sees every data frame as it passes (the cache storing a response
+    /// while it streams to the client).
+    sink: Option<Box<dyn BodySink>>,
+}
+
+/// A listener on a streaming body. `data` sees each chunk in order; `end`
+/// runs once the last byte has passed. A body dropped before its end
+/// drops the sink without calling `end`.
+pub trait BodySink: Send + Sync {
+    fn data(&mut self, data: &Bytes);
+    fn end(self: Box<Self>);
 }
 
 enum Inner {
@@ -64,6 +75,7 @@ impl ResponseBody {
             inner: Inner::Full(Some(bytes)),
             log: None,
             origin_fields: None,
+            sink: None,
         }
     }
 
@@ -72,6 +84,7 @@ impl ResponseBody {
             inner: Inner::Full(None),
             log: None,
             origin_fields: None,
+            sink: None,
         }
     }
 
@@ -83,6 +96,7 @@ impl ResponseBody {
             },
             log: None,
             origin_fields: None,
+            sink: None,
         }
     }
 
@@ -95,6 +109,7 @@ impl ResponseBody {
             },
             log: None,
             origin_fields: None,
+            sink: None,
         }
     }
 
@@ -105,6 +120,16 @@ impl ResponseBody {
             self.mark_complete();
         }
         drop(self.log.take());
+    }
+
+    /// Lets `sink` see the rest of this body as it is sent.
+    pub fn attach_sink(&mut self, sink: Box<dyn BodySink>) {
+        self.sink = Some(sink);
+        if self.is_end_stream()
+            && let Some(sink) = self.sink.take()
+        {
+            sink.end();
+        }
     }
 
     pub fn set_origin_fields(&mut self, fields: OriginFields) {
@@ -169,12 +194,28 @@ impl Body for ResponseBody {
             },
         };
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => this.count(frame),
-            Poll::Ready(None) => this.mark_complete(),
-            _ => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                this.count(frame);
+                if let (Some(sink), Some(data)) = (this.sink.as_mut(), frame.data_ref()) {
+                    sink.data(data);
+                }
+            }
+            Poll::Ready(None) => {
+                this.mark_complete();
+                if let Some(sink) = this.sink.take() {
+                    sink.end();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.sink = None,
+            Poll::Pending => {}
         }
         if this.is_end_stream() {
             this.mark_complete();
+            if !matches!(polled, Poll::Ready(Some(Err(_))))
+                && let Some(sink) = this.sink.take()
+            {
+                sink.end();
+            }
         }
         polled
     }

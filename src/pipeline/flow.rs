@@ -18,9 +18,14 @@ use super::request_body::RequestBody;
 use super::request_id;
 use super::router::normalise_host;
 use super::{LocalRuntime, RequestCtx, ResponseBody, Runtime, SharedRuntime, Verdict};
+use crate::cache::exchange::{self, CacheRequest};
+use crate::cache::key as cache_key;
+use crate::framing::OriginFields;
 use crate::server::respond::{ProxyError, error_response};
 use crate::upstream::Outgoing;
-use crate::upstream::headers::{ClientSide, X_REQUEST_ID, clean_response, prepare_request};
+use crate::upstream::headers::{
+    ClientSide, METHOD_OVERRIDES, X_REQUEST_ID, clean_response, prepare_request,
+};
 
 /// The client side of the connection a request came in on.
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ pub async fn handle<B: RequestBody>(
         response_headers: Vec::new(),
         ratelimit_refused: None,
         bytes_in: 0,
+        response_flagged: false,
     };
     let limit = rt.config.server.limits.request_timeout;
     // Every wait below runs against this deadline; no separate timer
@@ -130,9 +136,9 @@ pub async fn handle<B: RequestBody>(
 }
 
 async fn proxy<B: RequestBody>(
-    rt: &Runtime,
+    rt: &LocalRuntime,
     ctx: &mut RequestCtx,
-    mut head: request::Parts,
+    head: request::Parts,
     body: B,
     peer_trusted: bool,
     conn: &ConnInfo,
@@ -178,13 +184,108 @@ async fn proxy<B: RequestBody>(
         }
     }
 
-    let upstream = &rt.upstreams[rt.config.routes[route_index].upstream];
-    let original_host = host_value(&head);
+    let route = Route {
+        index: route_index,
+        peer_trusted,
+        conn: conn.clone(),
+    };
+    if let Some((cache, rules)) = rt.cache_for(route_index)
+        && matches!(head.method, http::Method::GET | http::Method::HEAD)
+    {
+        let request = CacheRequest {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            headers: head.headers,
+            scheme: conn.scheme,
+            host: ctx.host.clone(),
+        };
+        let fetch = OriginFetch {
+            rt: rt.clone(),
+            route,
+            body,
+        };
+        let mut response = exchange::handle(cache, rules, ctx, request, fetch, deadline).await?;
+        for (name, value) in std::mem::take(&mut ctx.response_headers) {
+            response.headers_mut().insert(name, value);
+        }
+        return Ok(response);
+    }
+    let unsafe_method = !head.method.is_safe();
+    let request_uri = head.uri.clone();
+    let (mut parts, fields, body) = forward(rt, ctx, &route, head, body, false, deadline).await?;
+    if unsafe_method && (parts.status.is_success() || parts.status.is_redirection()) {
+        invalidate_after_unsafe(rt, ctx, &route, &request_uri, &parts, fields.as_ref());
+    }
+    let mut fields = fields;
+    if !ctx.response_headers.is_empty() {
+        let added = std::mem::take(&mut ctx.response_headers);
+        if let Some(fields) = fields.as_mut() {
+            fields.retain(|name| {
+                !added
+                    .iter()
+                    .any(|(ours, _)| name.eq_ignore_ascii_case(ours.as_str().as_bytes()))
+            });
+        }
+        for (name, value) in added {
+            parts.headers.insert(name, value);
+        }
+    }
+    let mut body = body;
+    if let Some(fields) = fields {
+        body.set_origin_fields(fields);
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Where a request goes and who sent it: what forwarding needs beyond the
+/// request itself.
+#[derive(Clone)]
+struct Route {
+    index: usize,
+    peer_trusted: bool,
+    conn: ConnInfo,
+}
+
+/// The request as forwarding takes it.
+struct ForwardHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl From<request::Parts> for ForwardHead {
+    fn from(head: request::Parts) -> Self {
+        ForwardHead {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            headers: head.headers,
+        }
+    }
+}
+
+/// Sends the request to the route's upstream and runs the response
+/// stages. The origin's fields stay unparsed (returned apart) unless a
+/// stage reads them or `want_map` asks for them in the head's map.
+async fn forward(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    head: impl Into<ForwardHead>,
+    body: Bytes,
+    want_map: bool,
+    deadline: Instant,
+) -> Result<(http::response::Parts, Option<OriginFields>, ResponseBody), ProxyError> {
+    let mut head: ForwardHead = head.into();
+    let upstream = &rt.upstreams[rt.config.routes[route.index].upstream];
+    let original_host = host_value(&head.headers, &head.uri);
     let side = ClientSide {
         peer_ip: ctx.peer.ip(),
-        peer_ip_value: &conn.peer_ip_value,
-        peer_trusted,
-        scheme: conn.scheme,
+        peer_ip_value: &route.conn.peer_ip_value,
+        peer_trusted: route.peer_trusted,
+        scheme: route.conn.scheme,
         host: original_host.as_ref(),
         version: head.version,
     };
@@ -209,7 +310,7 @@ async fn proxy<B: RequestBody>(
     let outgoing = Outgoing {
         method: head.method.clone(),
         path_and_query,
-        headers: std::mem::take(&mut head.headers),
+        headers: head.headers,
         body,
         client_ip: ctx.client_ip,
     };
@@ -225,7 +326,7 @@ async fn proxy<B: RequestBody>(
     parts.status = origin.status;
     parts.version = origin.version;
     let mut fields = Some(origin.fields);
-    if rt.inspects_responses {
+    if rt.inspects_responses || want_map {
         if let Some(fields) = fields.take() {
             fields.move_into(&mut parts.headers);
         }
@@ -235,27 +336,117 @@ async fn proxy<B: RequestBody>(
             }
         }
     }
-    if !ctx.response_headers.is_empty() {
-        let added = std::mem::take(&mut ctx.response_headers);
-        if let Some(fields) = fields.as_mut() {
-            fields.retain(|name| {
-                !added
-                    .iter()
-                    .any(|(ours, _)| name.eq_ignore_ascii_case(ours.as_str().as_bytes()))
-            });
-        }
-        for (name, value) in added {
-            parts.headers.insert(name, value);
-        }
-    }
-    let body = forwarded.body;
-    let mut body = tokio::time::timeout_at(deadline, first_bytes(&head.method, body))
+    let body = tokio::time::timeout_at(deadline, first_bytes(&head.method, forwarded.body))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout)??;
-    if let Some(fields) = fields {
-        body.set_origin_fields(fields);
+    Ok((parts, fields, body))
+}
+
+/// The cache's way to the origin: forwarding with this request's route,
+/// client and body.
+#[derive(Clone)]
+struct OriginFetch {
+    rt: LocalRuntime,
+    route: Route,
+    body: Bytes,
+}
+
+impl exchange::Fetch for OriginFetch {
+    async fn fetch(
+        &self,
+        ctx: &mut RequestCtx,
+        request: &CacheRequest,
+        mode: exchange::Mode,
+        deadline: Instant,
+    ) -> Result<exchange::Fetched, ProxyError> {
+        let mut headers = request.headers.clone();
+        mode.apply(&mut headers);
+        for name in METHOD_OVERRIDES {
+            headers.remove(name);
+        }
+        let head = ForwardHead {
+            method: request.method.clone(),
+            uri: request.uri.clone(),
+            version: request.version,
+            headers,
+        };
+        let (parts, _, body) = forward(
+            &self.rt,
+            ctx,
+            &self.route,
+            head,
+            self.body.clone(),
+            true,
+            deadline,
+        )
+        .await?;
+        Ok(exchange::Fetched {
+            response: Response::from_parts(parts, body),
+            flagged: ctx.response_flagged,
+        })
     }
-    Ok(Response::from_parts(parts, body))
+
+    fn background_deadline(&self) -> Instant {
+        Instant::now() + self.rt.config.server.limits.request_timeout
+    }
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates its target and
+/// the same-origin URIs in Location and Content-Location.
+fn invalidate_after_unsafe(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    route: &Route,
+    uri: &http::Uri,
+    parts: &http::response::Parts,
+    fields: Option<&OriginFields>,
+) {
+    let Some(cache) = rt.cache.as_ref() else {
+        return;
+    };
+    let scheme = route.conn.scheme;
+    let mut targets = vec![uri.path_and_query().map_or("/", |p| p.as_str()).to_string()];
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let value = match fields {
+            Some(fields) => fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
+                .map(|(_, v)| v.to_vec()),
+            None => parts.headers.get(&name).map(|v| v.as_bytes().to_vec()),
+        };
+        let Some(value) = value.and_then(|v| String::from_utf8(v).ok()) else {
+            continue;
+        };
+        if let Some(target) = same_origin_target(&value, scheme, &ctx.host) {
+            targets.push(target);
+        }
+    }
+    for target in targets {
+        // The key parts of the route the target falls in decide its key.
+        let path = target.split('?').next().unwrap_or("/");
+        let rules = rt
+            .router
+            .find(&ctx.host, path)
+            .and_then(|i| rt.config.routes.get(i))
+            .and_then(|r| r.cache.as_ref());
+        let parts = rules.map(|r| r.key.clone()).unwrap_or_default();
+        cache.invalidate(&cache_key::primary(scheme, &ctx.host, &target, &parts));
+    }
+}
+
+/// A Location or Content-Location value as a path on this origin, or
+/// `None` when it names another origin.
+fn same_origin_target(value: &str, scheme: &str, host: &str) -> Option<String> {
+    let value = value.trim();
+    if value.starts_with('/') && !value.starts_with("//") {
+        return Some(value.to_string());
+    }
+    let uri: http::Uri = value.parse().ok()?;
+    let same = uri.scheme_str() == Some(scheme)
+        && uri
+            .authority()
+            .is_some_and(|a| normalise_host(a.as_str()) == host);
+    same.then(|| uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
 }
 
 /// The 308 that sends a plain-HTTP request to the same URL over HTTPS
@@ -328,10 +519,9 @@ async fn first_bytes(
 
 /// The Host to send upstream: the client's Host header, or for HTTP/2 the
 /// `:authority` (which has no Host header).
-fn host_value(head: &request::Parts) -> Option<HeaderValue> {
-    head.headers.get(header::HOST).cloned().or_else(|| {
-        head.uri
-            .authority()
+fn host_value(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     })
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, request, response};
 
-pub use body::ResponseBody;
+pub use body::{BodySink, ResponseBody};
 pub use flow::{ConnInfo, handle};
 pub use request_body::RequestBody;
 pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
@@ -110,6 +110,9 @@ pub trait Stage: Send + Sync {
 }
 
 /// Everything the pipeline knows about one request as it moves through.
+/// Cloned only for a background cache refresh, which runs the response
+/// stages on behalf of the request that started it.
+#[derive(Clone)]
 pub struct RequestCtx {
     pub id: HeaderValue,
     pub peer: SocketAddr,
@@ -133,6 +136,9 @@ pub struct RequestCtx {
     /// same name) without reading the response head, e.g. `RateLimit`.
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     pub bytes_in: u64,
+    /// A response stage (the WAF's phases 3 and 4) flagged the response:
+    /// the cache never stores it.
+    pub response_flagged: bool,
 }
 
 /// The outcome of a request, handed to `Stage::on_log`.

@@ -79,6 +79,7 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: 0,
             ipfilter: None,
+            cache: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct Runtime {
     buckets: Option<crate::ratelimit::stage::Stores>,
     /// Banned clients; handed on to the next snapshot.
     pub bans: Arc<crate::ratelimit::ban::BanList>,
+    /// The response cache, when `[cache]` is configured. Handed on to the
+    /// next snapshot while its store settings stay the same.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -99,6 +102,17 @@ impl Runtime {
             .map(|u| UpstreamPool::new(u.clone(), &metrics))
             .collect();
         let bans = previous.map_or_else(Default::default, |p| Arc::clone(&p.bans));
+        let cache =
+            config
+                .cache
+                .as_ref()
+                .map(|wanted| match previous.and_then(|p| p.cache.as_ref()) {
+                    Some(kept) if same_store(&kept.config, wanted) => Arc::clone(kept),
+                    _ => Arc::new(crate::cache::Cache::new(
+                        wanted.clone(),
+                        metrics.cache.clone(),
+                    )),
+                });
         let (stages, buckets) = build_stages(
             &config,
             &metrics,
@@ -110,6 +124,7 @@ impl Runtime {
         Ok(Runtime {
             buckets,
             bans,
+            cache,
             inspects_responses: stages.iter().any(|s| s.inspects_response()),
             router: Router::new(&config.routes),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
@@ -118,6 +133,16 @@ impl Runtime {
             metrics,
             config: Arc::new(config),
         })
+    }
+
+    /// The cache and the route's rules, when the route caches.
+    pub fn cache_for(
+        &self,
+        route: usize,
+    ) -> Option<(&Arc<crate::cache::Cache>, &crate::cache::CacheRules)> {
+        let cache = self.cache.as_ref()?;
+        let rules = self.config.routes.get(route)?.cache.as_ref()?;
+        Some((cache, rules))
     }
 
     pub fn error_page(&self) -> Option<&str> {
@@ -133,4 +158,13 @@ fn route_label(route: &crate::config::RouteConfig) -> String {
         HostMatch::Suffix(s) => format!("*{s}"),
     };
     format!("{host}{}", route.path_prefix)
+}
+
+/// Whether a kept store can serve a new `[cache]`: only the settings the
+/// store was built with matter; rules are read per request.
+fn same_store(kept: &crate::cache::CacheConfig, wanted: &crate::cache::CacheConfig) -> bool {
+    kept.max_size == wanted.max_size
+        && kept.max_object_size == wanted.max_object_size
+        && kept.coalesce_timeout == wanted.coalesce_timeout
+        && kept.stale_if_error == wanted.stale_if_error
 }

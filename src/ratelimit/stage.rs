@@ -510,6 +510,7 @@ mod tests {
             ratelimit_refused: None,
             response_headers: Vec::new(),
             bytes_in: 0,
+            response_flagged: false,
         };
         (ctx, head)
     }

@@ -32,6 +32,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("origin answered {0}; its body was replaced")]
     OriginError(StatusCode),
+    /// `only-if-cached` found nothing to use, or a response that must be
+    /// revalidated could not be (RFC 9111 §5.2.1.7, §4.2.4).
+    #[error("no usable cached response")]
+    NotCached,
     #[error("too many requests")]
     TooManyRequests(Box<RateLimited>),
     /// A limit that fails closed could not be checked (its Redis is down
@@ -60,7 +64,7 @@ impl ProxyError {
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout | ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginError(status) => *status,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,

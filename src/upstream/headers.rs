@@ -14,6 +14,23 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const URL_OVERRIDES: [&str; 6] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-host",
+];
+
+/// Fields that ask a framework to treat a request as another method. A
+/// cached GET must stay a GET at the origin, or one client could store a
+/// DELETE's answer (or an error) for everyone.
+pub const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
 /// non-standard ones still sent in the wild).
@@ -108,6 +125,12 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
     }
     if !side.peer_trusted {
         headers.remove(&FORWARDED);
+        // Fields some frameworks read as the "real" URL or host.
+        // From an untrusted client they would let one request be answered
+        // (and cached) as another.
+        for name in URL_OVERRIDES {
+            headers.remove(name);
+        }
     }
     let hop = match side.version {
         http::Version::HTTP_2 => "2 palisade",

@@ -4,6 +4,7 @@
 
 mod backend_protocol;
 mod balancing;
+mod cache;
 mod client_protocol;
 mod headers;
 mod ipfilter;

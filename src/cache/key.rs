@@ -1,0 +1,212 @@
+//! Cache keys. The primary key is the effective request URI, normalised
+//! only in ways RFC 3986 §6.2.2 makes equivalent (case of scheme and host,
+//! default port, percent-encoding of unreserved characters, hex case), so
+//! two URLs the origin could tell apart never share an entry. Query
+//! parameters the config names are dropped from it. GET and HEAD share a
+//! key: a HEAD is answered from a stored GET.
+//!
+//! Secondary keys — the request fields the response `Vary`s on and the
+//! extra parts the config adds (a header, a cookie) — select among the
+//! variants stored under one primary key (see `store.rs`).
+
+use http::HeaderMap;
+
+/// What a route adds to and takes from the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyParts {
+    /// Request headers whose values become part of the key (lower-case).
+    pub headers: Vec<String>,
+    /// Cookies whose values become part of the key.
+    pub cookies: Vec<String>,
+    /// Query parameters left out of the key (e.g. `utm_source`).
+    pub ignore_query_params: Vec<String>,
+}
+
+/// The primary key: `scheme://host[:port]/path?query`.
+pub fn primary(scheme: &str, host: &str, path_and_query: &str, parts: &KeyParts) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut key = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 4);
+    key.push_str(scheme);
+    key.push_str("://");
+    push_host(&mut key, scheme, host);
+    push_normalised(&mut key, if path.is_empty() { "/" } else { path });
+    if let Some(query) = query {
+        let mut first = true;
+        let mut kept_any = false;
+        for pair in query.split('&') {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            if parts
+                .ignore_query_params
+                .iter()
+                .any(|ignored| ignored == name)
+            {
+                continue;
+            }
+            key.push(if first { '?' } else { '&' });
+            first = false;
+            kept_any = true;
+            push_normalised(&mut key, pair);
+        }
+        // `/a?` is not `/a` (RFC 3986 keeps the empty query); a query
+        // made only of ignored parameters is dropped entirely.
+        if !kept_any && query.is_empty() {
+            key.push('?');
+        }
+    }
+    key
+}
+
+/// The host as it goes into a key: lower-cased, default port dropped.
+fn push_host(key: &mut String, scheme: &str, host: &str) {
+    let host = host.trim_end_matches('.');
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    for c in host.chars() {
+        key.push(c.to_ascii_lowercase());
+    }
+}
+
+/// Appends `text` with percent-encoded unreserved characters decoded and
+/// the hex digits of the rest upper-cased (RFC 3986 §6.2.2.1–2).
+fn push_normalised(key: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            let decoded = h * 16 + l;
+            if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+                key.push(decoded as char);
+            } else {
+                key.push('%');
+                key.push(bytes[i + 1].to_ascii_uppercase() as char);
+                key.push(bytes[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+            continue;
+        }
+        // Paths reach us as valid URI text (ASCII); anything else is kept
+        // byte for byte through a lossless char mapping.
+        key.push(bytes[i] as char);
+        i += 1;
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The values of the configured extra key parts in a request, in the
+/// order `parts` lists them (headers, then cookies).
+pub fn extra_values(request: &HeaderMap, parts: &KeyParts) -> Vec<Option<String>> {
+    let mut out = Vec::with_capacity(parts.headers.len() + parts.cookies.len());
+    for name in &parts.headers {
+        out.push(field_value(request, name));
+    }
+    for name in &parts.cookies {
+        out.push(cookie(request, name));
+    }
+    out
+}
+
+/// One request field as a secondary key compares it: every line joined
+/// with ", ", whitespace around commas dropped (RFC 9111 §4.1 allows
+/// normalising away such differences).
+pub fn field_value(request: &HeaderMap, name: &str) -> Option<String> {
+    let mut lines = request.get_all(name).iter().peekable();
+    lines.peek()?;
+    let mut out = String::new();
+    for line in lines {
+        let text = String::from_utf8_lossy(line.as_bytes());
+        for item in text.split(',') {
+            let item = item.trim();
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(item);
+        }
+    }
+    Some(out)
+}
+
+fn cookie(request: &HeaderMap, name: &str) -> Option<String> {
+    request
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str) -> String {
+        primary("http", "Example.COM:80", path, &KeyParts::default())
+    }
+
+    #[test]
+    fn equivalent_urls_share_a_key() {
+        assert_eq!(key("/a%7Eb?x=%2f"), key("/a~b?x=%2F"));
+        assert_eq!(
+            key("/a"),
+            primary("http", "example.com", "/a", &KeyParts::default())
+        );
+    }
+
+    #[test]
+    fn urls_an_origin_could_tell_apart_do_not() {
+        assert_ne!(key("/a/b"), key("/a%2Fb"));
+        assert_ne!(key("/a"), key("/a?"));
+        assert_ne!(key("/a?x=1&y=2"), key("/a?y=2&x=1"));
+        assert_ne!(
+            primary("http", "a.example", "/", &KeyParts::default()),
+            primary("https", "a.example", "/", &KeyParts::default())
+        );
+    }
+
+    #[test]
+    fn ignored_query_parameters_leave_the_key() {
+        let parts = KeyParts {
+            ignore_query_params: vec!["utm_source".into()],
+            ..KeyParts::default()
+        };
+        assert_eq!(
+            primary("http", "h", "/p?utm_source=x&id=1", &parts),
+            primary("http", "h", "/p?id=1", &parts)
+        );
+        assert_eq!(
+            primary("http", "h", "/p?utm_source=x", &parts),
+            primary("http", "h", "/p", &parts)
+        );
+    }
+
+    #[test]
+    fn extra_parts_read_headers_and_cookies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", "blue".parse().unwrap());
+        h.insert("cookie", "a=1; lang=fr".parse().unwrap());
+        let parts = KeyParts {
+            headers: vec!["x-tenant".into()],
+            cookies: vec!["lang".into(), "missing".into()],
+            ..KeyParts::default()
+        };
+        assert_eq!(
+            extra_values(&h, &parts),
+            vec![Some("blue".into()), Some("fr".into()), None]
+        );
+    }
+}
