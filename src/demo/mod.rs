@@ -58,10 +58,11 @@ pub async fn start() -> Result<Demo, String> {
          \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -d 'user=a&password=b' http://{proxy}/login; done   # 6th: 429\n\
          \x20 curl -i -H 'X-Forwarded-For: 203.0.113.9' http://{proxy}/   # a denied address: 403\n\
          \x20 curl -i http://{proxy}/api/products           # JSON API\n\
-         \x20 curl -i http://{proxy}/static/app.css         # static asset with Cache-Control\n\
+         \x20 curl -si http://{proxy}/static/app.css | grep -i cache-status   # twice: the second is a hit\n\
          \x20 curl -i http://{proxy}/crash                  # origin stack trace replaced by our 500 page\n\
          \x20 curl -i --cacert {cert} https://localhost:{https_port}/   # HTTPS; HTTP/2 by ALPN\n\
-         \x20 curl -s http://{admin}/metrics | grep palisade_requests\n\
+         \x20 curl -s http://{admin}/metrics | grep -E 'palisade_(requests|cache_hits)'\n\
+         \x20 curl -s -d '{{\"prefix\": \"http://{proxy}/static/\"}}' http://{admin}/purge   # empty the static assets\n\
          \n\
          Access log lines (JSON) follow below. Ctrl-C drains and stops.",
         config = path.display(),
