@@ -22,6 +22,10 @@ pub struct PolicySettings {
     pub heuristic_fraction: f64,
     /// …but never longer than this.
     pub heuristic_max: Duration,
+    /// The operator's freshness for responses that state none (like
+    /// nginx's `proxy_cache_valid`): used in place of the heuristic for
+    /// heuristically cacheable statuses.
+    pub default_ttl: Option<Duration>,
 }
 
 impl Default for PolicySettings {
@@ -30,6 +34,7 @@ impl Default for PolicySettings {
             store_set_cookie: false,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(24 * 3600),
+            default_ttl: None,
         }
     }
 }
@@ -123,7 +128,7 @@ pub fn storable(
     if !explicit && !heuristically_cacheable(status) {
         return Err(NotStored::Status);
     }
-    if !explicit && !has_validator {
+    if !explicit && !has_validator && settings.default_ttl.is_none() {
         return Err(NotStored::NothingToReuse);
     }
     Ok(())
@@ -248,6 +253,9 @@ fn lifetime(
         };
         let base = date.unwrap_or(timing.response_time);
         return expires.duration_since(base).unwrap_or_default();
+    }
+    if let Some(ttl) = settings.default_ttl {
+        return ttl;
     }
     let Some(last_modified) = http_date(response, header::LAST_MODIFIED) else {
         return Duration::ZERO;

@@ -250,6 +250,8 @@ pub struct RawCache {
     /// Heuristic freshness as a fraction of the time since Last-Modified.
     pub heuristic_fraction: Option<S<f64>>,
     pub heuristic_max: Option<S<String>>,
+    /// Freshness for responses that state none (instead of the heuristic).
+    pub default_ttl: Option<S<String>>,
 }
 
 /// Per-route cache settings (`[routes.cache]`).
@@ -268,4 +270,6 @@ pub struct RawRouteCache {
     /// Heuristic freshness as a fraction of the time since Last-Modified.
     pub heuristic_fraction: Option<S<f64>>,
     pub heuristic_max: Option<S<String>>,
+    /// Freshness for responses that state none (instead of the heuristic).
+    pub default_ttl: Option<S<String>>,
 }

@@ -43,6 +43,7 @@ pub fn cache(raw: Option<&S<RawCache>>, diag: &mut Collector<'_>) -> Option<Cach
         store_set_cookie: &raw.store_set_cookie,
         heuristic_fraction: &raw.heuristic_fraction,
         heuristic_max: &raw.heuristic_max,
+        default_ttl: &raw.default_ttl,
     };
     overrides.apply(&mut rules, diag);
     Some(CacheConfig {
@@ -82,6 +83,7 @@ pub fn route_cache(
             store_set_cookie: &raw.store_set_cookie,
             heuristic_fraction: &raw.heuristic_fraction,
             heuristic_max: &raw.heuristic_max,
+            default_ttl: &raw.default_ttl,
         };
         overrides.apply(&mut rules, diag);
     }
@@ -96,6 +98,7 @@ struct Overrides<'a> {
     store_set_cookie: &'a Option<S<bool>>,
     heuristic_fraction: &'a Option<S<f64>>,
     heuristic_max: &'a Option<S<String>>,
+    default_ttl: &'a Option<S<String>>,
 }
 
 impl Overrides<'_> {
@@ -130,6 +133,9 @@ impl Overrides<'_> {
             }
         }
         rules.policy.heuristic_max = duration(self.heuristic_max, rules.policy.heuristic_max, diag);
+        if self.default_ttl.is_some() {
+            rules.policy.default_ttl = Some(duration(self.default_ttl, Duration::ZERO, diag));
+        }
     }
 }
 

@@ -883,3 +883,16 @@ async fn cache_config_errors_name_file_and_line() {
     assert!(err.contains("c.toml:8:"), "{err}");
     assert!(err.contains("c.toml:9:"), "{err}");
 }
+
+#[tokio::test]
+async fn default_ttl_stores_responses_that_state_no_freshness() {
+    let origin = counting(&[]).await;
+    let proxy = cached(&origin, "default_ttl = \"60s\"").await;
+    let (_, second) = get_twice(&proxy, "/a").await;
+    assert_eq!(second.body, "v1");
+    // An explicit word from the origin still wins.
+    let explicit = counting(&[("cache-control", "max-age=0")]).await;
+    let proxy = cached(&explicit, "default_ttl = \"60s\"").await;
+    let (_, second) = get_twice(&proxy, "/a").await;
+    assert_eq!(second.body, "v2");
+}
