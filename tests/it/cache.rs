@@ -628,7 +628,7 @@ async fn a_burst_for_one_cold_key_reaches_the_origin_once() {
     .await;
     let proxy = cached(&origin, "").await;
     let addr = proxy.addr;
-    let tasks: Vec<_> = (0..200)
+    let tasks: Vec<_> = (0..500)
         .map(|_| tokio::spawn(async move { get(addr, "site", "/cold", &[]).await }))
         .collect();
     for task in tasks {
