@@ -192,7 +192,9 @@ pub async fn handle<F: Fetch>(
             }
             Joined::Wait(wait) => {
                 cache.metrics.coalesced_waiters.inc();
-                let give_up = deadline.min(Instant::now() + cache.config.coalesce_timeout);
+                let give_up = Instant::now()
+                    .checked_add(cache.config.coalesce_timeout)
+                    .map_or(deadline, |t| t.min(deadline));
                 match tokio::time::timeout_at(give_up, wait.done()).await {
                     Ok(Outcome::Stored) => waited = true,
                     Ok(Outcome::Abandoned | Outcome::Pending) => {}

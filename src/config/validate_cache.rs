@@ -36,16 +36,7 @@ pub fn cache(raw: Option<&S<RawCache>>, diag: &mut Collector<'_>) -> Option<Cach
         key: KeyParts::default(),
         policy: PolicySettings::default(),
     };
-    let overrides = Overrides {
-        key_headers: &raw.key_headers,
-        key_cookies: &raw.key_cookies,
-        ignore_query_params: &raw.ignore_query_params,
-        store_set_cookie: &raw.store_set_cookie,
-        heuristic_fraction: &raw.heuristic_fraction,
-        heuristic_max: &raw.heuristic_max,
-        default_ttl: &raw.default_ttl,
-    };
-    overrides.apply(&mut rules, diag);
+    overrides!(raw).apply(&mut rules, diag);
     Some(CacheConfig {
         max_size,
         max_object_size: max_object_size.min(max_size),
@@ -76,21 +67,29 @@ pub fn route_cache(
         if let Some(enabled) = &raw.enabled {
             rules.enabled = *enabled.get_ref();
         }
-        let overrides = Overrides {
-            key_headers: &raw.key_headers,
-            key_cookies: &raw.key_cookies,
-            ignore_query_params: &raw.ignore_query_params,
-            store_set_cookie: &raw.store_set_cookie,
-            heuristic_fraction: &raw.heuristic_fraction,
-            heuristic_max: &raw.heuristic_max,
-            default_ttl: &raw.default_ttl,
-        };
-        overrides.apply(&mut rules, diag);
+        overrides!(raw).apply(&mut rules, diag);
     }
     rules.enabled.then_some(rules)
 }
 
-/// The fields `[cache]` and a route's table share.
+/// The fields `[cache]` and a route's table share. (Two raw structs, not
+/// one flattened into both: serde cannot flatten under
+/// `deny_unknown_fields`.)
+macro_rules! overrides {
+    ($raw:expr) => {
+        Overrides {
+            key_headers: &$raw.key_headers,
+            key_cookies: &$raw.key_cookies,
+            ignore_query_params: &$raw.ignore_query_params,
+            store_set_cookie: &$raw.store_set_cookie,
+            heuristic_fraction: &$raw.heuristic_fraction,
+            heuristic_max: &$raw.heuristic_max,
+            default_ttl: &$raw.default_ttl,
+        }
+    };
+}
+use overrides;
+
 struct Overrides<'a> {
     key_headers: &'a Option<Vec<S<String>>>,
     key_cookies: &'a Option<Vec<S<String>>>,
