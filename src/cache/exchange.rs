@@ -311,7 +311,10 @@ impl Lookup<'_> {
             response_time: self.cache.now(),
         };
         let fetched = match result {
-            Ok(f) if !f.response.status().is_server_error() => f,
+            // A 5xx is an error only where a stale response could stand in
+            // for it; otherwise it is an answer like any other (a 503 with
+            // `max-age` may be stored).
+            Ok(f) if !(f.response.status().is_server_error() && stale.is_some()) => f,
             outcome => {
                 // RFC 5861 stale-if-error: an origin failure may be
                 // answered with what we have, where that is allowed.
@@ -520,12 +523,16 @@ fn refresh(
 ) -> Stored {
     let mut headers = stored.headers.clone();
     for name in not_modified.keys() {
+        // These describe the stored body (or, for ETag, select it): a
+        // 304 cannot change them.
         if matches!(
             name.as_str(),
             "content-length"
                 | "content-encoding"
                 | "transfer-encoding"
                 | "content-range"
+                | "content-md5"
+                | "etag"
                 | "cache-status"
         ) {
             continue;

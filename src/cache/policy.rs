@@ -48,6 +48,15 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// Status codes whose caching semantics this cache implements: those
+/// RFC 9110 defines.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=308 | 400..=417 | 421..=426 | 428 | 429 | 431 | 451 | 500..=505 | 511
+    )
+}
+
 /// Why a response is not stored; also what `Cache-Status` calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
@@ -100,7 +109,13 @@ pub fn storable(
         return Err(NotStored::Status);
     }
     let (cc, _) = response_directives(response);
-    if cc.no_store || request_cc.no_store {
+    // §5.2.2.3: `must-understand` stores only status codes whose caching
+    // rules we know, and then stands in for the `no-store` that caches
+    // which do not understand it are meant to obey.
+    if cc.must_understand && !understood(status) {
+        return Err(NotStored::Status);
+    }
+    if (cc.no_store && !cc.must_understand) || request_cc.no_store {
         return Err(NotStored::NoStore);
     }
     if cc.private {
@@ -183,11 +198,7 @@ impl Freshness {
         let (cc, targeted) = response_directives(response);
         let date = http_date(response, header::DATE);
         let lifetime = lifetime(&cc, targeted, response, date, timing, settings);
-        let age_value = response
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let age_value = age_value(response);
         let date_value = date.unwrap_or(timing.response_time);
         let apparent_age = timing
             .response_time
@@ -228,6 +239,32 @@ impl Freshness {
     pub fn staleness(&self, now: SystemTime) -> Duration {
         self.age(now).saturating_sub(self.lifetime)
     }
+}
+
+/// The origin's `Age` in seconds (RFC 9111 §5.1): the first member of a
+/// list, parameters dropped. Age is a singleton, so an answer whose Age
+/// is repeated, negative, fractional or not a number cannot say how old
+/// it is: it counts as too old to be fresh, which costs a revalidation,
+/// where trusting it could serve something stale as fresh.
+fn age_value(response: &HeaderMap) -> u64 {
+    let mut lines = response.get_all(header::AGE).iter();
+    let Some(first) = lines.next() else {
+        return 0;
+    };
+    if lines.next().is_some() {
+        return super::control::DELTA_MAX;
+    }
+    let text = String::from_utf8_lossy(first.as_bytes());
+    let member = text.split(',').next().unwrap_or("");
+    let member = member.split(';').next().unwrap_or("").trim();
+    if member.is_empty() || !member.bytes().all(|b| b.is_ascii_digit()) {
+        return super::control::DELTA_MAX;
+    }
+    member
+        .parse::<u64>()
+        .map_or(super::control::DELTA_MAX, |n| {
+            n.min(super::control::DELTA_MAX)
+        })
 }
 
 /// §4.2.1 for a shared cache: s-maxage, then max-age, then Expires − Date,
@@ -417,6 +454,34 @@ mod tests {
     }
 
     #[test]
+    fn an_age_that_cannot_be_read_makes_the_response_stale() {
+        let s = PolicySettings::default();
+        let fresh = |age: &[&str]| {
+            let mut h = headers(&[
+                ("cache-control", "max-age=3600".into()),
+                ("date", date(at(0))),
+            ]);
+            for a in age {
+                h.append("age", a.parse().unwrap());
+            }
+            Freshness::of(&h, timing(0), &s).is_fresh(at(0))
+        };
+        assert!(fresh(&[]));
+        assert!(fresh(&["10"]));
+        assert!(fresh(&["0,7200"]), "the first member counts");
+        for bad in [
+            &["abc"][..],
+            &["-7200"],
+            &["7200.0"],
+            &["7200;foo=1"],
+            &["7200,0"],
+            &["0", "0"],
+        ] {
+            assert!(!fresh(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn heuristic_freshness_is_a_bounded_fraction_of_last_modified_age() {
         let s = PolicySettings::default();
         let h = headers(&[("date", date(at(100_000))), ("last-modified", date(at(0)))]);
@@ -504,6 +569,25 @@ mod tests {
         assert_eq!(
             storable(&Method::GET, &req, &cc, StatusCode::OK, &shared, &s),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn must_understand_stores_only_understood_statuses_and_overrides_no_store() {
+        let s = PolicySettings::default();
+        let (req, cc) = (HeaderMap::new(), Directives::default());
+        let h = headers(&[(
+            "cache-control",
+            "max-age=60, must-understand, no-store".into(),
+        )]);
+        assert_eq!(
+            storable(&Method::GET, &req, &cc, StatusCode::OK, &h, &s),
+            Ok(())
+        );
+        let odd = StatusCode::from_u16(599).unwrap();
+        assert_eq!(
+            storable(&Method::GET, &req, &cc, odd, &h, &s),
+            Err(NotStored::Status)
         );
     }
 

@@ -896,3 +896,42 @@ async fn default_ttl_stores_responses_that_state_no_freshness() {
     let (_, second) = get_twice(&proxy, "/a").await;
     assert_eq!(second.body, "v2");
 }
+
+#[tokio::test]
+async fn a_fresh_5xx_is_stored_when_error_pages_pass_through() {
+    let origin = Origin::start(|_| {
+        Reply::ok("maintenance")
+            .status(503)
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nreplace_error_pages = false\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n\
+         [[routes]]\nupstream = \"app\"\n[cache]\n",
+        origin.addr
+    ))
+    .await;
+    let (_, second) = get_twice(&proxy, "/a").await;
+    assert_eq!(second.status, 503);
+    assert_eq!(second.body, "maintenance");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_304_does_not_replace_the_stored_etag() {
+    let origin = Origin::start(|seen: &Seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("").status(304).header("etag", "\"other\"")
+        } else {
+            Reply::ok("body")
+                .header("cache-control", "max-age=0")
+                .header("etag", "\"mine\"")
+        }
+    })
+    .await;
+    let proxy = cached(&origin, "").await;
+    let (_, second) = get_twice(&proxy, "/a").await;
+    assert_eq!(second.body, "body");
+    assert_eq!(second.headers["etag"], "\"mine\"");
+}
