@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod framing;

@@ -142,14 +142,17 @@ pub async fn handle<F: Fetch>(
                     ctx.cache_status = Some(if waited { "coalesced" } else { "hit" });
                     let ttl = stored.freshness.ttl(now);
                     let detail = if waited { "; detail=coalesced" } else { "" };
-                    return Ok(lookup.answer(&stored, &format!("hit; ttl={ttl}{detail}")));
+                    let answer = lookup.answer(&stored, &format!("hit; ttl={ttl}{detail}"));
+                    return Ok(lookup.remember(answer, &stored));
                 }
                 Reuse::StaleAllowed => {
-                    return Ok(lookup.stale(ctx, &stored, "max-stale"));
+                    let answer = lookup.stale(ctx, &stored, "max-stale");
+                    return Ok(lookup.remember(answer, &stored));
                 }
                 Reuse::StaleWhileRevalidate => {
                     lookup.refresh_behind(ctx, &stored, fetch.clone());
-                    return Ok(lookup.stale(ctx, &stored, "stale-while-revalidate"));
+                    let answer = lookup.stale(ctx, &stored, "stale-while-revalidate");
+                    return Ok(lookup.remember(answer, &stored));
                 }
                 Reuse::Revalidate => {
                     why = if request_cc.no_cache || request_cc.max_age.is_some() {
@@ -230,6 +233,23 @@ struct Lookup<'a> {
 }
 
 impl Lookup<'_> {
+    /// Lets the compression step find the stored response behind a full
+    /// answer, to encode its body once per coding.
+    fn remember(
+        &self,
+        mut answer: Response<ResponseBody>,
+        stored: &Arc<Stored>,
+    ) -> Response<ResponseBody> {
+        if answer.status() == StatusCode::OK && stored.status == StatusCode::OK {
+            answer.extensions_mut().insert(CachedAnswer {
+                cache: Arc::clone(self.cache),
+                key: Arc::from(self.key),
+                stored: Arc::clone(stored),
+            });
+        }
+        answer
+    }
+
     fn answer(&self, stored: &Stored, status: &str) -> Response<ResponseBody> {
         serve::answer(
             stored,
@@ -424,6 +444,7 @@ impl Lookup<'_> {
                 })
                 .collect(),
             extra: self.extra.to_vec(),
+            encoded: Default::default(),
         };
         let ttl = stored.freshness.ttl(timing.response_time);
         if let Some(full) = body
@@ -558,6 +579,7 @@ fn refresh(
         freshness,
         vary: stored.vary.clone(),
         extra: stored.extra.clone(),
+        encoded: Default::default(),
     }
 }
 
@@ -573,4 +595,28 @@ fn with_status(mut response: Response<ResponseBody>, params: &str) -> Response<R
     headers.insert(&CACHE_STATUS, cache_status(params));
     headers.remove(TARGETED[0]);
     response
+}
+
+/// The stored response a full answer came from (a response extension).
+#[derive(Clone)]
+pub struct CachedAnswer {
+    cache: Arc<Cache>,
+    key: Arc<str>,
+    stored: Arc<Stored>,
+}
+
+impl CachedAnswer {
+    /// The stored body in `coding`, encoded on first demand and kept with
+    /// the stored response (and counted in the store's size).
+    pub fn encoded(&self, coding: crate::compress::Coding, level: u32) -> Option<bytes::Bytes> {
+        let slot = &self.stored.encoded[coding.index()];
+        if let Some(done) = slot.get() {
+            return Some(done.clone());
+        }
+        let bytes = crate::compress::encoder::encode_all(coding, level, &self.stored.body).ok()?;
+        if slot.set(bytes.clone()).is_ok() {
+            self.cache.store.reweigh(&self.key, bytes.len());
+        }
+        Some(bytes)
+    }
 }

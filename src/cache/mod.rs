@@ -12,6 +12,7 @@
 pub mod coalesce;
 pub mod control;
 pub mod exchange;
+pub use exchange::CachedAnswer;
 mod fill;
 pub mod key;
 pub mod policy;

@@ -34,6 +34,9 @@ pub struct Stored {
     pub vary: Vec<(String, Option<String>)>,
     /// The configured extra key parts' values.
     pub extra: Vec<Option<String>>,
+    /// The body in each content coding, made on first demand (by the
+    /// compression step) and kept as long as the response is.
+    pub encoded: [std::sync::OnceLock<Bytes>; 3],
 }
 
 impl Stored {
@@ -54,7 +57,13 @@ impl Stored {
                 .iter()
                 .map(|v| v.as_ref().map_or(0, String::len) + 24)
                 .sum::<usize>();
-        self.body.len() + fields + keys + ENTRY_OVERHEAD
+        let encoded: usize = self
+            .encoded
+            .iter()
+            .filter_map(|e| e.get())
+            .map(Bytes::len)
+            .sum();
+        self.body.len() + encoded + fields + keys + ENTRY_OVERHEAD
     }
 
     /// Whether a request with `headers` and extra key values `extra` may
@@ -169,6 +178,19 @@ impl Store {
         self.put(key, Variants { list });
     }
 
+    /// Has moka weigh `key`'s entry again after a stored response grew by
+    /// `added` bytes (a new encoding). Re-inserting the same value makes
+    /// the removal listener take off the grown weight once, so the gauge
+    /// gets that weight plus the growth back.
+    pub fn reweigh(&self, key: &str, added: usize) {
+        let Some(current) = self.cache.get(key) else {
+            return;
+        };
+        let grown = i64::from(weigh(key, &current));
+        self.bytes.inc_by(grown + added as i64);
+        self.cache.insert(Arc::from(key), current);
+    }
+
     /// Drops every variant under `key`; true if there was one.
     pub fn remove(&self, key: &str) -> bool {
         self.cache.remove(key).is_some()
@@ -220,6 +242,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; body_len]),
             vary,
             extra: Vec::new(),
+            encoded: Default::default(),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod tls;
 pub mod units;
 mod validate;
 mod validate_cache;
+mod validate_compression;
 mod validate_ipfilter;
 mod validate_ratelimit;
 mod validate_tls;
@@ -271,6 +272,8 @@ pub struct RouteConfig {
     pub ipfilter: Option<IpFilterConfig>,
     /// How this route caches; `None`: it does not.
     pub cache: Option<crate::cache::CacheRules>,
+    /// How this route compresses; `None`: it does not.
+    pub compression: Option<crate::compress::CompressionConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

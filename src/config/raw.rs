@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub ipfilter: Option<S<RawIpFilter>>,
     pub ratelimit: Option<S<RawRateLimit>>,
     pub cache: Option<S<RawCache>>,
+    pub compression: Option<S<RawCompression>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +136,8 @@ pub struct RawRoute {
     pub ipfilter: Option<S<RawIpFilter>>,
     /// This route's cache settings, over the `[cache]` defaults.
     pub cache: Option<S<RawRouteCache>>,
+    /// `compression = { enabled = false }` turns compression off here.
+    pub compression: Option<S<RawRouteCompression>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,4 +275,26 @@ pub struct RawRouteCache {
     pub heuristic_max: Option<S<String>>,
     /// Freshness for responses that state none (instead of the heuristic).
     pub default_ttl: Option<S<String>>,
+}
+
+/// `[compression]`: responses compressed on the way out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    /// Routes compress unless they say otherwise (default true).
+    pub enabled: Option<S<bool>>,
+    /// Codings offered, in order of preference: "br", "zstd", "gzip".
+    pub algorithms: Option<Vec<S<String>>>,
+    pub min_size: Option<S<String>>,
+    /// Media types; an entry ending in '/' is a prefix ("text/").
+    pub types: Option<Vec<S<String>>>,
+    pub gzip_level: Option<S<i64>>,
+    pub brotli_level: Option<S<i64>>,
+    pub zstd_level: Option<S<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCompression {
+    pub enabled: Option<S<bool>>,
 }

@@ -52,10 +52,16 @@ pub fn validate(raw: RawConfig, diag: &mut Collector<'_>) -> Option<Config> {
         diag.error(0..0, "no [[routes]]: every request would get 404");
     }
     let cache = super::validate_cache::cache(raw.cache.as_ref(), diag);
+    let compression = super::validate_compression::compression(raw.compression.as_ref(), diag);
+    let shared = Shared {
+        upstreams: &names,
+        cache: cache.as_ref(),
+        compression: compression.as_ref(),
+    };
     let routes = raw
         .routes
         .iter()
-        .filter_map(|r| route(r, &names, cache.as_ref(), &base, diag))
+        .filter_map(|r| route(r, &shared, &base, diag))
         .collect();
     let log = log(raw.log, &base, diag);
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), &base, diag);
@@ -324,13 +330,20 @@ fn health_check(raw: &RawHealthCheck, diag: &mut Collector<'_>) -> HealthCheckCo
     }
 }
 
+/// What routes refer to or inherit from the rest of the file.
+struct Shared<'a> {
+    upstreams: &'a HashMap<&'a str, usize>,
+    cache: Option<&'a crate::cache::CacheConfig>,
+    compression: Option<&'a (crate::compress::CompressionConfig, bool)>,
+}
+
 fn route(
     raw: &S<RawRoute>,
-    upstreams: &HashMap<&str, usize>,
-    cache: Option<&crate::cache::CacheConfig>,
+    shared: &Shared<'_>,
     base: &Path,
     diag: &mut Collector<'_>,
 ) -> Option<RouteConfig> {
+    let upstreams = shared.upstreams;
     let span = raw.span();
     let raw = raw.get_ref();
     let host = match &raw.host {
@@ -361,13 +374,19 @@ fn route(
         },
     };
     let ipfilter = super::validate_ipfilter::ipfilter(raw.ipfilter.as_ref(), base, diag);
-    let cache = super::validate_cache::route_cache(raw.cache.as_ref(), cache, diag);
+    let cache = super::validate_cache::route_cache(raw.cache.as_ref(), shared.cache, diag);
+    let compression = super::validate_compression::route_compression(
+        raw.compression.as_ref(),
+        shared.compression,
+        diag,
+    );
     Some(RouteConfig {
         host,
         path_prefix,
         upstream,
         ipfilter,
         cache,
+        compression,
     })
 }
 

@@ -37,6 +37,13 @@ pub trait BodySink: Send + Sync {
 
 enum Inner {
     Full(Option<Bytes>),
+    /// Another body, content-coded as it streams: each chunk is encoded and
+    /// flushed, so a slow stream (SSE) keeps flowing.
+    Encoding {
+        source: Box<ResponseBody>,
+        /// Taken when the source ends and its last bytes are emitted.
+        encoder: Option<Box<crate::compress::encoder::Encoder>>,
+    },
     /// The origin's body; `first` is a frame already read from it.
     Upstream {
         first: Option<Frame<Bytes>>,
@@ -100,6 +107,19 @@ impl ResponseBody {
         }
     }
 
+    /// `source`, encoded by `encoder` as it is sent.
+    pub fn encoding(source: ResponseBody, encoder: crate::compress::encoder::Encoder) -> Self {
+        ResponseBody {
+            inner: Inner::Encoding {
+                source: Box::new(source),
+                encoder: Some(Box::new(encoder)),
+            },
+            log: None,
+            origin_fields: None,
+            sink: None,
+        }
+    }
+
     /// The origin's body of which `first` was already read.
     pub fn upstream_after(first: Frame<Bytes>, body: UpstreamBody) -> Self {
         ResponseBody {
@@ -145,11 +165,12 @@ impl ResponseBody {
         self.origin_fields.take()
     }
 
-    /// The bytes of a body we made ourselves (tests, admin).
+    /// The whole body, when it is already in memory (our own pages, small
+    /// origin bodies read at once, answers from the cache).
     pub fn peek_full(&self) -> Option<&Bytes> {
         match &self.inner {
             Inner::Full(b) => b.as_ref(),
-            Inner::Upstream { .. } => None,
+            Inner::Upstream { .. } | Inner::Encoding { .. } => None,
         }
     }
 
@@ -192,6 +213,7 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
             },
+            Inner::Encoding { source, encoder } => poll_encoding(source, encoder, cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -224,6 +246,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Upstream { first, body } => first.is_none() && body.is_end_stream(),
+            Inner::Encoding { encoder, .. } => encoder.is_none(),
         }
     }
 
@@ -231,6 +254,8 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Encoding { encoder: None, .. } => SizeHint::with_exact(0),
+            Inner::Encoding { .. } => SizeHint::new(),
             Inner::Upstream { first, body } => {
                 let pending = first
                     .as_ref()
@@ -243,6 +268,46 @@ impl Body for ResponseBody {
                     sum.set_upper(upper + pending);
                 }
                 sum
+            }
+        }
+    }
+}
+
+/// One step of an encoding body: encodes the source's next data, skipping
+/// chunks the encoder kept entirely to itself, and emits the encoder's tail
+/// when the source ends. Trailers are dropped: they describe the
+/// unencoded body.
+fn poll_encoding(
+    source: &mut Box<ResponseBody>,
+    encoder: &mut Option<Box<crate::compress::encoder::Encoder>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    loop {
+        let Some(active) = encoder.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(source.as_mut()).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                match active.push(&data) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Err(e) => return Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                }
+            }
+            Poll::Ready(None) => {
+                let Some(done) = encoder.take() else {
+                    return Poll::Ready(None);
+                };
+                return match done.finish() {
+                    Ok(tail) if tail.is_empty() => Poll::Ready(None),
+                    Ok(tail) => Poll::Ready(Some(Ok(Frame::data(tail)))),
+                    Err(e) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                };
             }
         }
     }

@@ -189,6 +189,18 @@ async fn proxy<B: RequestBody>(
         peer_trusted,
         conn: conn.clone(),
     };
+    let compression = rt.config.routes[route_index].compression.as_ref();
+    // Only what compression needs of the request outlives it.
+    let accept_encoding: Vec<HeaderValue> = match compression {
+        Some(_) => head
+            .headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let method = head.method.clone();
     if let Some((cache, rules)) = rt.cache_for(route_index)
         && matches!(head.method, http::Method::GET | http::Method::HEAD)
     {
@@ -209,11 +221,15 @@ async fn proxy<B: RequestBody>(
         for (name, value) in std::mem::take(&mut ctx.response_headers) {
             response.headers_mut().insert(name, value);
         }
+        if let Some(config) = compression {
+            crate::compress::apply(config, &method, &accept_encoding, &mut response);
+        }
         return Ok(response);
     }
     let unsafe_method = !head.method.is_safe();
     let request_uri = head.uri.clone();
-    let (mut parts, fields, body) = forward(rt, ctx, &route, head, body, false, deadline).await?;
+    let (mut parts, fields, body) =
+        forward(rt, ctx, &route, head, body, compression.is_some(), deadline).await?;
     if unsafe_method && (parts.status.is_success() || parts.status.is_redirection()) {
         invalidate_after_unsafe(rt, ctx, &route, &request_uri, &parts, fields.as_ref());
     }
@@ -235,7 +251,11 @@ async fn proxy<B: RequestBody>(
     if let Some(fields) = fields {
         body.set_origin_fields(fields);
     }
-    Ok(Response::from_parts(parts, body))
+    let mut response = Response::from_parts(parts, body);
+    if let Some(config) = compression {
+        crate::compress::apply(config, &method, &accept_encoding, &mut response);
+    }
+    Ok(response)
 }
 
 /// Where a request goes and who sent it: what forwarding needs beyond the

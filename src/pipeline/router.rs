@@ -80,6 +80,7 @@ mod tests {
             upstream: 0,
             ipfilter: None,
             cache: None,
+            compression: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod backend_protocol;
 mod balancing;
 mod cache;
 mod client_protocol;
+mod compression;
 mod headers;
 mod ipfilter;
 mod lifecycle;
