@@ -60,6 +60,7 @@ pub async fn start() -> Result<Demo, String> {
          \x20 curl -i http://{proxy}/api/products           # JSON API\n\
          \x20 curl -si http://{proxy}/static/app.css | grep -i cache-status   # twice: the second is a hit\n\
          \x20 curl -i http://{proxy}/crash                  # origin stack trace replaced by our 500 page\n\
+         \x20 curl -s -D - -o /dev/null -H 'Accept-Encoding: br' http://{proxy}/api/catalog   # Content-Encoding: br\n\
          \x20 curl -i --cacert {cert} https://localhost:{https_port}/   # HTTPS; HTTP/2 by ALPN\n\
          \x20 curl -s http://{admin}/metrics | grep -E 'palisade_(requests|cache_hits)'\n\
          \x20 curl -s -d '{{\"prefix\": \"http://{proxy}/static/\"}}' http://{admin}/purge   # empty the static assets\n\

@@ -80,6 +80,7 @@ async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             r#"{"products":[{"id":1,"name":"Anvil","price":99.5},{"id":2,"name":"Rocket skates","price":250}]}"#.to_string() + "\n",
         ),
+        (Method::GET, "/api/catalog") => page(StatusCode::OK, "application/json", catalog()),
         (Method::GET, "/static/app.css") => cacheable(page(StatusCode::OK, "text/css", CSS.into())),
         (Method::GET, "/static/app.js") => {
             cacheable(page(StatusCode::OK, "application/javascript", JS.into()))
@@ -111,6 +112,21 @@ fn page(status: StatusCode, content_type: &'static str, body: String) -> Respons
         http::HeaderValue::from_static(content_type),
     );
     r
+}
+
+/// A JSON catalog large enough to be worth compressing (about 13 KiB).
+fn catalog() -> String {
+    let items: Vec<String> = (1..=200)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"name":"Acme part {i}","price":{}.{:02},"in_stock":{}}}"#,
+                10 + i * 3,
+                i % 100,
+                i % 3 != 0
+            )
+        })
+        .collect();
+    format!("{{\"products\":[{}]}}\n", items.join(","))
 }
 
 fn cacheable(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
