@@ -6,6 +6,7 @@
 //! stores identity bodies, and a stored body is encoded once per coding
 //! (see `Stored::encoded`), not once per request.
 
+pub mod decode;
 pub mod encoder;
 pub mod negotiate;
 
@@ -69,6 +70,9 @@ pub struct CompressionConfig {
     pub gzip_level: u32,
     pub brotli_level: u32,
     pub zstd_level: u32,
+    /// Decode coded request bodies for the stages that read bodies, with
+    /// these caps; `None`: stages see the bytes as sent.
+    pub decode_requests: Option<decode::Caps>,
 }
 
 impl CompressionConfig {

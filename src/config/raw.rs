@@ -291,6 +291,13 @@ pub struct RawCompression {
     pub gzip_level: Option<S<i64>>,
     pub brotli_level: Option<S<i64>>,
     pub zstd_level: Option<S<i64>>,
+    /// Decode gzip/deflate/br/zstd request bodies for inspection (default
+    /// true); unknown codings are refused with 415.
+    pub decode_requests: Option<S<bool>>,
+    /// The most a decoded request body may be (default "10MiB").
+    pub max_decoded_body: Option<S<String>>,
+    /// The most a request body may grow when decoded (default 100).
+    pub max_decode_ratio: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 use super::diag::Collector;
 use super::raw::{RawCompression, RawRouteCompression, S};
 use super::units::parse_size;
+use crate::compress::decode::Caps;
 use crate::compress::{Coding, CompressionConfig, DEFAULT_TYPES};
 
 /// `[compression]` and whether routes compress by default.
@@ -69,6 +70,7 @@ pub fn compression(
             gzip_level: level(&raw.gzip_level, 6, 9, diag),
             brotli_level: level(&raw.brotli_level, 4, 11, diag),
             zstd_level: level(&raw.zstd_level, 3, 19, diag),
+            decode_requests: decode_caps(raw, diag),
         },
         enabled,
     ))
@@ -93,6 +95,30 @@ pub fn route_compression(
         .and_then(|r| r.get_ref().enabled.as_ref())
         .map_or(*global_enabled, |e| *e.get_ref());
     enabled.then(|| global.clone())
+}
+
+fn decode_caps(raw: &RawCompression, diag: &mut Collector<'_>) -> Option<Caps> {
+    let limit = match &raw.max_decoded_body {
+        None => 10 * 1024 * 1024,
+        Some(v) => parse_size(v.get_ref()).unwrap_or_else(|msg| {
+            diag.error(v.span(), msg);
+            10 * 1024 * 1024
+        }),
+    };
+    let max_ratio = match &raw.max_decode_ratio {
+        None => 100,
+        Some(v) => match u64::try_from(*v.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                diag.error(v.span(), "max_decode_ratio must be 1 or more");
+                100
+            }
+        },
+    };
+    raw.decode_requests
+        .as_ref()
+        .is_none_or(|d| *d.get_ref())
+        .then_some(Caps { limit, max_ratio })
 }
 
 fn level(raw: &Option<S<i64>>, default: u32, max: u32, diag: &mut Collector<'_>) -> u32 {

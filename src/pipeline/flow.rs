@@ -178,11 +178,16 @@ async fn proxy<B: RequestBody>(
         .await
         .map_err(|_| ProxyError::RequestTimeout)??;
     ctx.bytes_in = body.len() as u64;
+    // Stages judge the body the application will read; the origin still
+    // gets the bytes as sent.
+    let decoded = decode_for_inspection(rt, route_index, &head.headers, &body)?;
+    let inspected = decoded.as_ref().unwrap_or(&body);
     for stage in &rt.stages {
-        if let Verdict::Reject(e) = stage.on_request_body(ctx, &body) {
+        if let Verdict::Reject(e) = stage.on_request_body(ctx, inspected) {
             return Err(e);
         }
     }
+    drop(decoded);
 
     let route = Route {
         index: route_index,
@@ -467,6 +472,46 @@ fn same_origin_target(value: &str, scheme: &str, host: &str) -> Option<String> {
             .authority()
             .is_some_and(|a| normalise_host(a.as_str()) == host);
     same.then(|| uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
+}
+
+/// The request body decoded from its Content-Encoding, where the route
+/// decodes request bodies and the body has one.
+fn decode_for_inspection(
+    rt: &Runtime,
+    route: usize,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Result<Option<Bytes>, ProxyError> {
+    let Some(caps) = rt.config.routes[route]
+        .compression
+        .as_ref()
+        .and_then(|c| c.decode_requests)
+    else {
+        return Ok(None);
+    };
+    let mut codings = headers.get_all(header::CONTENT_ENCODING).iter();
+    let Some(coding) = codings.next() else {
+        return Ok(None);
+    };
+    if body.is_empty() {
+        return Ok(None);
+    }
+    // Two Content-Encoding lines mean stacked codings: refused like a
+    // stacked list in one line.
+    if codings.next().is_some() {
+        return Err(ProxyError::UnsupportedEncoding);
+    }
+    let coding = coding
+        .to_str()
+        .map_err(|_| ProxyError::UnsupportedEncoding)?;
+    use crate::compress::decode::{DecodeError, decode};
+    decode(coding, body, caps).map_err(|e| match e {
+        DecodeError::TooLarge => ProxyError::PayloadTooLarge,
+        DecodeError::Malformed => {
+            ProxyError::BadRequest("request body does not match its Content-Encoding")
+        }
+        DecodeError::Unsupported => ProxyError::UnsupportedEncoding,
+    })
 }
 
 /// The 308 that sends a plain-HTTP request to the same URL over HTTPS

@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// revalidated could not be (RFC 9111 §5.2.1.7, §4.2.4).
     #[error("no usable cached response")]
     NotCached,
+    /// A request body in a content coding Palisade cannot decode for
+    /// inspection.
+    #[error("unsupported request Content-Encoding")]
+    UnsupportedEncoding,
     #[error("too many requests")]
     TooManyRequests(Box<RateLimited>),
     /// A limit that fails closed could not be checked (its Redis is down
@@ -67,6 +71,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout | ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginError(status) => *status,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

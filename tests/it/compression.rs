@@ -333,3 +333,61 @@ async fn compression_config_errors_name_file_and_line() {
         assert!(err.contains(line), "{line} missing: {err}");
     }
 }
+
+async fn post(proxy: &Proxy, coding: &str, body: Vec<u8>) -> crate::util::Got {
+    let req = Request::post("/submit")
+        .header("host", "site")
+        .header("content-encoding", coding)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    crate::util::send(proxy.addr, req).await
+}
+
+#[tokio::test]
+async fn a_compressed_request_bomb_gets_413_for_every_coding() {
+    use palisade::compress::{Coding, encoder::encode_all};
+    let origin = Origin::named("app").await;
+    let proxy = proxy_for(&origin, "max_decoded_body = \"1MiB\"").await;
+    let zeros = vec![0u8; 64 * 1024 * 1024];
+    for (name, coding) in [
+        ("gzip", Coding::Gzip),
+        ("br", Coding::Brotli),
+        ("zstd", Coding::Zstd),
+    ] {
+        let bomb = encode_all(coding, 1, &zeros).unwrap();
+        let got = post(&proxy, name, bomb.to_vec()).await;
+        assert_eq!(got.status, 413, "{name}");
+    }
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_compressed_request_body_reaches_the_origin_unchanged() {
+    use palisade::compress::{Coding, encoder::encode_all};
+    let origin = Origin::named("app").await;
+    let proxy = proxy_for(&origin, "").await;
+    let form = b"user=alice&comment=hello".repeat(50);
+    let encoded = encode_all(Coding::Gzip, 6, &form).unwrap();
+    let got = post(&proxy, "gzip", encoded.to_vec()).await;
+    assert_eq!(got.status, 200);
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.body, encoded);
+    assert_eq!(seen.headers["content-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn a_request_body_in_an_unknown_or_false_coding_is_refused() {
+    let origin = Origin::named("app").await;
+    let proxy = proxy_for(&origin, "").await;
+    assert_eq!(post(&proxy, "compress", b"abc".to_vec()).await.status, 415);
+    assert_eq!(
+        post(&proxy, "gzip", b"not gzip at all".to_vec())
+            .await
+            .status,
+        400
+    );
+    assert_eq!(origin.hits(), 0);
+    let off = proxy_for(&origin, "decode_requests = false").await;
+    assert_eq!(post(&off, "compress", b"abc".to_vec()).await.status, 200);
+}
