@@ -402,6 +402,21 @@ pub async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     lines
 }
 
+/// Whether a Redis server (not just anything) listens on `port`.
+async fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), stream.read_exact(&mut reply)).await,
+        Ok(Ok(_))
+    ) && &reply == b"+PONG\r\n"
+}
+
 /// A real `redis-server` on a loopback port of its own, killed on drop.
 pub struct RedisServer {
     pub port: u16,
@@ -411,16 +426,33 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server on a free loopback port and waits until it
     /// answers. `.ci/run` installs it; without it the test fails loudly.
+    /// The port is free when chosen but may be taken before redis binds it
+    /// (tests start listeners on port 0 all the time): then redis exits
+    /// and another port is tried.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        RedisServer::on_port(port).await
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(server) = RedisServer::try_on_port(port).await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 10 ports");
     }
 
     /// Starts redis-server on `port` (to bring a stopped one back).
     pub async fn on_port(port: u16) -> RedisServer {
+        match RedisServer::try_on_port(port).await {
+            Some(server) => server,
+            None => panic!("redis-server did not start on port {port}"),
+        }
+    }
+
+    /// Starts redis-server on `port`; `None` when it does not come up
+    /// answering PING (the port was taken, say).
+    async fn try_on_port(port: u16) -> Option<RedisServer> {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -428,17 +460,17 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (bash .ci/run installs it)");
         // Owned at once, so a failed start still kills it.
-        let server = RedisServer { port, child };
+        let mut server = RedisServer { port, child };
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
+            if matches!(server.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            if answers_ping(port).await {
+                return Some(server);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("redis-server did not start on port {port}");
+        None
     }
 
     pub fn url(&self) -> String {
