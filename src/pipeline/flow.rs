@@ -231,12 +231,14 @@ async fn proxy<B: RequestBody>(
         }
         return Ok(response);
     }
-    let unsafe_method = !head.method.is_safe();
-    let request_uri = head.uri.clone();
+    // Kept only where a successful answer invalidates cached URIs.
+    let invalidates = (rt.cache.is_some() && !head.method.is_safe()).then(|| head.uri.clone());
     let (mut parts, fields, body) =
         forward(rt, ctx, &route, head, body, compression.is_some(), deadline).await?;
-    if unsafe_method && (parts.status.is_success() || parts.status.is_redirection()) {
-        invalidate_after_unsafe(rt, ctx, &route, &request_uri, &parts, fields.as_ref());
+    if let Some(uri) = invalidates
+        && (parts.status.is_success() || parts.status.is_redirection())
+    {
+        invalidate_after_unsafe(rt, ctx, &route, &uri, &parts, fields.as_ref());
     }
     let mut fields = fields;
     if !ctx.response_headers.is_empty() {
