@@ -121,10 +121,16 @@ pub fn extra_values(request: &HeaderMap, parts: &KeyParts) -> Vec<Option<String>
 
 /// One request field as a secondary key compares it: every line joined
 /// with ", ", whitespace around commas dropped (RFC 9111 §4.1 allows
-/// normalising away such differences).
+/// normalising away such differences). `Accept-Encoding` is reduced
+/// further, to the codings the client accepts, sorted: any response
+/// chosen for one such client is acceptable to every other, and browsers
+/// spell the same set in many ways.
 pub fn field_value(request: &HeaderMap, name: &str) -> Option<String> {
     let mut lines = request.get_all(name).iter().peekable();
     lines.peek()?;
+    if name == "accept-encoding" {
+        return Some(accepted_codings(lines));
+    }
     let mut out = String::new();
     for line in lines {
         let text = String::from_utf8_lossy(line.as_bytes());
@@ -137,6 +143,36 @@ pub fn field_value(request: &HeaderMap, name: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// The codings an Accept-Encoding accepts (q above 0), lower-cased,
+/// sorted and deduplicated; a value we cannot read is kept whole, so it
+/// matches only itself.
+fn accepted_codings<'a>(lines: impl Iterator<Item = &'a http::HeaderValue>) -> String {
+    let mut codings: Vec<String> = Vec::new();
+    for line in lines {
+        let Ok(text) = line.to_str() else {
+            return String::from_utf8_lossy(line.as_bytes()).into_owned();
+        };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if coding.is_empty() {
+                continue;
+            }
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            if !refused && !codings.contains(&coding) {
+                codings.push(coding);
+            }
+        }
+    }
+    codings.sort();
+    codings.join(",")
 }
 
 fn cookie(request: &HeaderMap, name: &str) -> Option<String> {
@@ -192,6 +228,19 @@ mod tests {
             primary("http", "h", "/p?utm_source=x", &parts),
             primary("http", "h", "/p", &parts)
         );
+    }
+
+    #[test]
+    fn accept_encoding_keys_by_the_set_of_codings_accepted() {
+        let value = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-encoding", v.parse().unwrap());
+            field_value(&h, "accept-encoding")
+        };
+        assert_eq!(value("gzip, deflate, br"), value("br,gzip;q=0.5, Deflate"));
+        assert_ne!(value("gzip"), value("gzip, br"));
+        assert_eq!(value("gzip, br;q=0"), value("gzip"));
+        assert_eq!(field_value(&HeaderMap::new(), "accept-encoding"), None);
     }
 
     #[test]

@@ -935,3 +935,29 @@ async fn a_304_does_not_replace_the_stored_etag() {
     assert_eq!(second.body, "body");
     assert_eq!(second.headers["etag"], "\"mine\"");
 }
+
+#[tokio::test]
+async fn accept_encoding_spelled_differently_shares_one_variant() {
+    let origin = counting(&[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")]).await;
+    let proxy = cached(&origin, "").await;
+    let chrome = get(
+        proxy.addr,
+        "site",
+        "/a",
+        &[("accept-encoding", "gzip, deflate, br")],
+    )
+    .await;
+    let other = get(
+        proxy.addr,
+        "site",
+        "/a",
+        &[("accept-encoding", "br,gzip, deflate;q=0.5")],
+    )
+    .await;
+    assert_eq!((chrome.body.as_str(), other.body.as_str()), ("v1", "v1"));
+    let fewer = get(proxy.addr, "site", "/a", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        fewer.body, "v2",
+        "a client accepting less is another variant"
+    );
+}
