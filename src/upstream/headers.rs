@@ -82,6 +82,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Drops request fields whose names contain `_`. CGI-style backends (PHP,
+/// many frameworks) read `X_Forwarded_For` and `X-Forwarded-For` as the
+/// same variable, `HTTP_X_FORWARDED_FOR`, so such a field would slip past
+/// the hygiene above; nginx drops them by default for the same reason.
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 /// What the proxy knows about the client side of a request.
 pub struct ClientSide<'a> {
     pub peer_ip: IpAddr,
@@ -97,6 +115,7 @@ pub struct ClientSide<'a> {
 /// Makes the request headers the backend will see.
 pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
+    drop_underscored(headers);
     // The body is buffered before it is sent: the backend must not wait for a
     // 100-continue we already answered.
     headers.remove(header::EXPECT);

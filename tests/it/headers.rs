@@ -85,6 +85,26 @@ async fn spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscored_twins_of_forwarding_and_framing_headers_never_reach_the_backend() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&one_upstream(origin.addr, "")).await;
+    let (out, _) = crate::util::raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nX_Forwarded_For: 6.6.6.6\r\n\
+          Transfer_Encoding: chunked\r\nX_Real_IP: 6.6.6.6\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = &origin.requests()[0].headers;
+    assert!(
+        seen.keys().all(|k| !k.as_str().contains('_')),
+        "the backend saw {seen:?}"
+    );
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_chain_is_extended_and_its_client_ip_believed() {
     let origin = Origin::named("ok").await;
     let proxy = Proxy::start(&one_upstream(
