@@ -147,6 +147,17 @@ async fn proxy<B: RequestBody>(
     if ctx.host.is_empty() && head.version != http::Version::HTTP_10 {
         return Err(ProxyError::BadRequest("missing Host"));
     }
+    // RFC 9113 §8.3.1: a Host naming another host than `:authority` makes
+    // the request malformed (which one would the backend believe?).
+    if head.version == http::Version::HTTP_2
+        && let (Some(authority), Some(host)) =
+            (head.uri.authority(), head.headers.get(header::HOST))
+        && host.to_str().map_or(true, |h| {
+            normalise_host(h) != normalise_host(authority.as_str())
+        })
+    {
+        return Err(ProxyError::BadRequest(":authority and Host differ"));
+    }
     if conn.scheme == "http"
         && rt.config.server.https_redirect
         && let Some(port) = conn.https_port
@@ -323,10 +334,9 @@ async fn forward(
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    // HTTP/2 requests carry `:authority` instead of a Host header.
-    if let Some(host) = original_host
-        && !head.headers.contains_key(header::HOST)
-    {
+    // HTTP/2 requests carry `:authority` instead of a Host header, and an
+    // absolute-form target overrides the Host field.
+    if let Some(host) = original_host {
         head.headers.insert(header::HOST, host);
     }
     let path_and_query = head
@@ -584,13 +594,14 @@ async fn first_bytes(
     }
 }
 
-/// The Host to send upstream: the client's Host header, or for HTTP/2 the
-/// `:authority` (which has no Host header).
+/// The Host to send upstream: the target's authority when it has one
+/// (absolute-form, or HTTP/2's `:authority`), which RFC 9112 §3.2.2 puts
+/// before any Host field, else the Host field. Routing, the cache key and
+/// the backend all see this one host.
 fn host_value(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
-    headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| headers.get(header::HOST).cloned())
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes. A

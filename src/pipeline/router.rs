@@ -59,6 +59,39 @@ fn host_matches(pattern: &HostMatch, host: &str) -> bool {
 }
 
 /// Lowercases a Host value and strips the port and a trailing dot.
+/// Whether a Host value is an RFC 3986 `host [ ":" port ]` (or empty,
+/// which RFC 9112 §3.2 allows when the target has no authority).
+pub fn valid_host(raw: &[u8]) -> bool {
+    let (host, port) = if raw.first() == Some(&b'[') {
+        let Some(end) = raw.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &raw[1..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match &raw[end + 1..] {
+            [] => (&raw[..0], None),
+            [b':', port @ ..] => (&raw[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match raw.iter().rposition(|&b| b == b':') {
+            Some(at) => (&raw[..at], Some(&raw[at + 1..])),
+            None => (raw, None),
+        }
+    };
+    let host_ok = host
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%'));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
 pub fn normalise_host(raw: &str) -> String {
     let without_port = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop what follows `]`.
@@ -81,6 +114,18 @@ mod tests {
             ipfilter: None,
             cache: None,
             compression: None,
+        }
+    }
+
+    #[test]
+    fn host_values_are_host_and_optional_port() {
+        for ok in ["a", "example.com:8080", "[::1]:80", "[::1]", "", "a-b.c_d"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "a b", "a:8x", "a@b", "a:123456", "[::1", "[zz]", "a/b", "a:1:2x",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
     }
 

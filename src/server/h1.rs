@@ -392,6 +392,11 @@ fn scan_head<'b>(
     if head_len > limits.max_header_bytes {
         return Err(HeadError::Reject(ProxyError::HeadersTooLarge));
     }
+    // httparse accepts a bare LF as a line end; a backend or a cache in
+    // front of it may not, and the two would then see different requests.
+    if memchr::memchr_iter(b'\n', &buf[..head_len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
+        return Err(bad("bare LF in the request head"));
+    }
     let method = parsed
         .method
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
@@ -402,6 +407,19 @@ fn scan_head<'b>(
         _ => return Err(bad("bad HTTP version")),
     };
     let framing = scan_framing(parsed.headers, version, &method)?;
+    let mut hosts = parsed
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    if let Some(host) = hosts.next() {
+        // RFC 9112 §3.2: more than one Host, or an invalid one, is a 400.
+        if hosts.next().is_some() {
+            return Err(bad("more than one Host"));
+        }
+        if !crate::pipeline::router::valid_host(host.value) {
+            return Err(bad("invalid Host"));
+        }
+    }
     let base = buf.as_ptr() as usize;
     let path = parsed.path.ok_or(bad("no request target"))?;
     let start = path.as_ptr() as usize - base;
@@ -834,6 +852,12 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3 4\r\n\r\n",
             "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\n\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
         ];
         for text in refused {
             assert!(parse(text).is_err(), "accepted {text:?}");

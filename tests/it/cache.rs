@@ -961,3 +961,29 @@ async fn accept_encoding_spelled_differently_shares_one_variant() {
         "a client accepting less is another variant"
     );
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_cannot_key_one_host_and_fetch_another() {
+    let origin = Origin::start(|seen: &Seen| {
+        let host = seen.headers["host"].to_str().unwrap().to_string();
+        Reply::ok(format!("page of {host}")).header("cache-control", "max-age=60")
+    })
+    .await;
+    let proxy = cached(&origin, "").await;
+    // Routed and keyed as victim.test; the Host field names another site.
+    let (out, _) = raw(
+        proxy.addr,
+        b"GET http://victim.test/ HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.contains("page of victim.test"), "{out}");
+    assert_eq!(origin.requests()[0].headers["host"], "victim.test");
+    let (two_hosts, _) = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: victim.test\r\nHost: attacker.test\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+}
