@@ -124,16 +124,77 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 }
 
 pub fn parse_chunk_size(line: &[u8]) -> Result<u64, FramingError> {
-    let digits = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    let digits_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let digits = &line[..digits_len];
+    if digits.is_empty() || digits.len() > 15 {
         return Err(FramingError("bad chunk size"));
+    }
+    // Extensions are ignored, but only well-formed ones: a peer that
+    // reads a malformed one differently would frame the body differently.
+    if !valid_chunk_extensions(&line[digits_len..]) {
+        return Err(FramingError("bad chunk extension"));
     }
     let text = std::str::from_utf8(digits).map_err(|_| FramingError("bad chunk size"))?;
     u64::from_str_radix(text, 16).map_err(|_| FramingError("bad chunk size"))
+}
+
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`
+/// (RFC 9112 §7.1.1).
+fn valid_chunk_extensions(mut rest: &[u8]) -> bool {
+    fn skip_ws(b: &[u8]) -> &[u8] {
+        let n = b.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+        &b[n..]
+    }
+    fn token_len(b: &[u8]) -> usize {
+        b.iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
+            .count()
+    }
+    loop {
+        rest = skip_ws(rest);
+        let Some((&b';', after)) = rest.split_first() else {
+            return rest.is_empty();
+        };
+        rest = skip_ws(after);
+        let name = token_len(rest);
+        if name == 0 {
+            return false;
+        }
+        rest = skip_ws(&rest[name..]);
+        let Some((&b'=', after)) = rest.split_first() else {
+            continue;
+        };
+        rest = skip_ws(after);
+        if let Some((&b'"', quoted)) = rest.split_first() {
+            let mut i = 0;
+            loop {
+                match quoted.get(i) {
+                    None => return false,
+                    Some(b'"') => break,
+                    Some(b'\\')
+                        if quoted
+                            .get(i + 1)
+                            .is_some_and(|c| *c != b'\r' && *c != b'\n') =>
+                    {
+                        i += 2
+                    }
+                    Some(c)
+                        if *c == b'\t' || (0x20..0x7f).contains(c) && *c != b'\\' || *c >= 0x80 =>
+                    {
+                        i += 1
+                    }
+                    Some(_) => return false,
+                }
+            }
+            rest = &quoted[i + 1..];
+        } else {
+            let value = token_len(rest);
+            if value == 0 {
+                return false;
+            }
+            rest = &rest[value..];
+        }
+    }
 }
 
 /// A non-empty run of ASCII digits as a u64 (no sign, no spaces, no overflow).
@@ -264,6 +325,23 @@ mod tests {
         assert!(parse_chunk_size(b"").is_err());
         assert!(parse_chunk_size(b"-1").is_err());
         assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
+        assert_eq!(parse_chunk_size(b"5 ; a=b ;c;d=\"x;\\\"y\"").unwrap(), 5);
+        for bad in [
+            &b" 5"[..],
+            b"5;",
+            b"5;a=",
+            b"5;a=\"open",
+            b"5 x",
+            b"5;a b",
+            b"5;=b",
+            b"5\x00",
+        ] {
+            assert!(
+                parse_chunk_size(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     fn decode_all(state: BodyState, wire: &[u8]) -> Result<(Vec<u8>, bool), FramingError> {

@@ -33,7 +33,7 @@ async fn echo_origin() -> Origin {
 async fn request_smuggling_shapes_are_refused_and_never_reach_the_backend() {
     let origin = echo_origin().await;
     let proxy = Proxy::start(&one_route(origin.addr)).await;
-    let shapes: [(&[u8], &str); 6] = [
+    let shapes: [(&[u8], &str); 9] = [
         (
             b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             "400",
@@ -56,6 +56,20 @@ async fn request_smuggling_shapes_are_refused_and_never_reach_the_backend() {
         ),
         (
             b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1, 2\r\n\r\nab",
+            "400",
+        ),
+        // A chunk extension whose quote never closes: a backend reading it
+        // another way would frame the body differently.
+        (
+            b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\r\nx\r\n0\r\n\r\n",
+            "400",
+        ),
+        (
+            b"GET / HTTP/1.1\nHost: site.test\n\n",
+            "400",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\n\r\n",
             "400",
         ),
     ];
