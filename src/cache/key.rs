@@ -160,13 +160,17 @@ fn accepted_codings<'a>(lines: impl Iterator<Item = &'a http::HeaderValue>) -> S
             if coding.is_empty() {
                 continue;
             }
-            let refused = parts.any(|p| {
-                p.split_once('=').is_some_and(|(k, v)| {
-                    k.trim().eq_ignore_ascii_case("q")
-                        && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            // Read as negotiation reads it: `q=0` or a malformed q-value
+            // means not accepted.
+            let q = parts
+                .find_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| crate::compress::negotiate::qvalue(v.trim()))
                 })
-            });
-            if !refused && !codings.contains(&coding) {
+                .unwrap_or(Some(1000));
+            if q.is_some_and(|q| q > 0) && !codings.contains(&coding) {
                 codings.push(coding);
             }
         }

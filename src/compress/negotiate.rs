@@ -58,7 +58,7 @@ pub fn choose(lines: &[HeaderValue], offered: &[Coding]) -> Option<Coding> {
 }
 
 /// A qvalue (`0`, `0.5`, `1.000`) in thousandths; `None` when malformed.
-fn qvalue(text: &str) -> Option<u16> {
+pub fn qvalue(text: &str) -> Option<u16> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
