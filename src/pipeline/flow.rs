@@ -2,6 +2,7 @@
 //! response hygiene. Errors anywhere become a `ProxyError` and are turned
 //! into a response by `respond.rs` only.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::upstream::h1::UpstreamBody;
 use tokio::time::Instant;
 
 use super::body::LogOnEnd;
+use super::canonical::{canonical_path, routing_path};
 use super::request_body::RequestBody;
 use super::request_id;
 use super::router::normalise_host;
@@ -138,7 +140,7 @@ pub async fn handle<B: RequestBody>(
 async fn proxy<B: RequestBody>(
     rt: &LocalRuntime,
     ctx: &mut RequestCtx,
-    head: request::Parts,
+    mut head: request::Parts,
     body: B,
     peer_trusted: bool,
     conn: &ConnInfo,
@@ -164,9 +166,15 @@ async fn proxy<B: RequestBody>(
     {
         return redirect_to_https(&ctx.host, port, &head.uri);
     }
+    // From here on, routing, policies, the cache and the backend all see
+    // the canonical path.
+    if let Cow::Owned(path) = canonical_path(head.uri.path()).map_err(ProxyError::BadRequest)? {
+        head.uri = with_path(&head.uri, &path)?;
+        ctx.path = path;
+    }
     let route_index = rt
         .router
-        .find(&ctx.host, &ctx.path)
+        .find(&ctx.host, &routing_path(&ctx.path))
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route_index);
     for stage in &rt.stages {
@@ -524,6 +532,18 @@ fn decode_for_inspection(
         }
         DecodeError::Unsupported => ProxyError::UnsupportedEncoding,
     })
+}
+
+/// `uri` with its path replaced (query, scheme and authority kept).
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, ProxyError> {
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).map_err(|_| ProxyError::BadRequest("invalid path"))?);
+    http::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid path"))
 }
 
 /// The 308 that sends a plain-HTTP request to the same URL over HTTPS

@@ -6,6 +6,7 @@
 //! stages are synchronous hooks it calls at fixed points.
 
 mod body;
+pub mod canonical;
 mod flow;
 mod request_body;
 pub mod request_id;

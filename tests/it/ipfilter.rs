@@ -326,3 +326,46 @@ async fn a_route_with_its_own_ipfilter_replaces_the_global_one() {
     assert_eq!(status("/shop", "192.0.2.1").await, 403, "the global list");
     assert_eq!(status("/shop", "198.51.100.1").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_cannot_walk_around_a_route_rule() {
+    let origin = Origin::start(|seen| Reply::ok(seen.path.clone())).await;
+    let proxy = Proxy::start(&format!(
+        "[[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n\
+         [[routes]]\npath_prefix = \"/admin\"\nupstream = \"app\"\n\
+         [routes.ipfilter]\nmode = \"allowlist\"\nallow = [\"10.0.0.0/8\"]\n\
+         [[routes]]\nupstream = \"app\"\n",
+        origin.addr
+    ))
+    .await;
+    let answer = |target: &str| {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+        let addr = proxy.addr;
+        async move {
+            let (out, _) = raw(addr, request.as_bytes(), std::time::Duration::from_secs(2)).await;
+            out
+        }
+    };
+    for trick in [
+        "/admin/x",
+        "/%61dmin/x",
+        "/./admin/x",
+        "/shop/../admin/x",
+        "/shop/%2e%2e/admin/x",
+        "/;x=1/admin/x",
+        "//admin/x",
+        "/admin;jsessionid=1/x",
+    ] {
+        let out = answer(trick).await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{trick} got {out}");
+    }
+    for refused in ["/a%00b", "/a\\..\\admin", "/%c0%ae%c0%ae/admin", "/a%zz"] {
+        let out = answer(refused).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{refused} got {out}");
+    }
+    assert_eq!(origin.hits(), 0);
+    // What is let through reaches the backend in the form it was judged in.
+    let out = answer("/shop/./a/../%62ook?q=%2e").await;
+    assert!(out.ends_with("/shop/book?q=%2e"), "{out}");
+}
