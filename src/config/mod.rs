@@ -176,6 +176,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_header_bytes: usize,
+    /// The longest request target (path and query) accepted; longer gets 414.
+    pub max_uri_bytes: usize,
     pub max_headers: usize,
     pub max_request_body: u64,
     pub request_timeout: Duration,
@@ -191,6 +193,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
+            max_uri_bytes: 8 * 1024,
             max_headers: 100,
             max_request_body: 1024 * 1024,
             request_timeout: Duration::from_secs(60),

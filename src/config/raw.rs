@@ -71,6 +71,7 @@ pub struct RawLimits {
     pub header_read_timeout: Option<S<String>>,
     pub keepalive_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<String>>,
+    pub max_uri_bytes: Option<S<String>>,
     pub max_headers: Option<S<i64>>,
     pub max_request_body: Option<S<String>>,
     pub request_timeout: Option<S<String>>,

@@ -184,6 +184,7 @@ fn limits(raw: &RawLimits, diag: &mut Collector<'_>) -> Limits {
         keepalive_timeout: duration(&raw.keepalive_timeout, d.keepalive_timeout, diag),
         max_header_bytes: size(&raw.max_header_bytes, d.max_header_bytes as u64, 8192, diag)
             as usize,
+        max_uri_bytes: size(&raw.max_uri_bytes, d.max_uri_bytes as u64, 256, diag) as usize,
         max_headers: count(&raw.max_headers, d.max_headers, 1, 10_000, diag),
         max_request_body: size(&raw.max_request_body, d.max_request_body, 0, diag),
         request_timeout: duration(&raw.request_timeout, d.request_timeout, diag),

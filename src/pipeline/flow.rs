@@ -149,6 +149,10 @@ async fn proxy<B: RequestBody>(
     if ctx.host.is_empty() && head.version != http::Version::HTTP_10 {
         return Err(ProxyError::BadRequest("missing Host"));
     }
+    let target_len = head.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > rt.config.server.limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong);
+    }
     // RFC 9113 §8.3.1: a Host naming another host than `:authority` makes
     // the request malformed (which one would the backend believe?).
     if head.version == http::Version::HTTP_2

@@ -20,6 +20,8 @@ pub enum ProxyError {
     Forbidden(&'static str),
     #[error("request body larger than the limit")]
     PayloadTooLarge,
+    #[error("request target longer than the limit")]
+    UriTooLong,
     #[error("request head larger than the limit")]
     HeadersTooLarge,
     #[error("not implemented: {0}")]
@@ -65,6 +67,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,

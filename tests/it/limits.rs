@@ -275,6 +275,25 @@ async fn oversized_or_too_many_request_headers_are_refused_and_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_request_target_gets_414_and_never_reaches_the_backend() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(origin.addr, "max_uri_bytes = \"1KiB\"")).await;
+    let long = format!(
+        "GET /search?q={} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let (answer, _) = raw(proxy.addr, long.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let fits = format!(
+        "GET /search?q={} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+        "a".repeat(900)
+    );
+    let (answer, _) = raw(proxy.addr, fits.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_stops_reading_a_large_answer_is_cut_off() {
     let big = "x".repeat(32 << 20);
     let origin = Origin::start(move |_| Reply::ok(big.clone())).await;
