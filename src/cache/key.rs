@@ -11,6 +11,8 @@
 
 use http::HeaderMap;
 
+use crate::pipeline::canonical::hex;
+
 /// What a route adds to and takes from the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyParts {
@@ -94,15 +96,6 @@ fn push_normalised(key: &mut String, text: &str) {
         // byte for byte through a lossless char mapping.
         key.push(bytes[i] as char);
         i += 1;
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
