@@ -3,6 +3,8 @@
 //! resolver for each reference and leaves unknown ones empty, as
 //! ModSecurity does.
 
+use super::seclang::ast::Var;
+
 /// A parsed template: literal text and references, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -12,18 +14,29 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(Vec<u8>),
-    /// `%{COLLECTION.key}` or `%{VARIABLE}`: collection upper-cased, key
-    /// as written (lookups ignore its case).
-    Ref {
-        collection: String,
-        key: Option<String>,
-    },
+    Ref(Reference),
+}
+
+/// `%{COLLECTION.key}` or `%{VARIABLE}`, resolved as far as it can be at
+/// load: expansion runs in rule after rule of every transaction, so it
+/// should not look names up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Upper-cased, as written.
+    pub collection: String,
+    /// As written (lookups ignore its case).
+    pub key: Option<String>,
+    /// The variable `collection` names, if it is one.
+    pub var: Option<Var>,
+    /// `key` lower-cased: collections keep their names so.
+    pub key_lower: Option<String>,
 }
 
 /// Where references get their values.
 pub trait Resolve {
-    /// The first value of `collection` (and `key`), if any.
-    fn resolve(&self, collection: &str, key: Option<&str>) -> Option<Vec<u8>>;
+    /// Appends the first value of `reference` to `out`; nothing if it
+    /// has none.
+    fn resolve_into(&self, reference: &Reference, out: &mut Vec<u8>);
 }
 
 impl Template {
@@ -42,10 +55,13 @@ impl Template {
                 Some((c, k)) => (c, Some(k.to_string())),
                 None => (inner, None),
             };
-            parts.push(Part::Ref {
-                collection: collection.trim().to_ascii_uppercase(),
+            let collection = collection.trim().to_ascii_uppercase();
+            parts.push(Part::Ref(Reference {
+                var: Var::from_name(&collection),
+                key_lower: key.as_deref().map(str::to_ascii_lowercase),
+                collection,
                 key,
-            });
+            }));
             rest = &rest[start + 2 + len + 1..];
         }
         if !rest.is_empty() {
@@ -73,7 +89,7 @@ impl Template {
     /// The references, as (collection upper-cased, key as written).
     pub fn references(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Ref { collection, key } => Some((collection.as_str(), key.as_deref())),
+            Part::Ref(r) => Some((r.collection.as_str(), r.key.as_deref())),
             Part::Text(_) => None,
         })
     }
@@ -84,7 +100,7 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.extend_from_slice(t),
-                Part::Ref { .. } => break,
+                Part::Ref(_) => break,
             }
         }
         out
@@ -92,17 +108,18 @@ impl Template {
 
     pub fn expand(&self, resolver: &dyn Resolve) -> Vec<u8> {
         let mut out = Vec::new();
+        self.expand_into(resolver, &mut out);
+        out
+    }
+
+    /// Appends the expansion to `out`.
+    pub fn expand_into(&self, resolver: &dyn Resolve, out: &mut Vec<u8>) {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.extend_from_slice(t),
-                Part::Ref { collection, key } => {
-                    if let Some(v) = resolver.resolve(collection, key.as_deref()) {
-                        out.extend_from_slice(&v);
-                    }
-                }
+                Part::Ref(r) => resolver.resolve_into(r, out),
             }
         }
-        out
     }
 }
 
@@ -112,11 +129,11 @@ mod tests {
 
     struct Fixed;
     impl Resolve for Fixed {
-        fn resolve(&self, collection: &str, key: Option<&str>) -> Option<Vec<u8>> {
-            match (collection, key) {
-                ("TX", Some(k)) if k.eq_ignore_ascii_case("score") => Some(b"5".to_vec()),
-                ("MATCHED_VAR", None) => Some(b"x".to_vec()),
-                _ => None,
+        fn resolve_into(&self, r: &Reference, out: &mut Vec<u8>) {
+            match (r.var, r.key_lower.as_deref()) {
+                (Some(Var::Tx), Some("score")) => out.extend_from_slice(b"5"),
+                (Some(Var::MatchedVar), None) => out.push(b'x'),
+                _ => {}
             }
         }
     }

@@ -27,6 +27,21 @@ pub struct ValueMemo {
     groups: Vec<Vec<Slot>>,
     /// Per list group, what holds for all its values at once.
     summaries: Vec<Option<Summary>>,
+    /// Per list group and transformation chain, what holds for all the
+    /// chain's outputs at once (see [`ChainSummary`]).
+    chain_summaries: Vec<ChainSummary>,
+}
+
+/// The union of the bytes, and lazily of the scans, of every value of a
+/// list after one transformation chain. Rules sharing a chain over a list
+/// (CRS has a few chains and dozens of rules per chain) then pay one bit
+/// test for the whole list instead of one per value, whatever the chain
+/// does to the values.
+struct ChainSummary {
+    group: u16,
+    chain: u32,
+    presence: ByteSet,
+    hits: Option<Hits>,
 }
 
 /// What holds for every value of a list, learnt only as rules ask: the
@@ -116,12 +131,15 @@ impl ValueMemo {
     pub fn clear(&mut self) {
         self.groups.clear();
         self.summaries.clear();
+        self.chain_summaries.clear();
     }
 
     /// True proves that no value of list `group` (`list`; its keys when
     /// `names`) can match an operator with prefilter `slots` after chain
-    /// `chain_id`: the chain leaves every value unchanged but for case,
-    /// and no value holds the operator's literals.
+    /// `chain_id` (`chain`): no value holds the operator's literals once
+    /// transformed. Without `chain`, only chains that leave every value
+    /// unchanged but for case are decided.
+    #[allow(clippy::too_many_arguments)]
     pub fn list_cannot_match(
         &mut self,
         group: u16,
@@ -129,26 +147,29 @@ impl ValueMemo {
         names: bool,
         rules: &RuleSet,
         chain_id: u32,
+        chain: Option<&[Transform]>,
         slots: Slots,
     ) -> bool {
         let (Some(any), Some(mask)) = (
             slots.any,
             rules.chain_masks.get(chain_id as usize).copied().flatten(),
         ) else {
-            return false;
+            return chain.is_some_and(|chain| {
+                self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
+            });
         };
         let index = usize::from(group);
         if self.summaries.len() <= index {
             self.summaries.resize_with(index + 1, || None);
         }
-        let slots = grown(&mut self.groups, group, list.len());
+        let values = grown(&mut self.groups, group, list.len());
         fn value(pair: &Pair, names: bool) -> &[u8] {
             if names { &pair.0 } else { &pair.1 }
         }
         let summary = self.summaries[index].get_or_insert_with(|| Summary {
             presence: list
                 .iter()
-                .zip(slots.iter_mut())
+                .zip(values.iter_mut())
                 .fold(ByteSet::default(), |all, (pair, slot)| {
                     all.union(slot.presence(value(pair, names)))
                 }),
@@ -163,7 +184,7 @@ impl ValueMemo {
             if undecided != 0 {
                 transparent |=
                     list.iter()
-                        .zip(slots.iter_mut())
+                        .zip(values.iter_mut())
                         .fold(undecided, |all, (pair, slot)| {
                             let v = value(pair, names);
                             let presence = slot.presence(v);
@@ -174,14 +195,16 @@ impl ValueMemo {
             summary.transparent |= transparent;
         }
         if mask & !summary.transparent != 0 {
-            return false;
+            return chain.is_some_and(|chain| {
+                self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
+            });
         }
         if !rules.prefilter.may_hit(&summary.presence, any) {
             return true;
         }
         let hits = summary.hits.get_or_insert_with(|| {
             let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
-            for (pair, slot) in list.iter().zip(slots.iter_mut()) {
+            for (pair, slot) in list.iter().zip(values.iter_mut()) {
                 let v = value(pair, names);
                 let raw = slot.raw_hits.get_or_insert_with(|| rules.prefilter.scan(v));
                 for (a, one) in all.iter_mut().zip(raw.iter()) {
@@ -191,6 +214,79 @@ impl ValueMemo {
             all.into_boxed_slice()
         });
         !hit(hits, any)
+    }
+
+    /// True proves that no value of list `group` can match an operator
+    /// with prefilter `slots` once chain `chain_id` (`chain`) has run over
+    /// it: no output holds the operator's literals. Each value's output is
+    /// the one its slot keeps for later rules, so nothing is transformed
+    /// or scanned twice.
+    #[allow(clippy::too_many_arguments)]
+    fn outputs_cannot_match(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+        slots: Slots,
+    ) -> bool {
+        fn value(pair: &Pair, names: bool) -> &[u8] {
+            if names { &pair.0 } else { &pair.1 }
+        }
+        let values = grown(&mut self.groups, group, list.len());
+        let at = match self
+            .chain_summaries
+            .iter()
+            .position(|s| s.group == group && s.chain == chain_id)
+        {
+            Some(at) => at,
+            None => {
+                let presence = list.iter().zip(values.iter_mut()).fold(
+                    ByteSet::default(),
+                    |all, (pair, slot)| {
+                        all.union(slot.output_presence(value(pair, names), rules, chain_id, chain))
+                    },
+                );
+                self.chain_summaries.push(ChainSummary {
+                    group,
+                    chain: chain_id,
+                    presence,
+                    hits: None,
+                });
+                self.chain_summaries.len() - 1
+            }
+        };
+        let summary = &mut self.chain_summaries[at];
+        // The plain slot holds only for plain values: usable when every
+        // output is plain.
+        let plain = slots
+            .plain
+            .filter(|_| !summary.presence.intersects(not_plain()));
+        let needed = [slots.any, plain];
+        if needed.iter().flatten().next().is_none() {
+            return false;
+        }
+        let prefilter = &rules.prefilter;
+        if needed
+            .iter()
+            .flatten()
+            .any(|slot| !prefilter.may_hit(&summary.presence, *slot))
+        {
+            return true;
+        }
+        let hits = summary.hits.get_or_insert_with(|| {
+            let mut all = vec![0u64; prefilter.slot_count().div_ceil(64)];
+            for (pair, slot) in list.iter().zip(values.iter_mut()) {
+                let one = slot.output_hits(value(pair, names), rules, chain_id, chain);
+                for (a, one) in all.iter_mut().zip(one.iter()) {
+                    *a |= one;
+                }
+            }
+            all.into_boxed_slice()
+        });
+        needed.iter().flatten().any(|slot| !hit(hits, *slot))
     }
 
     /// The slots of list `group`, at least `len` of them.
@@ -267,6 +363,46 @@ impl Slot {
         self.entry(chain_id, chain, value).output.as_deref()
     }
 
+    /// The bytes of the value after chain `chain_id`, as [`Self::could_match`]
+    /// reads them.
+    fn output_presence(
+        &mut self,
+        value: &[u8],
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> ByteSet {
+        if !self.transparent(value, rules, chain_id) {
+            let entry = self.entry(chain_id, chain, value);
+            if let Some(output) = &entry.output {
+                return *entry.presence.get_or_insert_with(|| ByteSet::of(output));
+            }
+        }
+        self.presence(value)
+    }
+
+    /// The scan of the value after chain `chain_id`, as
+    /// [`Self::could_match`] reads it.
+    fn output_hits(
+        &mut self,
+        value: &[u8],
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> &[u64] {
+        if !self.transparent(value, rules, chain_id) {
+            let at = self.entry_index(chain_id, chain, value);
+            let entry = &mut self.chains[at];
+            if let Some(output) = &entry.output {
+                return entry
+                    .hits
+                    .get_or_insert_with(|| rules.prefilter.scan(output));
+            }
+        }
+        self.raw_hits
+            .get_or_insert_with(|| rules.prefilter.scan(value))
+    }
+
     fn presence(&mut self, value: &[u8]) -> ByteSet {
         *self.presence.get_or_insert_with(|| ByteSet::of(value))
     }
@@ -295,7 +431,12 @@ impl Slot {
     }
 
     fn entry(&mut self, chain_id: u32, chain: &[Transform], value: &[u8]) -> &mut ChainEntry {
-        let at = match self.chains.iter().position(|e| e.chain == chain_id) {
+        let at = self.entry_index(chain_id, chain, value);
+        &mut self.chains[at]
+    }
+
+    fn entry_index(&mut self, chain_id: u32, chain: &[Transform], value: &[u8]) -> usize {
+        match self.chains.iter().position(|e| e.chain == chain_id) {
             Some(at) => at,
             None => {
                 self.chains.push(ChainEntry {
@@ -306,8 +447,7 @@ impl Slot {
                 });
                 self.chains.len() - 1
             }
-        };
-        &mut self.chains[at]
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::collections::{CollectionStore, StoredVar, expiry};
-use super::macros::Resolve;
+use super::macros::{Reference, Resolve};
 use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
 use super::seclang::ast::{EngineMode, LimitAction, Selector, Var, VarSpec};
@@ -591,6 +591,9 @@ impl Transaction {
                             names,
                             &self.rules,
                             rule.chain_id,
+                            // A keyed target reads a value or two: the
+                            // whole list's outputs would cost more.
+                            matches!(spec.selector, Selector::All).then_some(&*rule.transforms),
                             rule.prefilter,
                         )
                     {
@@ -1003,31 +1006,56 @@ fn test_value(
 }
 
 impl Resolve for Transaction {
-    fn resolve(&self, collection: &str, key: Option<&str>) -> Option<Vec<u8>> {
-        if collection == "RULE" {
-            let rule = self.current.as_ref()?;
-            return match key.map(str::to_ascii_lowercase).as_deref() {
-                Some("id") => Some(rule.id.to_string().into_bytes()),
-                Some("phase") => Some(rule.phase.to_string().into_bytes()),
-                Some("severity") => rule.severity.map(|s| s.to_string().into_bytes()),
-                Some("msg") => rule.msg.as_ref().map(|m| m.static_text()),
-                _ => None,
+    fn resolve_into(&self, reference: &Reference, out: &mut Vec<u8>) {
+        if reference.collection == "RULE" {
+            let Some(rule) = self.current.as_ref() else {
+                return;
             };
+            match reference.key_lower.as_deref() {
+                Some("id") => out.extend_from_slice(rule.id.to_string().as_bytes()),
+                Some("phase") => out.extend_from_slice(rule.phase.to_string().as_bytes()),
+                Some("severity") => {
+                    if let Some(s) = rule.severity {
+                        out.extend_from_slice(s.to_string().as_bytes());
+                    }
+                }
+                Some("msg") => {
+                    if let Some(m) = &rule.msg {
+                        out.extend_from_slice(&m.static_text());
+                    }
+                }
+                _ => {}
+            }
+            return;
         }
-        let var = Var::from_name(collection)?;
+        let Some(var) = reference.var else {
+            return;
+        };
+        // `%{tx.name}`, the common case: one lookup by the name lower-cased
+        // at load.
+        if let Some(key) = &reference.key_lower
+            && let Some(map) = self.collections.get(&var)
+        {
+            if let Some(v) = map.get(key.as_str()) {
+                out.extend_from_slice(v);
+            }
+            return;
+        }
         let spec = VarSpec {
             var,
-            selector: key.map_or(Selector::All, |k| Selector::Key(k.to_string())),
+            selector: reference
+                .key
+                .as_ref()
+                .map_or(Selector::All, |k| Selector::Key(k.clone())),
             exclude: false,
             count: false,
         };
-        let mut first = None;
+        let mut first = true;
         self.visit(&spec, &mut |_, value, _| {
-            if first.is_none() {
-                first = Some(value.to_vec());
+            if std::mem::take(&mut first) {
+                out.extend_from_slice(value);
             }
         });
-        first
     }
 }
 
