@@ -48,6 +48,9 @@ pub struct Metrics {
     /// Decisions Redis could not make (down, slow, error), by limit and the
     /// fallback taken (`open` or `closed`).
     ratelimit_redis_errors: Family<Labels, Counter>,
+    /// Requests answered with Palisade's own error page, by
+    /// `ProxyError::kind` (a fixed set of names).
+    rejected: Family<Labels, Counter>,
     /// The cache's counters and gauges (one set: there is one store).
     pub cache: crate::cache::CacheMetrics,
 }
@@ -78,6 +81,7 @@ impl Metrics {
             ipfilter_denied_countries: Family::default(),
             ratelimit_refused: Family::default(),
             ratelimit_redis_errors: Family::default(),
+            rejected: Family::default(),
             cache: crate::cache::CacheMetrics::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
@@ -131,6 +135,11 @@ impl Metrics {
                 "tls_handshake_failures",
                 "Client TLS handshakes that failed or timed out",
                 m.tls_handshake_failures.clone(),
+            );
+            r.register(
+                "requests_rejected",
+                "Requests answered with Palisade's own error page, by reason (uri_too_long, headers_too_large, payload_too_large, bad_request, ...)",
+                m.rejected.clone(),
             );
             r.register(
                 "refused_client_connections",
@@ -284,6 +293,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request answered with our error page for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
     /// The log-phase stage that counts requests and latency per route.
     /// `route_labels[i]` names route i.
     pub fn route_stage(&self, route_labels: &[String]) -> RouteMetrics {
@@ -301,6 +317,7 @@ impl Metrics {
         RouteMetrics {
             routes: route_labels.iter().map(|l| handles(l)).collect(),
             unrouted: handles("none"),
+            rejected: self.rejected.clone(),
         }
     }
 }
@@ -313,6 +330,7 @@ struct RouteHandles {
 pub struct RouteMetrics {
     routes: Vec<RouteHandles>,
     unrouted: RouteHandles,
+    rejected: Family<Labels, Counter>,
 }
 
 impl Stage for RouteMetrics {
@@ -328,5 +346,10 @@ impl Stage for RouteMetrics {
         let class = (summary.status / 100).clamp(1, 5) as usize - 1;
         handles.by_class[class].inc();
         handles.latency.observe(summary.duration);
+        if let Some(e) = &ctx.error {
+            self.rejected
+                .get_or_create(&vec![("reason", e.kind().to_string())])
+                .inc();
+        }
     }
 }

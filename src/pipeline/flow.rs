@@ -53,6 +53,48 @@ impl ConnInfo {
     }
 }
 
+/// Logs a request refused before it had a head worth routing (too large,
+/// malformed): one access-log line (method `-`) and the metrics, like any
+/// request Palisade answers itself. `id` is the request id its error page
+/// carries.
+pub fn log_rejected_head(
+    shared: &SharedRuntime,
+    conn: &ConnInfo,
+    err: &ProxyError,
+    id: HeaderValue,
+) {
+    let rt = LocalRuntime::current(shared);
+    let ctx = RequestCtx {
+        id,
+        peer: conn.peer,
+        client_ip: conn.peer.ip().to_canonical(),
+        started: std::time::Instant::now(),
+        method: http::Method::from_bytes(b"-").unwrap_or(http::Method::GET),
+        host: String::new(),
+        path: String::new(),
+        http_version: http::Version::HTTP_11,
+        route: None,
+        upstream_server: None,
+        cache_status: None,
+        waf_verdict: None,
+        ipfilter_denied: None,
+        response_headers: Vec::new(),
+        ratelimit_refused: None,
+        bytes_in: 0,
+        response_flagged: false,
+        error: Some(err.clone()),
+    };
+    let summary = super::Summary {
+        status: err.status().as_u16(),
+        bytes_out: 0,
+        duration: std::time::Duration::ZERO,
+        aborted: false,
+    };
+    for stage in &rt.stages {
+        stage.on_log(&ctx, &summary);
+    }
+}
+
 /// Answers one request, given its head and its body still unread. Never
 /// fails: every error becomes our error page.
 pub async fn handle<B: RequestBody>(
@@ -97,6 +139,7 @@ pub async fn handle<B: RequestBody>(
         ratelimit_refused: None,
         bytes_in: 0,
         response_flagged: false,
+        error: None,
     };
     let limit = rt.config.server.limits.request_timeout;
     // Every wait below runs against this deadline; no separate timer
@@ -116,7 +159,11 @@ pub async fn handle<B: RequestBody>(
     .await;
     let mut response = match outcome {
         Ok(response) => response,
-        Err(e) => error_response(&e, &ctx.id, rt.error_page()),
+        Err(e) => {
+            let response = error_response(&e, &ctx.id, rt.error_page());
+            ctx.error = Some(e);
+            response
+        }
     };
     response.headers_mut().insert(&X_REQUEST_ID, ctx.id.clone());
     if conn.scheme == "https"

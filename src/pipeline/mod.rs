@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Method, request, response};
 
 pub use body::{BodySink, ResponseBody};
-pub use flow::{ConnInfo, handle};
+pub use flow::{ConnInfo, handle, log_rejected_head};
 pub use request_body::RequestBody;
 pub use runtime::{LocalRuntime, Runtime, SharedRuntime};
 
@@ -140,6 +140,8 @@ pub struct RequestCtx {
     /// A response stage (the WAF's phases 3 and 4) flagged the response:
     /// the cache never stores it.
     pub response_flagged: bool,
+    /// Why Palisade answered with its own error page, if it did.
+    pub error: Option<ProxyError>,
 }
 
 /// The outcome of a request, handed to `Stage::on_log`.

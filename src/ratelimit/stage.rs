@@ -511,6 +511,7 @@ mod tests {
             response_headers: Vec::new(),
             bytes_in: 0,
             response_flagged: false,
+            error: None,
         };
         (ctx, head)
     }

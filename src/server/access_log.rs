@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::AccessLogTarget;
 use crate::pipeline::{RequestCtx, Stage, Summary};
+use crate::server::respond::ProxyError;
 
 const QUEUE: usize = 64 * 1024;
 
@@ -43,6 +44,11 @@ struct Line<'a> {
     ipfilter: Option<&'a str>,
     /// The limit that refused the request with 429.
     ratelimit: Option<&'a str>,
+    /// Why Palisade answered with its own error page
+    /// (`ProxyError::kind`: `uri_too_long`, `bad_request`, ...).
+    error: Option<&'static str>,
+    /// For some errors, the rule the request broke (`two Host fields`).
+    error_detail: Option<&'static str>,
     aborted: bool,
 }
 
@@ -128,6 +134,8 @@ impl Stage for AccessLog {
             waf: ctx.waf_verdict,
             ipfilter: ctx.ipfilter_denied,
             ratelimit: ctx.ratelimit_refused.as_deref(),
+            error: ctx.error.as_ref().map(ProxyError::kind),
+            error_detail: ctx.error.as_ref().and_then(ProxyError::detail),
             aborted: summary.aborted,
         };
         let Ok(mut bytes) = serde_json::to_vec(&line) else {

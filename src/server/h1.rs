@@ -154,7 +154,9 @@ pub async fn serve<S: Transport>(
                 Ok(parsed) => parsed,
                 Err(HeadError::Close) => return,
                 Err(HeadError::Reject(e)) => {
-                    let response = error_response(&e, &request_id::generate(), None);
+                    let id = request_id::generate();
+                    crate::pipeline::log_rejected_head(runtime, &info, &e, id.clone());
+                    let response = error_response(&e, &id, None);
                     let _ = write_response(
                         &mut io,
                         &mut out,

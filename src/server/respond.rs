@@ -79,6 +79,39 @@ impl ProxyError {
         }
     }
 
+    /// A stable name for what went wrong: the access log's `error` field
+    /// and the `reason` label of `palisade_requests_rejected_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::PayloadTooLarge => "payload_too_large",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::NotImplemented(_) => "not_implemented",
+            ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::UpstreamUnavailable => "upstream_unavailable",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::OriginError(_) => "origin_error",
+            ProxyError::NotCached => "not_cached",
+            ProxyError::UnsupportedEncoding => "unsupported_encoding",
+            ProxyError::TooManyRequests(_) => "too_many_requests",
+            ProxyError::LimitUnavailable => "limit_unavailable",
+        }
+    }
+
+    /// The specific rule broken, for the access log (never the client):
+    /// `"two Host fields"` for a `bad_request`.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::BadRequest(d)
+            | ProxyError::Forbidden(d)
+            | ProxyError::NotImplemented(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// Whether the client connection should be closed after this answer:
     /// after a framing problem the rest of the stream cannot be trusted.
     pub fn closes_connection(&self) -> bool {

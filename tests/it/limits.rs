@@ -329,3 +329,81 @@ async fn client_that_stops_reading_a_large_answer_is_cut_off() {
     drop(stalled);
     assert_eq!(get(proxy.addr, "site.test", "/", &[]).await.status, 200);
 }
+
+/// Every limit answers with its own status, names itself in the access
+/// log's `error` field and counts in `palisade_requests_rejected_total`,
+/// including those refused before the request head was complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_gives_its_status_a_log_field_and_a_metric() {
+    let origin = Origin::named("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start(&format!(
+        "{}[log]\naccess = \"{}\"\n",
+        config(
+            origin.addr,
+            "max_uri_bytes = \"1KiB\"\nmax_header_bytes = \"16KiB\"\nmax_request_body = \"1KiB\""
+        ),
+        log.display()
+    ))
+    .await;
+    let cases = [
+        (
+            format!(
+                "GET /?q={} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+                "a".repeat(2000)
+            ),
+            "414",
+            "uri_too_long",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: site.test\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(32 * 1024)
+            ),
+            "431",
+            "headers_too_large",
+        ),
+        (
+            format!(
+                "POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 2048\r\n\r\n{}",
+                "a".repeat(2048)
+            ),
+            "413",
+            "payload_too_large",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\n\r\n".to_string(),
+            "400",
+            "bad_request",
+        ),
+    ];
+    for (request, status, _) in &cases {
+        let (answer, _) = raw(proxy.addr, request.as_bytes(), Duration::from_secs(3)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {answer}"
+        );
+    }
+    let lines = log_lines(&log, cases.len()).await;
+    let errors: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["status"].to_string(),
+                v["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+    for (_, status, kind) in &cases {
+        assert!(
+            errors.contains(&(status.to_string(), kind.to_string())),
+            "no {status} line with error {kind}: {errors:?}"
+        );
+        let series = format!("palisade_requests_rejected_total{{reason=\"{kind}\"}} 1");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+    assert_eq!(origin.hits(), 0);
+}
