@@ -12,6 +12,7 @@ mod ipfilter;
 mod lifecycle;
 mod limits;
 mod observability;
+mod properties;
 mod ratelimit;
 mod ratelimit_redis;
 mod routing;
