@@ -33,7 +33,7 @@ async fn echo_origin() -> Origin {
 async fn request_smuggling_shapes_are_refused_and_never_reach_the_backend() {
     let origin = echo_origin().await;
     let proxy = Proxy::start(&one_route(origin.addr)).await;
-    let shapes: [(&[u8], &str); 9] = [
+    let shapes: [(&[u8], &str); 11] = [
         (
             b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             "400",
@@ -56,6 +56,14 @@ async fn request_smuggling_shapes_are_refused_and_never_reach_the_backend() {
         ),
         (
             b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1, 2\r\n\r\nab",
+            "400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 2, 2\r\n\r\nab",
+            "400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
             "400",
         ),
         // A chunk extension whose quote never closes: a backend reading it

@@ -13,6 +13,8 @@ use palisade::compress::decode::{Caps, DecodeError, decode};
 use palisade::compress::negotiate::choose;
 use palisade::ipgeo::lists::parse_entry;
 use palisade::pipeline::canonical::{canonical_path, routing_path};
+use palisade::server::h1::{BodyFraming, parse_head};
+use palisade::upstream::headers::{drop_underscored, is_hop_by_hop, strip_hop_by_hop};
 use palisade::waf::transform::invariants;
 use proptest::prelude::*;
 
@@ -34,6 +36,54 @@ fn tricky_path() -> impl Strategy<Value = String> {
         "%[0-9a-fA-F]{2}",
     ];
     prop::collection::vec(piece, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
+}
+
+/// Request heads assembled from the pieces smuggling and header-alias
+/// attacks use.
+fn hostile_head() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        Just("Host: site.test\r\n"),
+        Just("Host: other.test\r\n"),
+        Just("Content-Length: 5\r\n"),
+        Just("Content-Length: 6\r\n"),
+        Just("Content-Length: 5, 5\r\n"),
+        Just("Content-Length: +5\r\n"),
+        Just("Transfer-Encoding: chunked\r\n"),
+        Just("Transfer-Encoding: chunked, chunked\r\n"),
+        Just("Transfer-Encoding: gzip, chunked\r\n"),
+        Just("Transfer-Encoding : chunked\r\n"),
+        Just("Transfer_Encoding: chunked\r\n"),
+        Just("X-Forwarded_For: 10.0.0.1\r\n"),
+        Just("Connection: close, X-Secret\r\n"),
+        Just("Connection: keep-alive\r\n"),
+        Just("X-Secret: 1\r\n"),
+        Just("TE: trailers\r\n"),
+        Just("Upgrade: websocket\r\n"),
+        Just("Keep-Alive: timeout=5\r\n"),
+        Just("Proxy-Connection: keep-alive\r\n"),
+        Just("X-Folded: a\r\n b\r\n"),
+        Just("X-Bare: a\nX-Next: b\r\n"),
+        Just("X-Ctl: a\x01b\r\n"),
+        Just("Expect: 100-continue\r\n"),
+    ];
+    let start = prop_oneof![
+        Just("GET / HTTP/1.1\r\n"),
+        Just("POST /form HTTP/1.1\r\n"),
+        Just("POST /form HTTP/1.0\r\n"),
+        Just("GET /x/../admin HTTP/1.1\r\n"),
+        Just("GET http://site.test/abs HTTP/1.1\r\n"),
+        Just("GET /\r\n"),
+        Just("GET / HTTP/2.0\r\n"),
+        Just("GET / HTTP/1.1 \r\n"),
+    ];
+    (start, prop::collection::vec(line, 0..8)).prop_map(|(start, lines)| {
+        let mut head = start.as_bytes().to_vec();
+        for l in lines {
+            head.extend_from_slice(l.as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    })
 }
 
 /// CIDR text: mostly well-formed v4 and v6 blocks and bare addresses,
@@ -65,6 +115,49 @@ proptest! {
             prop_assert_eq!(routing_path(&routed), routed.clone());
             prop_assert!(!routed.contains("//") && !routed.contains(';'), "{}", routed);
         }
+    }
+
+    /// A head that is accepted has one unambiguous framing, and once
+    /// sanitised for the backend holds no hop-by-hop field, no field its
+    /// Connection named, no `_` alias; sanitising again changes nothing.
+    #[test]
+    fn accepted_heads_have_one_framing_and_sanitise_idempotently(head in hostile_head()) {
+        let Ok(Some((parts, framing))) = parse_head(&head) else { return Ok(()) };
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let headers = &parts.headers;
+        let lengths: Vec<_> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+        let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
+        prop_assert!(!(chunked && !lengths.is_empty()), "both framings: {}", text);
+        prop_assert!(lengths.len() <= 1, "several lengths: {}", text);
+        match framing {
+            BodyFraming::Chunked => prop_assert!(chunked, "{}", text),
+            BodyFraming::Length(n) => {
+                let declared = n.to_string();
+                prop_assert_eq!(
+                    lengths.first().and_then(|v| v.to_str().ok()),
+                    Some(declared.as_str())
+                );
+            }
+            BodyFraming::None => prop_assert!(!chunked, "{}", text),
+        }
+        let mut sanitised = parts.headers.clone();
+        let named: Vec<String> = sanitised
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect();
+        strip_hop_by_hop(&mut sanitised);
+        drop_underscored(&mut sanitised);
+        for name in sanitised.keys() {
+            prop_assert!(!is_hop_by_hop(name), "{} kept: {}", name, text);
+            prop_assert!(!name.as_str().contains('_'), "{} kept: {}", name, text);
+            prop_assert!(!named.iter().any(|n| n == name.as_str()), "{} kept: {}", name, text);
+        }
+        let mut again = sanitised.clone();
+        strip_hop_by_hop(&mut again);
+        drop_underscored(&mut again);
+        prop_assert_eq!(again, sanitised);
     }
 
     #[test]
