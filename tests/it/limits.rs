@@ -407,3 +407,83 @@ async fn each_limit_gives_its_status_a_log_field_and_a_metric() {
     }
     assert_eq!(origin.hits(), 0);
 }
+
+/// 1,000 hostile connections at once — a third dribbling their head, a
+/// third sending a body a byte at a time, a third never reading a large
+/// answer — and a normal client on its own connection still gets p99 under
+/// 100 ms. Slow connections cost a parked task each, never a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_clients_do_not_slow_a_normal_one() {
+    let big = "x".repeat(1 << 20);
+    let origin = Origin::start(move |seen| {
+        if seen.path == "/big" {
+            Reply::ok(big.clone())
+        } else {
+            Reply::ok("ok")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "header_read_timeout = \"30s\"\nkeepalive_timeout = \"30s\"",
+    ))
+    .await;
+    let mut dribblers = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..1000 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let start: &[u8] = match i % 3 {
+            0 => b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Slow: a",
+            1 => b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 100000\r\n\r\na",
+            _ => b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        };
+        s.write_all(start).await.unwrap();
+        if i % 3 == 2 {
+            readers.push(s);
+        } else {
+            dribblers.push(s);
+        }
+    }
+    // The dribblers keep dribbling, one byte each every 200 ms; the
+    // readers are held open and never read.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let dribbler = tokio::spawn(async move {
+        loop {
+            for s in &mut dribblers {
+                let _ = s.write_all(b"a").await;
+            }
+            tokio::select! {
+                _ = &mut stop_rx => return dribblers.len(),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let got = get(proxy.addr, "site.test", "/", &[]).await;
+        took.push(started.elapsed());
+        assert_eq!(got.body, "ok");
+    }
+    took.sort();
+    let p99 = took[took.len() * 99 / 100 - 1];
+    eprintln!(
+        "normal client beside 1,000 slow ones: p50 {:?}, p99 {p99:?}",
+        took[took.len() / 2]
+    );
+    let metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+    let _ = stop_tx.send(());
+    assert_eq!(dribbler.await.unwrap(), 667);
+    assert_eq!(readers.len(), 333);
+    let open = metrics
+        .lines()
+        .find(|l| l.starts_with("palisade_open_connections "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        open.is_some_and(|open| open >= 1000),
+        "the slow connections were not all open while we measured: {open:?}"
+    );
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
