@@ -7,6 +7,7 @@ mod balancing;
 mod cache;
 mod client_protocol;
 mod compression;
+mod h2_floods;
 mod headers;
 mod ipfilter;
 mod lifecycle;

@@ -1,0 +1,305 @@
+//! HTTP/2 abuse from a raw frame writer: rapid reset (CVE-2023-44487),
+//! CONTINUATION flood, HPACK bomb, PING flood, flow-control window overflow
+//! and empty DATA frames. Each abusive connection must be ended (or its
+//! requests refused) without the backend seeing the flood, and a normal
+//! HTTP/2 client alongside must still be served.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK literal field without indexing, new name (RFC 7541 §6.2.2);
+/// names and values under 127 bytes.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x00, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// A GET for `/` on site.test: the static table's :method GET (2),
+/// :scheme http (6), :path / (4), then :authority as a literal.
+fn get_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84];
+    block.extend(literal(":authority", "site.test"));
+    block
+}
+
+/// Opens a raw HTTP/2 connection: preface and empty SETTINGS sent.
+async fn raw_h2(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(PREFACE).await.unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    s
+}
+
+/// Reads frames until the server closes or sends GOAWAY; true if it did
+/// either within `wait`. Everything else it sends is skipped.
+async fn ended_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == GOAWAY {
+                return true;
+            }
+            buf.drain(..9 + len);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads frames until a HEADERS frame on `stream` (the response) arrives;
+/// false if the connection ends or `wait` passes first.
+async fn answered(s: &mut TcpStream, stream: u32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if buf[3] == HEADERS && id == stream {
+                return true;
+            }
+            buf.drain(..9 + len);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return false,
+        }
+    }
+}
+
+/// A normal HTTP/2 client gets its answer (within two seconds).
+async fn normal_client_is_served(addr: std::net::SocketAddr) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://site.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), sender.send_request(req))
+        .await
+        .expect("the normal client waited over 2 s")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+async fn setup() -> (Origin, Proxy) {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         [[upstreams]]\nname = \"app\"\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        origin.addr
+    ))
+    .await;
+    (origin, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_flood_is_cut_off_and_never_reaches_the_backend() {
+    let (origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let block = get_block();
+    // The frames are well formed: one request, not reset, is answered.
+    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    assert!(
+        answered(&mut s, 1, Duration::from_secs(2)).await,
+        "raw request unanswered"
+    );
+    assert_eq!(origin.hits(), 1);
+    let mut burst = Vec::new();
+    for i in 1..10_001u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
+        burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    // The server may stop reading (and close) part-way: a write error is
+    // the defence working.
+    let _ = s.write_all(&burst).await;
+    assert!(
+        ended_by_server(&mut s, Duration::from_secs(5)).await,
+        "10,000 opened-and-reset streams did not end the connection"
+    );
+    normal_client_is_served(proxy.addr).await;
+    let hits = origin.hits() - 2;
+    eprintln!("rapid reset: the backend saw {hits} of 10,000 reset requests");
+    assert!(
+        hits < 1_000,
+        "the backend saw {hits} of 10,000 reset requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_flood_is_refused_without_unbounded_buffering() {
+    let (origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let _ = s
+        .write_all(&frame(HEADERS, END_STREAM, 1, &get_block()))
+        .await;
+    // Far past max_header_bytes (32 KiB): 20,000 CONTINUATION frames of
+    // junk fields, never an END_HEADERS.
+    let junk = literal("x-junk", &"a".repeat(100));
+    let mut flood = Vec::new();
+    for _ in 0..20_000 {
+        flood.extend(frame(CONTINUATION, 0, 1, &junk));
+    }
+    let _ = s.write_all(&flood).await;
+    assert!(
+        ended_by_server(&mut s, Duration::from_secs(5)).await,
+        "a CONTINUATION flood did not end the connection"
+    );
+    normal_client_is_served(proxy.addr).await;
+    assert_eq!(origin.hits(), 1, "only the normal client's request arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpack_bomb_is_refused() {
+    let (origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    // Indexing works as written: a field added to the dynamic table and
+    // referenced once is an ordinary request.
+    let mut fine = get_block();
+    fine.extend([0x40, 6]);
+    fine.extend_from_slice(b"x-note");
+    fine.extend([2, b'o', b'k']);
+    fine.push(0x80 | 62);
+    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &fine))
+        .await
+        .unwrap();
+    assert!(
+        answered(&mut s, 1, Duration::from_secs(2)).await,
+        "raw request unanswered"
+    );
+    assert_eq!(origin.hits(), 1);
+    let mut s = raw_h2(proxy.addr).await;
+    // One 4,000-byte field into the dynamic table (literal with incremental
+    // indexing), then 1,000 one-byte references to it: 4 MB decoded from
+    // 5 KB sent.
+    let mut block = get_block();
+    block.push(0x40);
+    block.push(6);
+    block.extend_from_slice(b"x-bomb");
+    let value = "b".repeat(4000);
+    // Value length 4000 as an HPACK integer with a 7-bit prefix.
+    block.push(0x7f);
+    let mut rest = 4000 - 127;
+    while rest >= 128 {
+        block.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    block.push(rest as u8);
+    block.extend_from_slice(value.as_bytes());
+    // Dynamic table index 62 is the newest entry.
+    block.extend(std::iter::repeat_n(0x80 | 62, 1000));
+    let _ = s
+        .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await;
+    // Refused: either the connection ends or the stream is answered with a
+    // reset or a 431; the backend never sees it.
+    let _ = ended_by_server(&mut s, Duration::from_secs(1)).await;
+    normal_client_is_served(proxy.addr).await;
+    assert_eq!(
+        origin.hits(),
+        2,
+        "the bombed request never reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_settings_floods_leave_other_clients_served() {
+    let (_origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let mut flood = Vec::new();
+    for i in 0..50_000u64 {
+        flood.extend(frame(PING, 0, 0, &i.to_be_bytes()));
+        flood.extend(frame(SETTINGS, 0, 0, &[]));
+    }
+    // We never read the PING ACKs: a server that queued them without bound
+    // would grow here.
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&flood)).await;
+    normal_client_is_served(proxy.addr).await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_overflow_is_a_connection_error() {
+    let (_origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    // Two increments of 2^31-1 overflow the connection window (RFC 9113
+    // §6.9.1): FLOW_CONTROL_ERROR and GOAWAY.
+    let max = 0x7fff_ffffu32.to_be_bytes();
+    let _ = s.write_all(&frame(WINDOW_UPDATE, 0, 0, &max)).await;
+    let _ = s.write_all(&frame(WINDOW_UPDATE, 0, 0, &max)).await;
+    assert!(
+        ended_by_server(&mut s, Duration::from_secs(3)).await,
+        "an overflowing window did not end the connection"
+    );
+    normal_client_is_served(proxy.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_data_frame_flood_leaves_other_clients_served() {
+    let (_origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let mut block = vec![0x83, 0x86, 0x84]; // :method POST
+    block.extend(literal(":authority", "site.test"));
+    let _ = s.write_all(&frame(HEADERS, END_HEADERS, 1, &block)).await;
+    let mut flood = Vec::new();
+    for _ in 0..100_000 {
+        flood.extend(frame(DATA, 0, 1, &[]));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&flood)).await;
+    normal_client_is_served(proxy.addr).await;
+}
