@@ -277,6 +277,9 @@ pub struct RouteConfig {
     pub cache: Option<crate::cache::CacheRules>,
     /// How this route compresses; `None`: it does not.
     pub compression: Option<crate::compress::CompressionConfig>,
+    /// WebSocket upgrades are tunnelled to the backend once it answers 101;
+    /// elsewhere `Upgrade` is dropped and the request stays plain HTTP.
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -139,6 +139,8 @@ pub struct RawRoute {
     pub cache: Option<S<RawRouteCache>>,
     /// `compression = { enabled = false }` turns compression off here.
     pub compression: Option<S<RawRouteCompression>>,
+    /// WebSocket upgrades are tunnelled to this route's backend.
+    pub websocket: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -388,6 +388,7 @@ fn route(
         ipfilter,
         cache,
         compression,
+        websocket: raw.websocket.as_ref().is_some_and(|w| *w.get_ref()),
     })
 }
 

@@ -264,6 +264,9 @@ async fn proxy<B: RequestBody>(
         peer_trusted,
         conn: conn.clone(),
     };
+    if rt.config.routes[route_index].websocket && super::upgrade::is_websocket_upgrade(&head) {
+        return super::upgrade::upgrade(rt, ctx, &route, head, deadline).await;
+    }
     let compression = rt.config.routes[route_index].compression.as_ref();
     // Only what compression needs of the request outlives it.
     let accept_encoding: Vec<HeaderValue> = match compression {
@@ -338,14 +341,14 @@ async fn proxy<B: RequestBody>(
 /// Where a request goes and who sent it: what forwarding needs beyond the
 /// request itself.
 #[derive(Clone)]
-struct Route {
-    index: usize,
+pub(super) struct Route {
+    pub(super) index: usize,
     peer_trusted: bool,
-    conn: ConnInfo,
+    pub(super) conn: ConnInfo,
 }
 
 /// The request as forwarding takes it.
-struct ForwardHead {
+pub(super) struct ForwardHead {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
@@ -375,8 +378,23 @@ async fn forward(
     want_map: bool,
     deadline: Instant,
 ) -> Result<(http::response::Parts, Option<OriginFields>, ResponseBody), ProxyError> {
-    let mut head: ForwardHead = head.into();
+    let head: ForwardHead = head.into();
     let upstream = &rt.upstreams[rt.config.routes[route.index].upstream];
+    let method = head.method.clone();
+    let outgoing = outgoing(ctx, route, head, body);
+    let forwarded = upstream.forward(&outgoing, deadline).await?;
+    answer(rt, ctx, &method, forwarded, want_map, deadline).await
+}
+
+/// The request as the backend gets it: hop-by-hop fields gone, forwarding
+/// fields set, the body re-framed with its own length, the Host the
+/// client meant.
+pub(super) fn outgoing(
+    ctx: &RequestCtx,
+    route: &Route,
+    mut head: ForwardHead,
+    body: Bytes,
+) -> Outgoing {
     let original_host = host_value(&head.headers, &head.uri);
     let side = ClientSide {
         peer_ip: ctx.peer.ip(),
@@ -403,14 +421,26 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let outgoing = Outgoing {
-        method: head.method.clone(),
+    Outgoing {
+        method: head.method,
         path_and_query,
         headers: head.headers,
         body,
         client_ip: ctx.client_ip,
-    };
-    let forwarded = upstream.forward(&outgoing, deadline).await?;
+    }
+}
+
+/// The backend's answer as the client will get it, after the response
+/// stages: its head, its fields (unparsed unless a stage or `want_map`
+/// needed them) and its body.
+pub(super) async fn answer(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    method: &http::Method,
+    forwarded: crate::upstream::Forwarded,
+    want_map: bool,
+    deadline: Instant,
+) -> Result<(http::response::Parts, Option<OriginFields>, ResponseBody), ProxyError> {
     ctx.upstream_server = Some(forwarded.server);
 
     let mut origin = forwarded.head;
@@ -432,7 +462,7 @@ async fn forward(
             }
         }
     }
-    let body = tokio::time::timeout_at(deadline, first_bytes(&head.method, forwarded.body))
+    let body = tokio::time::timeout_at(deadline, first_bytes(method, forwarded.body))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout)??;
     Ok((parts, fields, body))

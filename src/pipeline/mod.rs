@@ -12,6 +12,7 @@ mod request_body;
 pub mod request_id;
 pub mod router;
 mod runtime;
+mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -114,6 +114,7 @@ mod tests {
             ipfilter: None,
             cache: None,
             compression: None,
+            websocket: false,
         }
     }
 

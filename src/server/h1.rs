@@ -178,7 +178,15 @@ pub async fn serve<S: Transport>(
             expect_continue: framing.expect_continue,
             stall: limits.keepalive_timeout,
         };
-        let response = handle(runtime, info.clone(), head, body).await;
+        let mut response = handle(runtime, info.clone(), head, body).await;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(tunnel) = response
+                .extensions_mut()
+                .remove::<crate::upstream::Tunnel>()
+        {
+            tunnel_to(io, &response, &tunnel, drain_signal.as_mut()).await;
+            return;
+        }
         let closing = drain.started();
         let keep_alive =
             framing.keep_alive && !io.body_pending && !closing && !wants_close(response.headers());
@@ -197,6 +205,37 @@ pub async fn serve<S: Transport>(
             }
             Err(_) => return,
         }
+    }
+}
+
+/// Answers 101 and relays bytes both ways between the client and the
+/// backend that switched protocols, until either side closes or the
+/// server drains. Neither side's bytes are parsed from here on.
+async fn tunnel_to<S: Transport, R>(
+    io: ClientIo<S>,
+    response: &Response<R>,
+    tunnel: &crate::upstream::Tunnel,
+    drain: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) {
+    let Some((mut backend, leftover)) = tunnel.take() else {
+        return;
+    };
+    let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+    for (name, value) in response.headers() {
+        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let (mut client, early) = io.into_parts();
+    let relay = async {
+        client.write_all(&head).await?;
+        client.write_all(&leftover).await?;
+        // Bytes the client sent right behind its request head.
+        backend.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut backend).await
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = drain => {}
     }
 }
 

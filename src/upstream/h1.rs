@@ -163,6 +163,36 @@ impl UpstreamConn {
         }
     }
 
+    /// Reads the answer to an upgrade request: the 101 that switches
+    /// protocols, or the final response of a backend that declined.
+    pub async fn read_upgrade_head(
+        &mut self,
+        request_method: &Method,
+    ) -> Result<(ResponseHead, Framing), H1Error> {
+        loop {
+            if let Some((parts, framing)) = parse_head(&mut self.buf, request_method)? {
+                if parts.status.is_informational()
+                    && parts.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                return Ok((parts, framing));
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                return Err(H1Error::HeadTooLarge);
+            }
+            if self.read_more().await? == 0 {
+                return Err(H1Error::ClosedBeforeHead);
+            }
+        }
+    }
+
+    /// The socket and the bytes the backend sent past the 101: where a
+    /// tunnel starts.
+    pub fn into_tunnel(self) -> (BackendStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     async fn read_more(&mut self) -> io::Result<usize> {
         let want = self.head_read;
         std::future::poll_fn(|cx| self.poll_read_more(cx, want)).await

@@ -81,6 +81,37 @@ pub struct Forwarded {
     pub server: SocketAddr,
 }
 
+/// A backend connection that switched protocols, handed from the pipeline
+/// to the client's connection as a response extension (which must be
+/// `Clone`; the connection is taken once).
+#[derive(Clone)]
+pub struct Tunnel(Arc<std::sync::Mutex<Option<(stream::BackendStream, bytes::BytesMut)>>>);
+
+impl Tunnel {
+    pub fn new(stream: stream::BackendStream, leftover: bytes::BytesMut) -> Tunnel {
+        Tunnel(Arc::new(std::sync::Mutex::new(Some((stream, leftover)))))
+    }
+
+    /// The backend connection and the bytes it sent past its 101.
+    pub fn take(&self) -> Option<(stream::BackendStream, bytes::BytesMut)> {
+        self.0.lock().ok().and_then(|mut t| t.take())
+    }
+}
+
+/// What a backend made of an upgrade request.
+pub enum UpgradeAnswer {
+    /// 101: the connection now speaks the new protocol; `leftover` holds
+    /// its first bytes if they came with the head.
+    Switched {
+        head: h1::ResponseHead,
+        stream: stream::BackendStream,
+        leftover: bytes::BytesMut,
+        server: SocketAddr,
+    },
+    /// Any other answer: an ordinary response.
+    Declined(Forwarded),
+}
+
 /// The request as it goes upstream: origin-form target, cleaned headers,
 /// the whole body (so a retry can send it again).
 pub struct Outgoing {
@@ -255,6 +286,71 @@ impl UpstreamPool {
             }
         }
         Err(last_error)
+    }
+
+    /// Sends an upgrade request (WebSocket) to one server, on a connection
+    /// of its own that is never pooled: if the backend answers 101 the
+    /// connection becomes the tunnel. Not retried: the client may already
+    /// count on this attempt.
+    pub async fn upgrade(
+        &self,
+        out: &Outgoing,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpgradeAnswer, ProxyError> {
+        let index = self
+            .pick(out.client_ip, 0)
+            .ok_or(ProxyError::UpstreamUnavailable)?;
+        let server = &self.servers[index];
+        let in_flight = InFlight::enter(
+            &server.in_flight,
+            self.config.balance == crate::config::Balance::LeastConn,
+        );
+        let deadline = (tokio::time::Instant::now() + self.config.response_timeout).min(deadline);
+        let attempt = async {
+            let mut conn = server.conns.connect().await.map_err(|e| {
+                tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %e, "upstream connect failed");
+            })?;
+            conn.send(&out.method, out.path_and_query.as_str(), &out.headers, &[])
+                .await
+                .map_err(|_| ())?;
+            let (head, framing) = conn.read_upgrade_head(&out.method).await.map_err(|e| {
+                tracing::warn!(upstream = %self.config.name, server = %server.addr, error = %e, "upstream upgrade failed");
+            })?;
+            Ok::<_, ()>((conn, head, framing))
+        };
+        let (conn, head, framing) = match tokio::time::timeout_at(deadline, attempt).await {
+            Err(_) => {
+                self.passive_failure(index);
+                return Err(ProxyError::UpstreamTimeout);
+            }
+            Ok(Err(())) => {
+                self.passive_failure(index);
+                return Err(ProxyError::UpstreamUnavailable);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        self.passive_success(index);
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let (stream, leftover) = conn.into_tunnel();
+            return Ok(UpgradeAnswer::Switched {
+                head,
+                stream,
+                leftover,
+                server: server.addr,
+            });
+        }
+        let body = UpstreamBody::new(
+            conn,
+            framing,
+            Arc::clone(server.conns.home_slot()),
+            in_flight,
+            self.config.response_timeout,
+        );
+        Ok(UpgradeAnswer::Declined(Forwarded {
+            head,
+            body,
+            server: server.addr,
+        }))
     }
 
     /// One request on one server, up to the response head: on an idle

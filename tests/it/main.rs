@@ -23,3 +23,4 @@ mod upstream_failures;
 mod util;
 mod waf_engine;
 mod waf_rules;
+mod websocket;
