@@ -180,6 +180,9 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub max_headers: usize,
     pub max_request_body: u64,
+    /// Bytes per second an HTTP/1 request body must average once
+    /// `header_read_timeout` has passed since its head; 0: no check.
+    pub min_body_rate: u64,
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
     pub h2_max_concurrent_streams: u32,
@@ -196,6 +199,7 @@ impl Default for Limits {
             max_uri_bytes: 8 * 1024,
             max_headers: 100,
             max_request_body: 1024 * 1024,
+            min_body_rate: 500,
             request_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             h2_max_concurrent_streams: 100,

@@ -74,6 +74,9 @@ pub struct RawLimits {
     pub max_uri_bytes: Option<S<String>>,
     pub max_headers: Option<S<i64>>,
     pub max_request_body: Option<S<String>>,
+    /// Bytes per second a request body must keep up after the first
+    /// `header_read_timeout` ("500", "1KiB"); "0" turns the check off.
+    pub min_body_rate: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
     pub drain_timeout: Option<S<String>>,
     pub h2_max_concurrent_streams: Option<S<i64>>,

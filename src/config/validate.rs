@@ -187,6 +187,7 @@ fn limits(raw: &RawLimits, diag: &mut Collector<'_>) -> Limits {
         max_uri_bytes: size(&raw.max_uri_bytes, d.max_uri_bytes as u64, 256, diag) as usize,
         max_headers: count(&raw.max_headers, d.max_headers, 1, 10_000, diag),
         max_request_body: size(&raw.max_request_body, d.max_request_body, 0, diag),
+        min_body_rate: size(&raw.min_body_rate, d.min_body_rate, 0, diag),
         request_timeout: duration(&raw.request_timeout, d.request_timeout, diag),
         drain_timeout: duration(&raw.drain_timeout, d.drain_timeout, diag),
         h2_max_concurrent_streams: count(

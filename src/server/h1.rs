@@ -50,6 +50,8 @@ pub struct H1Limits {
     pub keepalive_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Bytes per second a body must average after `header_read_timeout`.
+    pub min_body_rate: u64,
 }
 
 impl H1Limits {
@@ -59,6 +61,7 @@ impl H1Limits {
             keepalive_timeout: limits.keepalive_timeout,
             max_header_bytes: limits.max_header_bytes,
             max_headers: limits.max_headers,
+            min_body_rate: limits.min_body_rate,
         }
     }
 
@@ -177,6 +180,7 @@ pub async fn serve<S: Transport>(
             kind: framing.body,
             expect_continue: framing.expect_continue,
             stall: limits.keepalive_timeout,
+            pace: Pace::new(limits.header_read_timeout, limits.min_body_rate),
         };
         let mut response = handle(runtime, info.clone(), head, body).await;
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
@@ -604,6 +608,53 @@ struct H1Body<'a, S> {
     expect_continue: bool,
     /// How long the client may take no bytes of the 100 Continue.
     stall: Duration,
+    /// The least rate the body must keep up (slow-body attacks).
+    pace: Option<Pace>,
+}
+
+/// A minimum body rate: by time `t` after the head, a client must have
+/// sent `rate × (t − grace)` bytes. Averaged, so a pause is forgiven if
+/// the bytes come; a client dribbling a byte now and then is not, however
+/// long its body claims to be (`request_timeout` alone would let it hold
+/// the connection for the whole of it).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    start: tokio::time::Instant,
+    grace: Duration,
+    rate: u64,
+}
+
+impl Pace {
+    fn new(grace: Duration, rate: u64) -> Option<Pace> {
+        (rate > 0).then(|| Pace {
+            start: tokio::time::Instant::now(),
+            grace,
+            rate,
+        })
+    }
+
+    /// When byte `received + 1` must have arrived.
+    fn deadline(&self, received: usize) -> tokio::time::Instant {
+        let owed = Duration::from_secs_f64((received as f64 + 1.0) / self.rate as f64);
+        self.start + self.grace + owed
+    }
+}
+
+/// `read` (a read of more body bytes), held to `pace` given `received`
+/// bytes so far: a client behind the minimum rate gets 408.
+async fn paced(
+    read: impl std::future::Future<Output = io::Result<usize>>,
+    pace: Option<Pace>,
+    received: usize,
+) -> Result<usize, ProxyError> {
+    let cut_short = || ProxyError::BadRequest("request body cut short");
+    match pace {
+        None => read.await.map_err(|_| cut_short()),
+        Some(pace) => match tokio::time::timeout_at(pace.deadline(received), read).await {
+            Err(_) => Err(ProxyError::RequestTimeout),
+            Ok(read) => read.map_err(|_| cut_short()),
+        },
+    }
 }
 
 impl<S: Transport> RequestBody for H1Body<'_, S> {
@@ -638,7 +689,8 @@ impl<S: Transport> RequestBody for H1Body<'_, S> {
                 let n = usize::try_from(n).map_err(|_| ProxyError::PayloadTooLarge)?;
                 while io.buf.len() < n {
                     let want = (n - io.buf.len()).clamp(READ_CHUNK, MAX_BODY_READ);
-                    if io.read_more(want).await.map_err(|_| cut_short.clone())? == 0 {
+                    let received = io.buf.len();
+                    if paced(io.read_more(want), self.pace, received).await? == 0 {
                         return Err(cut_short);
                     }
                 }
@@ -657,12 +709,8 @@ impl<S: Transport> RequestBody for H1Body<'_, S> {
                         }
                         Ok(Step::Finished) => break,
                         Ok(Step::NeedMore) => {
-                            if io
-                                .read_more(READ_CHUNK)
-                                .await
-                                .map_err(|_| cut_short.clone())?
-                                == 0
-                            {
+                            let received = body.len() + io.buf.len();
+                            if paced(io.read_more(READ_CHUNK), self.pace, received).await? == 0 {
                                 return Err(cut_short);
                             }
                         }
@@ -900,6 +948,7 @@ mod tests {
             keepalive_timeout: Duration::from_secs(1),
             max_header_bytes: 8192,
             max_headers: 16,
+            min_body_rate: 500,
         }
     }
 

@@ -487,3 +487,53 @@ async fn a_thousand_slow_clients_do_not_slow_a_normal_one() {
     );
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
 }
+
+/// A body dribbled a byte at a time falls behind `min_body_rate` once the
+/// grace (`header_read_timeout`) is over and gets 408, long before
+/// `request_timeout`; a body that keeps up is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_body_below_the_minimum_rate_gets_408() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&config(
+        origin.addr,
+        "header_read_timeout = \"500ms\"\nmin_body_rate = \"100\"\nrequest_timeout = \"60s\"",
+    ))
+    .await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let dribbler = tokio::spawn(async move {
+        // 5 bytes a second against a floor of 100.
+        for _ in 0..100 {
+            if slow.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut buf = [0u8; 1024];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+            {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        String::new()
+    });
+    let answer = dribbler.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+    // A body that keeps up is unaffected.
+    let body = "b".repeat(50_000);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (answer, _) = raw(proxy.addr, request.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(origin.hits(), 1, "the slow body never reached the backend");
+}
