@@ -34,6 +34,8 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just(";p=1".to_string()),
         "[a-zA-Z0-9_~-]{1,4}",
         "%[0-9a-fA-F]{2}",
+        // Raw non-ASCII, as some clients send it unencoded.
+        "[\u{80}-\u{7ff}\u{800}-\u{ffff}]{1,2}",
     ];
     prop::collection::vec(piece, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
 }
