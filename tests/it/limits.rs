@@ -159,11 +159,24 @@ async fn get_after_drop<T>(held: Vec<T>, proxy: &Proxy) -> String {
 async fn malformed_request_gets_400_and_a_closed_connection() {
     let origin = Origin::named("ok").await;
     let proxy = Proxy::start(&config(origin.addr, "")).await;
-    let hostile: [&[u8]; 4] = [
+    let hostile: [&[u8]; 13] = [
         b"GET / HTTP/1.1\r\nHost: site.test\r\nbad header line\r\n\r\n",
         b"GET /\x00 HTTP/1.1\r\nHost: site.test\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage",
         b"GET / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        // obs-fold (RFC 9112 §5.2): a continuation line a backend might join.
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\n",
+        // Whitespace between a field name and its colon (RFC 9112 §5.1).
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        // Control characters and a bare CR in the request line or a field.
+        b"GET /\x01 HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nX-A: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nX-A: a\rX-B: b\r\n\r\n",
+        b"GET /\r HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        // HTTP/0.9 (no version) and versions we do not speak.
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.2\r\nHost: site.test\r\n\r\n",
+        b"GET / HTTP/3.0\r\nHost: site.test\r\n\r\n",
     ];
     for bytes in hostile {
         let (answer, closed) = raw(proxy.addr, bytes, Duration::from_secs(3)).await;
