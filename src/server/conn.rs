@@ -193,10 +193,14 @@ async fn serve_h2<S: Transport>(
 
 /// Answers a connection over the limit with a 503 and closes it, without
 /// spending a request task on it.
-pub async fn refuse(mut stream: TcpStream) {
+pub async fn refuse(mut stream: TcpStream, status: http::StatusCode) {
     use tokio::io::AsyncWriteExt;
-    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
+    let answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 

@@ -29,6 +29,7 @@ use crate::admin::metrics::Metrics;
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::{ConnInfo, Runtime, SharedRuntime};
 use conn::ConnShared;
+use respond::ProxyError;
 use spread::{Handoff, Spread};
 
 #[derive(Debug, thiserror::Error)]
@@ -252,13 +253,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ConnShared>, worker: Wor
         let permit = match worker.admit.admit(peer.ip()) {
             Ok(admission) => admission,
             Err(refusal) => {
-                match refusal {
-                    admission::Refusal::Full => worker.metrics.refused_connections.inc(),
+                // A client over its share is told so (429); a full server
+                // is a 503. Either is logged like any refused request.
+                let error = match refusal {
+                    admission::Refusal::Full => {
+                        worker.metrics.refused_connections.inc();
+                        ProxyError::ServerFull
+                    }
                     admission::Refusal::ClientFull => {
-                        worker.metrics.refused_client_connections.inc()
+                        worker.metrics.refused_client_connections.inc();
+                        ProxyError::TooManyConnections
                     }
                 };
-                tokio::spawn(conn::refuse(stream));
+                let info = ConnInfo::new(peer, shared.scheme, shared.https_port);
+                crate::pipeline::log_rejected_head(
+                    &shared.runtime,
+                    &info,
+                    &error,
+                    crate::pipeline::request_id::generate(),
+                );
+                tokio::spawn(conn::refuse(stream, error.status()));
                 continue;
             }
         };

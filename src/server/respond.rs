@@ -48,6 +48,12 @@ pub enum ProxyError {
     /// or slow).
     #[error("rate limit could not be checked")]
     LimitUnavailable,
+    /// The client already holds `max_connections_per_client` connections.
+    #[error("too many connections from this client")]
+    TooManyConnections,
+    /// The server holds `max_connections` connections.
+    #[error("connection limit reached")]
+    ServerFull,
 }
 
 /// What a 429 tells the client: when to come back and the limit's state
@@ -75,7 +81,10 @@ impl ProxyError {
             ProxyError::OriginError(status) => *status,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProxyError::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::LimitUnavailable | ProxyError::ServerFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -98,6 +107,8 @@ impl ProxyError {
             ProxyError::UnsupportedEncoding => "unsupported_encoding",
             ProxyError::TooManyRequests(_) => "too_many_requests",
             ProxyError::LimitUnavailable => "limit_unavailable",
+            ProxyError::TooManyConnections => "too_many_connections",
+            ProxyError::ServerFull => "server_full",
         }
     }
 

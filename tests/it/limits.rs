@@ -93,7 +93,7 @@ async fn connections_over_the_limit_are_refused_and_those_in_are_served() {
         held.push(sender);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_refused_with_503(proxy.addr).await;
+    assert_refused_with(proxy.addr, "503").await;
     for sender in &mut held {
         let req = Request::get("/")
             .header("host", "site.test")
@@ -113,13 +113,29 @@ async fn connections_over_the_limit_are_refused_and_those_in_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_cannot_hold_more_than_its_share_of_connections() {
     let origin = Origin::named("ok").await;
-    let proxy = Proxy::start(&config(origin.addr, "max_connections_per_client = 2")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start(&format!(
+        "{}[log]\naccess = \"{}\"\n",
+        config(origin.addr, "max_connections_per_client = 2"),
+        log.display()
+    ))
+    .await;
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_refused_with_503(proxy.addr).await;
+    // Over its share, a client is told so: 429, not the server's 503.
+    assert_refused_with(proxy.addr, "429").await;
+    let lines = log_lines(&log, 1).await;
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("\"error\":\"too_many_connections\"")
+                && l.contains("\"status\":429")),
+        "{lines:?}"
+    );
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -133,20 +149,27 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
         "{metrics}"
     );
     assert!(
+        metrics.contains("palisade_requests_rejected_total{reason=\"too_many_connections\"} 1"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("palisade_refused_connections_total 0"),
         "{metrics}"
     );
 }
 
-/// A new connection gets our 503 and is closed.
-async fn assert_refused_with_503(addr: std::net::SocketAddr) {
+/// A new connection gets `status` and is closed.
+async fn assert_refused_with(addr: std::net::SocketAddr, status: &str) {
     let (refused, closed) = raw(
         addr,
         b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n",
         Duration::from_secs(2),
     )
     .await;
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.starts_with(&format!("HTTP/1.1 {status}")),
+        "{refused}"
+    );
     assert!(closed, "the refused connection is closed");
 }
 
