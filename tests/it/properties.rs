@@ -88,6 +88,30 @@ fn hostile_head() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// SecLang text made of directive pieces, quotes, escapes and line
+/// continuations, the places a reader's line accounting goes wrong.
+fn seclang_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("SecRule ".to_string()),
+        Just("SecAction ".to_string()),
+        Just("SecMarker END\n".to_string()),
+        Just("ARGS|REQUEST_HEADERS:User-Agent ".to_string()),
+        Just("\"@rx a(b\" ".to_string()),
+        Just("\"@rx ^x$\" ".to_string()),
+        Just("\"id:1,phase:2,deny,t:lowercase\"".to_string()),
+        Just("\"id:2,phase:9\"".to_string()),
+        Just("'msg:\\'quoted\\''".to_string()),
+        Just(" \\\n  ".to_string()),
+        Just("\n".to_string()),
+        Just("# comment \\\n".to_string()),
+        Just("\"".to_string()),
+        Just("SecRuleEngine DetectionOnly\n".to_string()),
+        Just("SecNoSuchThing on\n".to_string()),
+        "[a-zA-Z:@|,\"' ]{0,12}",
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
 /// CIDR text: mostly well-formed v4 and v6 blocks and bare addresses,
 /// some noise.
 fn cidr_text() -> impl Strategy<Value = String> {
@@ -255,6 +279,20 @@ proptest! {
             Ok(None) => prop_assert!(false, "gzip was not decoded"),
             Err(DecodeError::TooLarge) => prop_assert!(size as u64 > limit),
             Err(e) => prop_assert!(false, "{}", e),
+        }
+    }
+
+    /// The SecLang reader never panics, and every error it reports points
+    /// at a line of the input, named `file:line`.
+    #[test]
+    fn seclang_errors_point_at_a_line_of_the_input(text in seclang_text()) {
+        let lines = text.split('\n').count();
+        if let Err(errors) = palisade::waf::seclang::load_str("prop.conf", &text) {
+            prop_assert!(!errors.is_empty());
+            for e in &errors {
+                prop_assert!((1..=lines).contains(&e.origin.line), "{} in {:?}", e, text);
+                prop_assert!(e.to_string().starts_with("prop.conf:"), "{}", e);
+            }
         }
     }
 
