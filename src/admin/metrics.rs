@@ -38,6 +38,9 @@ pub struct Metrics {
     pub tls_cert_not_after: Family<Labels, Gauge>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// HTTP/2 connections that ended in a protocol error (floods, broken
+    /// frames, resets past the limit).
+    pub h2_connection_errors: Counter,
     /// Requests the IP filter denied, by reason (`cidr`, `asn`, `country`).
     ipfilter_denied: Family<Labels, Counter>,
     /// Requests denied for their country, by ISO code (or `unknown`).
@@ -77,6 +80,7 @@ impl Metrics {
             reloads: Family::default(),
             tls_cert_not_after: Family::default(),
             tls_handshake_failures: Counter::default(),
+            h2_connection_errors: Counter::default(),
             ipfilter_denied: Family::default(),
             ipfilter_denied_countries: Family::default(),
             ratelimit_refused: Family::default(),
@@ -135,6 +139,11 @@ impl Metrics {
                 "tls_handshake_failures",
                 "Client TLS handshakes that failed or timed out",
                 m.tls_handshake_failures.clone(),
+            );
+            r.register(
+                "h2_connection_errors",
+                "HTTP/2 connections ended by a protocol error (floods, malformed frames)",
+                m.h2_connection_errors.clone(),
             );
             r.register(
                 "requests_rejected",

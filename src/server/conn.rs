@@ -163,7 +163,8 @@ async fn serve_h2<S: Transport>(
             biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    shared.metrics.h2_connection_errors.inc();
+                    tracing::info!(peer = %peer, error = %e, "HTTP/2 connection ended with an error");
                 }
                 return;
             }

@@ -133,6 +133,19 @@ async fn normal_client_is_served(addr: std::net::SocketAddr) {
     assert_eq!(resp.status(), 200);
 }
 
+/// The abusive connection shows in `palisade_h2_connection_errors_total`.
+async fn assert_counted(proxy: &Proxy) {
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = get(proxy.admin, "admin", "/metrics", &[]).await.body;
+        if metrics.contains("palisade_h2_connection_errors_total 1") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the protocol error was not counted: {metrics}");
+}
+
 async fn setup() -> (Origin, Proxy) {
     let origin = Origin::named("ok").await;
     let proxy = Proxy::start(&format!(
@@ -200,6 +213,7 @@ async fn continuation_flood_is_refused_without_unbounded_buffering() {
         "a CONTINUATION flood did not end the connection"
     );
     normal_client_is_served(proxy.addr).await;
+    assert_counted(&proxy).await;
     assert_eq!(origin.hits(), 1, "only the normal client's request arrived");
 }
 
@@ -287,6 +301,7 @@ async fn window_overflow_is_a_connection_error() {
         "an overflowing window did not end the connection"
     );
     normal_client_is_served(proxy.addr).await;
+    assert_counted(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
