@@ -64,26 +64,17 @@ pub fn log_rejected_head(
     id: HeaderValue,
 ) {
     let rt = LocalRuntime::current(shared);
-    let ctx = RequestCtx {
+    let mut ctx = RequestCtx::new(
         id,
-        peer: conn.peer,
-        client_ip: conn.peer.ip().to_canonical(),
-        started: std::time::Instant::now(),
-        method: http::Method::from_bytes(b"-").unwrap_or(http::Method::GET),
-        host: String::new(),
-        path: String::new(),
-        http_version: http::Version::HTTP_11,
-        route: None,
-        upstream_server: None,
-        cache_status: None,
-        waf_verdict: None,
-        ipfilter_denied: None,
-        response_headers: Vec::new(),
-        ratelimit_refused: None,
-        bytes_in: 0,
-        response_flagged: false,
-        error: Some(err.clone()),
-    };
+        conn.peer,
+        conn.peer.ip().to_canonical(),
+        std::time::Instant::now(),
+        http::Method::from_bytes(b"-").unwrap_or(http::Method::GET),
+        String::new(),
+        String::new(),
+        http::Version::HTTP_11,
+    );
+    ctx.error = Some(err.clone());
     let summary = super::Summary {
         status: err.status().as_u16(),
         bytes_out: 0,
@@ -121,26 +112,16 @@ pub async fn handle<B: RequestBody>(
         .map(|a| a.as_str())
         .or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
-    let mut ctx = RequestCtx {
+    let mut ctx = RequestCtx::new(
         id,
-        peer: conn.peer,
+        conn.peer,
         client_ip,
         started,
-        method: head.method.clone(),
-        host: normalise_host(raw_host),
-        path: head.uri.path().to_string(),
-        http_version: head.version,
-        route: None,
-        upstream_server: None,
-        cache_status: None,
-        waf_verdict: None,
-        ipfilter_denied: None,
-        response_headers: Vec::new(),
-        ratelimit_refused: None,
-        bytes_in: 0,
-        response_flagged: false,
-        error: None,
-    };
+        head.method.clone(),
+        normalise_host(raw_host),
+        head.uri.path().to_string(),
+        head.version,
+    );
     let limit = rt.config.server.limits.request_timeout;
     // Every wait below runs against this deadline; no separate timer
     // watches the whole request.

@@ -145,6 +145,43 @@ pub struct RequestCtx {
     pub error: Option<ProxyError>,
 }
 
+impl RequestCtx {
+    /// A request's context before any stage has run: who sent what, with
+    /// everything stages and forwarding fill in still empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: HeaderValue,
+        peer: SocketAddr,
+        client_ip: IpAddr,
+        started: Instant,
+        method: Method,
+        host: String,
+        path: String,
+        http_version: http::Version,
+    ) -> RequestCtx {
+        RequestCtx {
+            id,
+            peer,
+            client_ip,
+            started,
+            method,
+            host,
+            path,
+            http_version,
+            route: None,
+            upstream_server: None,
+            cache_status: None,
+            waf_verdict: None,
+            ipfilter_denied: None,
+            ratelimit_refused: None,
+            response_headers: Vec::new(),
+            bytes_in: 0,
+            response_flagged: false,
+            error: None,
+        }
+    }
+}
+
 /// The outcome of a request, handed to `Stage::on_log`.
 #[derive(Debug, Clone)]
 pub struct Summary {

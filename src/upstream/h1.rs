@@ -142,30 +142,26 @@ impl UpstreamConn {
         &mut self,
         request_method: &Method,
     ) -> Result<(ResponseHead, Framing), H1Error> {
-        loop {
-            if let Some((parts, framing)) = parse_head(&mut self.buf, request_method)? {
-                let status = parts.status;
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    // We never ask for an upgrade (Upgrade is hop-by-hop).
-                    return Err(H1Error::Malformed("unrequested 101 Switching Protocols"));
-                }
-                if status.is_informational() {
-                    continue;
-                }
-                return Ok((parts, framing));
-            }
-            if self.buf.len() >= MAX_HEAD_BYTES {
-                return Err(H1Error::HeadTooLarge);
-            }
-            if self.read_more().await? == 0 {
-                return Err(H1Error::ClosedBeforeHead);
-            }
+        let (parts, framing) = self.read_final_head(request_method).await?;
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // We asked for no upgrade (Upgrade is hop-by-hop).
+            return Err(H1Error::Malformed("unrequested 101 Switching Protocols"));
         }
+        Ok((parts, framing))
     }
 
     /// Reads the answer to an upgrade request: the 101 that switches
     /// protocols, or the final response of a backend that declined.
     pub async fn read_upgrade_head(
+        &mut self,
+        request_method: &Method,
+    ) -> Result<(ResponseHead, Framing), H1Error> {
+        self.read_final_head(request_method).await
+    }
+
+    /// The first response head that is not an interim 1xx (101 counts as
+    /// final: after it the connection speaks another protocol).
+    async fn read_final_head(
         &mut self,
         request_method: &Method,
     ) -> Result<(ResponseHead, Framing), H1Error> {

@@ -247,18 +247,7 @@ impl UpstreamPool {
                     } else {
                         self.passive_success(index);
                     }
-                    let body = UpstreamBody::new(
-                        conn,
-                        framing,
-                        Arc::clone(server.conns.home_slot()),
-                        in_flight,
-                        self.config.response_timeout,
-                    );
-                    return Ok(Forwarded {
-                        head: parts,
-                        body,
-                        server: server.addr,
-                    });
+                    return Ok(self.forwarded(server, conn, parts, framing, in_flight));
                 }
                 Err(failure) => {
                     self.passive_failure(index);
@@ -339,6 +328,20 @@ impl UpstreamPool {
                 server: server.addr,
             });
         }
+        Ok(UpgradeAnswer::Declined(
+            self.forwarded(server, conn, head, framing, in_flight),
+        ))
+    }
+
+    /// A response head from `server` and its body still on `conn`.
+    fn forwarded(
+        &self,
+        server: &ServerState,
+        conn: UpstreamConn,
+        head: h1::ResponseHead,
+        framing: h1::Framing,
+        in_flight: InFlight,
+    ) -> Forwarded {
         let body = UpstreamBody::new(
             conn,
             framing,
@@ -346,11 +349,11 @@ impl UpstreamPool {
             in_flight,
             self.config.response_timeout,
         );
-        Ok(UpgradeAnswer::Declined(Forwarded {
+        Forwarded {
             head,
             body,
             server: server.addr,
-        }))
+        }
     }
 
     /// One request on one server, up to the response head: on an idle

@@ -61,9 +61,14 @@ async fn raw_h2(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads frames until the server closes or sends GOAWAY; true if it did
-/// either within `wait`. Everything else it sends is skipped.
-async fn ended_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+/// Reads frames until `stop(kind, stream)` holds for one (true), or the
+/// server closes (`closed`), or `wait` passes (false).
+async fn read_frames_until(
+    s: &mut TcpStream,
+    wait: Duration,
+    closed: bool,
+    stop: impl Fn(u8, u32) -> bool,
+) -> bool {
     let deadline = Instant::now() + wait;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -74,35 +79,8 @@ async fn ended_by_server(s: &mut TcpStream, wait: Duration) -> bool {
             if buf.len() < 9 + len {
                 break;
             }
-            if buf[3] == GOAWAY {
-                return true;
-            }
-            buf.drain(..9 + len);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return false,
-        }
-    }
-}
-
-/// Reads frames until a HEADERS frame on `stream` (the response) arrives;
-/// false if the connection ends or `wait` passes first.
-async fn answered(s: &mut TcpStream, stream: u32, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            if buf[3] == HEADERS && id == stream {
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if stop(buf[3], stream) {
                 return true;
             }
             buf.drain(..9 + len);
@@ -110,9 +88,20 @@ async fn answered(s: &mut TcpStream, stream: u32, wait: Duration) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, s.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return false,
+            Ok(_) => return closed,
+            Err(_) => return false,
         }
     }
+}
+
+/// Whether the server closed the connection or sent GOAWAY within `wait`.
+async fn ended_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+    read_frames_until(s, wait, true, |kind, _| kind == GOAWAY).await
+}
+
+/// Whether a response (HEADERS on `stream`) arrived within `wait`.
+async fn answered(s: &mut TcpStream, stream: u32, wait: Duration) -> bool {
+    read_frames_until(s, wait, false, |kind, id| kind == HEADERS && id == stream).await
 }
 
 /// A normal HTTP/2 client gets its answer (within two seconds).

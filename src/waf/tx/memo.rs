@@ -203,15 +203,10 @@ impl ValueMemo {
             return true;
         }
         let hits = summary.hits.get_or_insert_with(|| {
-            let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
-            for (pair, slot) in list.iter().zip(values.iter_mut()) {
+            union_of_scans(rules, list, values, |pair, slot| {
                 let v = value(pair, names);
-                let raw = slot.raw_hits.get_or_insert_with(|| rules.prefilter.scan(v));
-                for (a, one) in all.iter_mut().zip(raw.iter()) {
-                    *a |= one;
-                }
-            }
-            all.into_boxed_slice()
+                &**slot.raw_hits.get_or_insert_with(|| rules.prefilter.scan(v))
+            })
         });
         !hit(hits, any)
     }
@@ -277,14 +272,9 @@ impl ValueMemo {
             return true;
         }
         let hits = summary.hits.get_or_insert_with(|| {
-            let mut all = vec![0u64; prefilter.slot_count().div_ceil(64)];
-            for (pair, slot) in list.iter().zip(values.iter_mut()) {
-                let one = slot.output_hits(value(pair, names), rules, chain_id, chain);
-                for (a, one) in all.iter_mut().zip(one.iter()) {
-                    *a |= one;
-                }
-            }
-            all.into_boxed_slice()
+            union_of_scans(rules, list, values, |pair, slot| {
+                slot.output_hits(value(pair, names), rules, chain_id, chain)
+            })
         });
         needed.iter().flatten().any(|slot| !hit(hits, *slot))
     }
@@ -298,6 +288,22 @@ impl ValueMemo {
         let index = id.index as usize;
         &mut self.group(id.group, index + 1)[index]
     }
+}
+
+/// The union of the scans `scan` gives for each value of `list`.
+fn union_of_scans(
+    rules: &RuleSet,
+    list: &[Pair],
+    values: &mut [Slot],
+    mut scan: impl for<'s> FnMut(&Pair, &'s mut Slot) -> &'s [u64],
+) -> Hits {
+    let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
+    for (pair, slot) in list.iter().zip(values.iter_mut()) {
+        for (a, one) in all.iter_mut().zip(scan(pair, slot)) {
+            *a |= one;
+        }
+    }
+    all.into_boxed_slice()
 }
 
 /// The slots of list `group` in `groups`, grown to at least `len`.
