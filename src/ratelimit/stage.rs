@@ -493,26 +493,17 @@ mod tests {
 
     fn request(ip: &str) -> (RequestCtx, request::Parts) {
         let (head, ()) = http::Request::get("/").body(()).unwrap().into_parts();
-        let ctx = RequestCtx {
-            id: HeaderValue::from_static("t"),
-            peer: "127.0.0.1:1".parse().unwrap(),
-            client_ip: ip.parse().unwrap(),
-            started: Instant::now(),
-            method: http::Method::GET,
-            host: "site.test".into(),
-            path: "/".into(),
-            http_version: http::Version::HTTP_11,
-            route: Some(0),
-            upstream_server: None,
-            cache_status: None,
-            waf_verdict: None,
-            ipfilter_denied: None,
-            ratelimit_refused: None,
-            response_headers: Vec::new(),
-            bytes_in: 0,
-            response_flagged: false,
-            error: None,
-        };
+        let mut ctx = RequestCtx::new(
+            HeaderValue::from_static("t"),
+            "127.0.0.1:1".parse().unwrap(),
+            ip.parse().unwrap(),
+            Instant::now(),
+            http::Method::GET,
+            "site.test".into(),
+            "/".into(),
+            http::Version::HTTP_11,
+        );
+        ctx.route = Some(0);
         (ctx, head)
     }
 
