@@ -307,3 +307,62 @@ async fn empty_data_frame_flood_leaves_other_clients_served() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&flood)).await;
     normal_client_is_served(proxy.addr).await;
 }
+
+/// Streams past `h2_max_concurrent_streams` (100) are refused with
+/// RST_STREAM(REFUSED_STREAM); those within it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_concurrency_limit_are_refused() {
+    let (_origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let mut block = vec![0x83, 0x86, 0x84]; // :method POST, body never sent
+    block.extend(literal(":authority", "site.test"));
+    let mut burst = Vec::new();
+    for i in 0..150u32 {
+        burst.extend(frame(HEADERS, END_HEADERS, 2 * i + 1, &block));
+    }
+    s.write_all(&burst).await.unwrap();
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    read_frames_until(&mut s, Duration::from_secs(2), false, |kind, _| {
+        if kind == RST_STREAM {
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        refused.load(std::sync::atomic::Ordering::Relaxed) >= 50
+    })
+    .await;
+    let refused = refused.into_inner();
+    assert!(
+        refused >= 50,
+        "only {refused} of the 50 streams over the limit were refused"
+    );
+    normal_client_is_served(proxy.addr).await;
+}
+
+/// A header list over `max_header_bytes` (32 KiB) never reaches the
+/// backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_header_list_is_refused() {
+    let (origin, proxy) = setup().await;
+    let mut s = raw_h2(proxy.addr).await;
+    let mut block = get_block();
+    for i in 0..400 {
+        block.extend(literal(&format!("x-big-{i}"), &"v".repeat(100)));
+    }
+    // 44 KB of fields, sent as one HEADERS frame and CONTINUATIONs under
+    // the default 16 KiB frame size.
+    let mut chunks = block.chunks(16_000).peekable();
+    let mut first = true;
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let flags = if last { END_HEADERS } else { 0 } | if first { END_STREAM } else { 0 };
+        let kind = if first { HEADERS } else { CONTINUATION };
+        let _ = s.write_all(&frame(kind, flags, 1, chunk)).await;
+        first = false;
+    }
+    let _ = ended_by_server(&mut s, Duration::from_secs(1)).await;
+    normal_client_is_served(proxy.addr).await;
+    assert_eq!(
+        origin.hits(),
+        1,
+        "the oversized request never reached the backend"
+    );
+}
