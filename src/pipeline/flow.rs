@@ -245,7 +245,12 @@ async fn proxy<B: RequestBody>(
         peer_trusted,
         conn: conn.clone(),
     };
-    if rt.config.routes[route_index].websocket && super::upgrade::is_websocket_upgrade(&head) {
+    // A handshake has no body (RFC 6455 §4.1); one with a body stays HTTP,
+    // so no byte the client sent is dropped.
+    if rt.config.routes[route_index].websocket
+        && body.is_empty()
+        && super::upgrade::is_websocket_upgrade(&head)
+    {
         return super::upgrade::upgrade(rt, ctx, &route, head, deadline).await;
     }
     let compression = rt.config.routes[route_index].compression.as_ref();

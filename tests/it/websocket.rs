@@ -165,3 +165,24 @@ async fn backend_that_declines_the_upgrade_leaves_the_connection_http() {
     assert_eq!(origin.hits(), 2);
     assert!(origin.requests()[0].headers.contains_key("upgrade"));
 }
+
+/// A handshake carries no body (RFC 6455 §4.1): an "upgrade" with one is
+/// plain HTTP, forwarded whole, so none of the client's bytes is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_request_with_a_body_is_forwarded_as_plain_http() {
+    let origin = Origin::named("plain").await;
+    let proxy = Proxy::start(&config(origin.addr, true)).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: site.test\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
+    let (head, _) = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.body.as_ref(), b"abc");
+    assert!(!seen.headers.contains_key("upgrade"), "{:?}", seen.headers);
+}
