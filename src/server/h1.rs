@@ -635,8 +635,13 @@ impl Pace {
 
     /// When byte `received + 1` must have arrived.
     fn deadline(&self, received: usize) -> tokio::time::Instant {
-        let owed = Duration::from_secs_f64((received as f64 + 1.0) / self.rate as f64);
-        self.start + self.grace + owed
+        // Saturating: `grace` comes from the config, and a far deadline
+        // is the same as none (`request_timeout` still holds).
+        let owed = Duration::try_from_secs_f64((received as f64 + 1.0) / self.rate as f64)
+            .unwrap_or(Duration::MAX);
+        self.start
+            .checked_add(self.grace.saturating_add(owed))
+            .unwrap_or_else(|| self.start + Duration::from_secs(86_400 * 365))
     }
 }
 

@@ -104,6 +104,19 @@ async fn answered(s: &mut TcpStream, stream: u32, wait: Duration) -> bool {
     read_frames_until(s, wait, false, |kind, id| kind == HEADERS && id == stream).await
 }
 
+/// `block` sent as a whole request on stream 1 of `s` reaches the origin
+/// (its first request) and is answered: the frames are well formed.
+async fn request_is_answered(s: &mut TcpStream, block: &[u8], origin: &Origin) {
+    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+        .await
+        .unwrap();
+    assert!(
+        answered(s, 1, Duration::from_secs(2)).await,
+        "raw request unanswered"
+    );
+    assert_eq!(origin.hits(), 1);
+}
+
 /// A normal HTTP/2 client gets its answer (within two seconds).
 async fn normal_client_is_served(addr: std::net::SocketAddr) {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -152,14 +165,7 @@ async fn rapid_reset_flood_is_cut_off_and_never_reaches_the_backend() {
     let mut s = raw_h2(proxy.addr).await;
     let block = get_block();
     // The frames are well formed: one request, not reset, is answered.
-    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
-        .await
-        .unwrap();
-    assert!(
-        answered(&mut s, 1, Duration::from_secs(2)).await,
-        "raw request unanswered"
-    );
-    assert_eq!(origin.hits(), 1);
+    request_is_answered(&mut s, &block, &origin).await;
     let mut burst = Vec::new();
     for i in 1..10_001u32 {
         let id = 2 * i + 1;
@@ -217,14 +223,7 @@ async fn hpack_bomb_is_refused() {
     fine.extend_from_slice(b"x-note");
     fine.extend([2, b'o', b'k']);
     fine.push(0x80 | 62);
-    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &fine))
-        .await
-        .unwrap();
-    assert!(
-        answered(&mut s, 1, Duration::from_secs(2)).await,
-        "raw request unanswered"
-    );
-    assert_eq!(origin.hits(), 1);
+    request_is_answered(&mut s, &fine, &origin).await;
     let mut s = raw_h2(proxy.addr).await;
     // One 4,000-byte field into the dynamic table (literal with incremental
     // indexing), then 1,000 one-byte references to it: 4 MB decoded from

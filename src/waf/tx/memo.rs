@@ -27,9 +27,9 @@ pub struct ValueMemo {
     groups: Vec<Vec<Slot>>,
     /// Per list group, what holds for all its values at once.
     summaries: Vec<Option<Summary>>,
-    /// Per list group and transformation chain, what holds for all the
-    /// chain's outputs at once (see [`ChainSummary`]).
-    chain_summaries: Vec<ChainSummary>,
+    /// Per list group, then per transformation chain, what holds for all
+    /// the chain's outputs at once (see [`ChainSummary`]).
+    chain_summaries: Vec<Vec<ChainSummary>>,
 }
 
 /// The union of the bytes, and lazily of the scans, of every value of a
@@ -38,7 +38,6 @@ pub struct ValueMemo {
 /// test for the whole list instead of one per value, whatever the chain
 /// does to the values.
 struct ChainSummary {
-    group: u16,
     chain: u32,
     presence: ByteSet,
     hits: Option<Hits>,
@@ -163,9 +162,6 @@ impl ValueMemo {
             self.summaries.resize_with(index + 1, || None);
         }
         let values = grown(&mut self.groups, group, list.len());
-        fn value(pair: &Pair, names: bool) -> &[u8] {
-            if names { &pair.0 } else { &pair.1 }
-        }
         let summary = self.summaries[index].get_or_insert_with(|| Summary {
             presence: list
                 .iter()
@@ -227,15 +223,13 @@ impl ValueMemo {
         chain: &[Transform],
         slots: Slots,
     ) -> bool {
-        fn value(pair: &Pair, names: bool) -> &[u8] {
-            if names { &pair.0 } else { &pair.1 }
-        }
         let values = grown(&mut self.groups, group, list.len());
-        let at = match self
-            .chain_summaries
-            .iter()
-            .position(|s| s.group == group && s.chain == chain_id)
-        {
+        let index = usize::from(group);
+        if self.chain_summaries.len() <= index {
+            self.chain_summaries.resize_with(index + 1, Vec::new);
+        }
+        let summaries = &mut self.chain_summaries[index];
+        let at = match summaries.iter().position(|s| s.chain == chain_id) {
             Some(at) => at,
             None => {
                 let presence = list.iter().zip(values.iter_mut()).fold(
@@ -244,16 +238,15 @@ impl ValueMemo {
                         all.union(slot.output_presence(value(pair, names), rules, chain_id, chain))
                     },
                 );
-                self.chain_summaries.push(ChainSummary {
-                    group,
+                summaries.push(ChainSummary {
                     chain: chain_id,
                     presence,
                     hits: None,
                 });
-                self.chain_summaries.len() - 1
+                summaries.len() - 1
             }
         };
-        let summary = &mut self.chain_summaries[at];
+        let summary = &mut summaries[at];
         // The plain slot holds only for plain values: usable when every
         // output is plain.
         let plain = slots
@@ -304,6 +297,11 @@ fn union_of_scans(
         }
     }
     all.into_boxed_slice()
+}
+
+/// The value a list member stands for: its key for the `_NAMES` lists.
+fn value(pair: &Pair, names: bool) -> &[u8] {
+    if names { &pair.0 } else { &pair.1 }
 }
 
 /// The slots of list `group` in `groups`, grown to at least `len`.
