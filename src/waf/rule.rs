@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::fold;
 use super::macros::Template;
 use super::operator::Operator;
-use super::prefilter::{Prefilter, PrefilterBuilder, Slots, chain_mask};
+use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, chain_mask};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -87,6 +87,10 @@ pub struct CompiledRule {
     /// This rule's bits in the prefilter's scan results, when its operator
     /// needs one of a set of literals (see `prefilter`).
     pub prefilter: Slots,
+    /// Bytes of which the operator's input must hold one for this link to
+    /// match (see `Operator::needed_bytes`, `Prefilter::may_hit`); set
+    /// with the prefilter, never on a negated operator.
+    pub needs: Option<ByteSet>,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -229,6 +233,11 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
 /// Gives every link whose operator needs literals its prefilter slots.
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
+    rule.needs = match rule.prefilter.any {
+        _ if rule.negated => None,
+        Some(slot) => prefilter.required(slot),
+        None => rule.operator.needed_bytes(),
+    };
     if let Some(link) = rule.chain.as_deref_mut() {
         assign_slots(link, prefilter);
     }
@@ -359,6 +368,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
             .map(|t| t.static_text()),
         chain_id: 0,
         prefilter: Slots::default(),
+        needs: None,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

@@ -18,6 +18,8 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::bytes::{Regex, RegexBuilder};
 
+use super::prefilter::ByteSet;
+
 pub use simple::{atoi, validate_url_encoding};
 
 /// Compiled regexes may take at most this much memory each.
@@ -67,6 +69,29 @@ pub enum TextOp {
 }
 
 impl Operator {
+    /// Bytes of which an input must hold one for the operator to match:
+    /// a list none of whose values can hold any (see
+    /// `prefilter::chain_reach`) is passed over whole. `None`: no such
+    /// set is known (any input may match).
+    pub fn needed_bytes(&self) -> Option<ByteSet> {
+        match self {
+            // Only through a `<` or `=` (see `xss`).
+            Operator::DetectXss => Some(ByteSet::of(b"<=")),
+            Operator::ValidateUtf8Encoding => Some(ByteSet::range(0x80, 0xff)),
+            Operator::ValidateUrlEncoding => Some(ByteSet::of(b"%")),
+            Operator::ValidateByteRange(allowed) => {
+                let mut outside = ByteSet::default();
+                for b in 0..=255u8 {
+                    if !allowed[usize::from(b)] {
+                        outside.insert(b);
+                    }
+                }
+                Some(outside)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether evaluating it changes the transaction's state (GEO).
     pub fn writes_state(&self) -> bool {
         matches!(self, Operator::GeoLookup)
@@ -338,6 +363,71 @@ fn random_below(mut seed: u64) -> impl FnMut(usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An operator with needed bytes never matches an input holding none
+    /// of them: random inputs over bytes that make each operator match
+    /// (and its needed bytes), with the needed bytes taken out.
+    #[test]
+    fn operators_never_match_without_their_needed_bytes() {
+        let base = Path::new("");
+        let operators = [
+            Operator::compile("detectXSS", "", base).unwrap(),
+            Operator::compile("validateUtf8Encoding", "", base).unwrap(),
+            Operator::compile("validateUrlEncoding", "", base).unwrap(),
+            Operator::compile("validateByteRange", "1-255", base).unwrap(),
+            Operator::compile("validateByteRange", "32-126,9,10,13", base).unwrap(),
+        ];
+        let pieces: [&[u8]; 14] = [
+            b"<script>",
+            b"onerror=alert(1)",
+            b"%",
+            b"%zz",
+            b"%4",
+            b"\xc3",
+            b"\xff\xfe",
+            b"\0",
+            b"\x7f",
+            b"\t",
+            b"a",
+            b"=",
+            b"<",
+            b" ",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut matched_with = [0usize; 5];
+        for _ in 0..5_000 {
+            let value: Vec<u8> = (0..1 + next() % 5)
+                .flat_map(|_| {
+                    pieces[(next() % pieces.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            for (i, op) in operators.iter().enumerate() {
+                let needed = op.needed_bytes().unwrap();
+                if op.matches(&value, b"", None) {
+                    matched_with[i] += 1;
+                }
+                let without: Vec<u8> = value
+                    .iter()
+                    .copied()
+                    .filter(|b| !needed.contains(*b))
+                    .collect();
+                assert!(
+                    !op.matches(&without, b"", None),
+                    "operator {i} matched {without:?}, which holds none of its needed bytes"
+                );
+            }
+        }
+        // The inputs do make every operator match, so the check has teeth.
+        assert!(matched_with.iter().all(|n| *n > 100), "{matched_with:?}");
+    }
 
     #[test]
     fn pcre_byte_escapes_become_regex_crate_ones() {

@@ -20,7 +20,8 @@
 
 pub mod literals;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{Anchored, MatchKind, dfa, nfa};
 
 use super::operator::Operator;
 use super::transform::Transform;
@@ -62,6 +63,16 @@ impl ByteSet {
         for (a, b) in out.0.iter_mut().zip(other.0) {
             *a |= b;
         }
+        out
+    }
+
+    /// The set with every ASCII letter in both cases.
+    pub fn case_closed(self) -> ByteSet {
+        // Bits 65..=90 (A-Z) and 97..=122 (a-z) sit in word 1, 32 apart.
+        const UPPER: u64 = 0x07ff_fffe;
+        let mut out = self;
+        let letters = (self.0[1] | (self.0[1] >> 32)) & UPPER;
+        out.0[1] |= letters | (letters << 32);
         out
     }
 
@@ -123,6 +134,49 @@ impl Transform {
             | Transform::UrlEncode => return None,
         })
     }
+}
+
+impl Transform {
+    /// Bytes the output may hold when the input's bytes are `input` (a
+    /// case-closed set, see [`ByteSet::case_closed`]): what a list of
+    /// values can become without transforming any of them. Removing,
+    /// blanking and case-folding transformations stay within their input
+    /// (and a blank); decoders that meet their escape byte, and encoders,
+    /// may produce anything.
+    pub fn reach(self, input: ByteSet) -> ByteSet {
+        let blank = || {
+            let mut out = input;
+            out.insert(b' ');
+            out
+        };
+        match by_bit()[self as usize] {
+            Some((_, triggers)) if !input.intersects(&triggers) => input,
+            Some(_) => match self {
+                Transform::RemoveNulls
+                | Transform::RemoveWhitespace
+                | Transform::Trim
+                | Transform::TrimLeft
+                | Transform::TrimRight
+                | Transform::RemoveCommentsChar => input,
+                Transform::ReplaceNulls
+                | Transform::CompressWhitespace
+                | Transform::ReplaceComments
+                | Transform::CmdLine => blank(),
+                // `+` alone decodes to a blank.
+                Transform::UrlDecode | Transform::UrlDecodeUni if !input.contains(b'%') => blank(),
+                _ => ByteSet::ALL,
+            },
+            None => ByteSet::ALL,
+        }
+    }
+}
+
+/// Bytes the output of `chain` (and, since every step's reach holds its
+/// input, of each step on the way) may hold, for input bytes `input`.
+pub fn chain_reach(chain: &[Transform], input: ByteSet) -> ByteSet {
+    chain
+        .iter()
+        .fold(input.case_closed(), |bytes, t| t.reach(bytes))
 }
 
 impl Transform {
@@ -248,10 +302,18 @@ impl Transparency {
 /// What a value's scan found: one bit per slot.
 pub type Hits = Box<[u64]>;
 
+/// An automaton the scan walks itself: the DFA, or, should the DFA not
+/// build, the contiguous NFA.
+#[derive(Debug, Clone)]
+enum Scanner {
+    Dfa(dfa::DFA),
+    Nfa(nfa::contiguous::NFA),
+}
+
 /// The automaton over every prefiltered rule's literals.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
-    automaton: Option<AhoCorasick>,
+    automaton: Option<Scanner>,
     /// Per literal (the automaton's pattern id), the slots that need it.
     slots_of: Vec<Vec<u32>>,
     slot_count: usize,
@@ -337,6 +399,11 @@ impl PrefilterBuilder {
         Slots { any, plain }
     }
 
+    /// Bytes of which a value must hold one before a scan can set `slot`.
+    pub fn required(&self, slot: u32) -> Option<ByteSet> {
+        self.required.get(slot as usize).copied()
+    }
+
     fn slot(&mut self, needed: Vec<Vec<u8>>) -> u32 {
         let slot = self.slot_count;
         self.slot_count += 1;
@@ -387,15 +454,19 @@ impl PrefilterBuilder {
             slots.sort_unstable();
             slots.dedup();
         }
-        let build = |kind| {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(kind)
-                .build(&patterns)
-                .ok()
-        };
-        let automaton = build(Some(AhoCorasickKind::DFA)).or_else(|| build(None));
+        let automaton = dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .map(Scanner::Dfa)
+            .or_else(|_| {
+                nfa::contiguous::NFA::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map(Scanner::Nfa)
+            })
+            .ok();
         Prefilter {
             automaton,
             slots_of,
@@ -425,16 +496,37 @@ impl Prefilter {
     /// The slots whose literals occur in `value` (without ASCII case).
     pub fn scan(&self, value: &[u8]) -> Hits {
         let words = self.slot_count.div_ceil(64);
-        let Some(ac) = &self.automaton else {
-            return vec![u64::MAX; words].into_boxed_slice();
-        };
         let mut hits = vec![0u64; words].into_boxed_slice();
-        for m in ac.find_overlapping_iter(value) {
-            for &slot in &self.slots_of[m.pattern().as_usize()] {
-                hits[slot as usize / 64] |= 1 << (slot % 64);
-            }
+        let found = match &self.automaton {
+            Some(Scanner::Dfa(dfa)) => self.scan_with(dfa, value, &mut hits),
+            Some(Scanner::Nfa(nfa)) => self.scan_with(nfa, value, &mut hits),
+            None => None,
+        };
+        if found.is_none() {
+            hits.fill(u64::MAX);
         }
         hits
+    }
+
+    /// Walks `automaton` over `value` by hand, setting the slots of every
+    /// pattern that ends at each position: the crate's overlapping
+    /// iterator costs several times more per byte, and only which slots
+    /// hit matters here, not where. `None` if the automaton cannot search.
+    #[inline]
+    fn scan_with(&self, automaton: &impl Automaton, value: &[u8], hits: &mut [u64]) -> Option<()> {
+        let mut state = automaton.start_state(Anchored::No).ok()?;
+        for &byte in value {
+            state = automaton.next_state(Anchored::No, state, byte);
+            if automaton.is_special(state) && automaton.is_match(state) {
+                for index in 0..automaton.match_len(state) {
+                    let pattern = automaton.match_pattern(state, index);
+                    for &slot in &self.slots_of[pattern.as_usize()] {
+                        hits[slot as usize / 64] |= 1 << (slot % 64);
+                    }
+                }
+            }
+        }
+        Some(())
     }
 }
 
@@ -523,6 +615,56 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `reach` bounds what each transformation outputs: over random values
+    /// rich in every transformation's escape and trigger bytes, each
+    /// output byte is in the reach of the input's bytes.
+    #[test]
+    fn reach_holds_every_output_byte() {
+        let alphabet: &[u8] = b"aZ09 \t\n\x0b\x0c\r\xa0\xc3\xa9\0%+&#;\\x/*-<.'\",^u()";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let mut value: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            // Whole escapes now and then, so decoders really decode.
+            if next() % 3 == 0 {
+                let escapes: [&[u8]; 6] = [b"%41", b"%u0041", b"&lt;", b"\\x41", b"0x41", b"/*c*/"];
+                value.extend_from_slice(escapes[(next() % 6) as usize]);
+            }
+            let input = ByteSet::of(&value).case_closed();
+            for t in crate::waf::transform::all() {
+                let out = t.apply(&value).unwrap_or_else(|| value.clone());
+                let reach = t.reach(input);
+                for b in out {
+                    assert!(
+                        reach.contains(b),
+                        "{}: {:?} gave byte {b:#04x} outside its reach",
+                        t.name(),
+                        String::from_utf8_lossy(&value)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn case_closed_adds_the_other_case_of_letters_only() {
+        let closed = ByteSet::of(b"aZ1[").case_closed();
+        for b in b"aAzZ1[" {
+            assert!(closed.contains(*b));
+        }
+        for b in b"bB{@`" {
+            assert!(!closed.contains(*b));
         }
     }
 

@@ -157,22 +157,7 @@ impl ValueMemo {
                 self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
             });
         };
-        let index = usize::from(group);
-        if self.summaries.len() <= index {
-            self.summaries.resize_with(index + 1, || None);
-        }
-        let values = grown(&mut self.groups, group, list.len());
-        let summary = self.summaries[index].get_or_insert_with(|| Summary {
-            presence: list
-                .iter()
-                .zip(values.iter_mut())
-                .fold(ByteSet::default(), |all, (pair, slot)| {
-                    all.union(slot.presence(value(pair, names)))
-                }),
-            known: 0,
-            transparent: 0,
-            hits: None,
-        });
+        let (summary, values) = self.summary(group, list, names);
         let unknown = mask & !summary.known;
         if unknown != 0 {
             let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
@@ -205,6 +190,32 @@ impl ValueMemo {
             })
         });
         !hit(hits, any)
+    }
+
+    /// The bytes the values of list `group` hold, all together.
+    pub fn list_presence(&mut self, group: u16, list: &[Pair], names: bool) -> ByteSet {
+        self.summary(group, list, names).0.presence
+    }
+
+    /// The summary of list `group`, made on first use, and its slots.
+    fn summary(&mut self, group: u16, list: &[Pair], names: bool) -> (&mut Summary, &mut [Slot]) {
+        let index = usize::from(group);
+        if self.summaries.len() <= index {
+            self.summaries.resize_with(index + 1, || None);
+        }
+        let values = grown(&mut self.groups, group, list.len());
+        let summary = self.summaries[index].get_or_insert_with(|| Summary {
+            presence: list
+                .iter()
+                .zip(values.iter_mut())
+                .fold(ByteSet::default(), |all, (pair, slot)| {
+                    all.union(slot.presence(value(pair, names)))
+                }),
+            known: 0,
+            transparent: 0,
+            hits: None,
+        });
+        (summary, values)
     }
 
     /// True proves that no value of list `group` can match an operator

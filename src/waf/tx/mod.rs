@@ -24,6 +24,7 @@ use std::time::Instant;
 use super::collections::{CollectionStore, StoredVar, expiry};
 use super::macros::{Reference, Resolve};
 use super::operator::{Captures, atoi};
+use super::prefilter::chain_reach;
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
 use super::seclang::ast::{EngineMode, LimitAction, Selector, Var, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
@@ -574,6 +575,20 @@ impl Transaction {
             }
         };
         for spec in rule.variables.iter().filter(|v| !v.exclude) {
+            // A list none of whose values, however the chain transforms
+            // them, can hold a byte the operator needs: passed over whole.
+            if let Some(needs) = &rule.needs
+                && !spec.count
+                && let Some(lists) = self.lists(spec.var)
+            {
+                let mut memo = self.memo.borrow_mut();
+                let mut reaches = lists.into_iter().flatten().map(|(list, group, names)| {
+                    chain_reach(&rule.transforms, memo.list_presence(group, list, names))
+                });
+                if reaches.all(|reach| !reach.intersects(needs)) {
+                    continue;
+                }
+            }
             // The common case, kept tight: a prefiltered rule over a request
             // or response list. Most values are turned away by a few bit
             // tests on what the memo already knows of them.
