@@ -193,8 +193,12 @@ impl ValueMemo {
     }
 
     /// The bytes the values of list `group` hold, all together.
+    #[inline]
     pub fn list_presence(&mut self, group: u16, list: &[Pair], names: bool) -> ByteSet {
-        self.summary(group, list, names).0.presence
+        match self.summaries.get(usize::from(group)) {
+            Some(Some(summary)) => summary.presence,
+            _ => self.summary(group, list, names).0.presence,
+        }
     }
 
     /// The summary of list `group`, made on first use, and its slots.
