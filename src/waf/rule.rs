@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::fold;
 use super::macros::Template;
 use super::operator::Operator;
-use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, chain_mask};
+use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, StepGate, chain_mask};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -91,6 +91,9 @@ pub struct CompiledRule {
     /// match (see `Operator::needed_bytes`, `Prefilter::may_hit`); set
     /// with the prefilter, never on a negated operator.
     pub needs: Option<ByteSet>,
+    /// For a `multiMatch` link whose chain may output anything, its own
+    /// literal test for the steps after that (see `StepGate`).
+    pub step_gate: Option<StepGate>,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -233,6 +236,9 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
 /// Gives every link whose operator needs literals its prefilter slots.
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
+    if rule.multi_match && rule.prefilter.any.is_some() && chain_mask(&rule.transforms).is_none() {
+        rule.step_gate = StepGate::new(&rule.operator);
+    }
     rule.needs = match rule.prefilter.any {
         _ if rule.negated => None,
         Some(slot) => prefilter.required(slot),
@@ -369,6 +375,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         chain_id: 0,
         prefilter: Slots::default(),
         needs: None,
+        step_gate: None,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

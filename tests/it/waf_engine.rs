@@ -509,6 +509,9 @@ fn optimised_and_plain_crs_agree(paranoia: u8) {
         "v=%C3%28%FF&%C3%A9t%C3%A9=%E9",
         "z=a%00b&y=%01%7F",
         "m=%uff1c&bad=%zz%2",
+        // Node.js injection behind base64 (934100 finds it after its
+        // base64Decode step, through its own literal gate).
+        "n=cmVxdWlyZSgnY2hpbGRfcHJvY2VzcycpLmV4ZWMoJ2lkJyk%3D",
     ];
     for query in queries {
         for body in ["", query] {

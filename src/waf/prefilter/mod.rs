@@ -615,6 +615,43 @@ pub fn hit(hits: &[u64], slot: u32) -> bool {
         .is_some_and(|w| w & (1 << (slot % 64)) != 0)
 }
 
+/// A test of one operator's literals alone, for values only that operator
+/// sees: the steps a `multiMatch` chain takes after a transformation that
+/// may output anything (base64Decode), which no other rule shares. Walking
+/// a DFA of a few dozen literals, stopping at the first, costs a fraction
+/// of the full scan, which sets every rule's slots.
+#[derive(Debug, Clone)]
+pub struct StepGate(dfa::DFA);
+
+impl StepGate {
+    /// The gate for `operator`, if it has literals worth a slot.
+    pub fn new(operator: &Operator) -> Option<StepGate> {
+        let literals = necessary(operator)?;
+        dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&literals)
+            .ok()
+            .map(StepGate)
+    }
+
+    /// False proves the operator cannot match `value`.
+    #[inline]
+    pub fn admits(&self, value: &[u8]) -> bool {
+        let dfa = &self.0;
+        let Ok(mut state) = dfa.start_state(Anchored::No) else {
+            return true;
+        };
+        for &byte in value {
+            state = dfa.next_state(Anchored::No, state, byte);
+            if dfa.is_special(state) && dfa.is_match(state) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Strings one of which every match of `operator` contains (lower-cased),
 /// if they are selective enough to be worth a slot.
 fn necessary(operator: &Operator) -> Option<Vec<Vec<u8>>> {
@@ -797,6 +834,25 @@ mod tests {
             }
         }
         assert!(said_yes > 1_000, "the check has cases to hold on");
+    }
+
+    #[test]
+    fn a_step_gate_admits_exactly_the_values_holding_a_literal() {
+        let base = std::path::Path::new("");
+        let op = Operator::compile("rx", "(?:child_process|eval\\()", base).unwrap();
+        let gate = StepGate::new(&op).unwrap();
+        for value in [
+            &b"x require('CHILD_PROCESS')"[..],
+            b"EVAL(1)",
+            b"child_process",
+        ] {
+            assert!(gate.admits(value), "{value:?}");
+        }
+        for value in [&b"child process"[..], b"evaluate", b"", b"\xff\x00eval"] {
+            assert!(!gate.admits(value), "{value:?}");
+        }
+        let no_literals = Operator::compile("rx", "\\d+", base).unwrap();
+        assert!(StepGate::new(&no_literals).is_none());
     }
 
     #[test]

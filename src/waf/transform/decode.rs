@@ -337,16 +337,18 @@ pub fn sql_hex(input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn base64_value(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
+/// Each byte's base64 value; `NOT_BASE64` outside the alphabet.
+const BASE64_VALUES: [u8; 256] = {
+    let mut table = [NOT_BASE64; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
+const NOT_BASE64: u8 = 0xff;
 
 /// `base64Decode` stops at the first character outside the alphabet;
 /// `base64DecodeExt` (`forgiving`) skips such characters. Both stop at `=`.
@@ -358,12 +360,13 @@ pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
         if b == b'=' {
             break;
         }
-        let Some(v) = base64_value(b) else {
+        let v = BASE64_VALUES[usize::from(b)];
+        if v == NOT_BASE64 {
             if forgiving {
                 continue;
             }
             break;
-        };
+        }
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {

@@ -180,11 +180,9 @@ impl Transform {
                 if !input.iter().any(|b| text::is_space(*b)) {
                     return None;
                 }
-                input
-                    .iter()
-                    .copied()
-                    .filter(|b| !text::is_space(*b))
-                    .collect()
+                let mut out = Vec::with_capacity(input.len());
+                out.extend(input.iter().copied().filter(|b| !text::is_space(*b)));
+                out
             }
             Transform::SqlHexDecode => decode::sql_hex(input),
             Transform::Trim => text::trim(input, true, true),

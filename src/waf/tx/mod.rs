@@ -678,7 +678,10 @@ impl Transaction {
                                 if std::ptr::eq(v, value) {
                                     memo.slot(id).raw_admits(value, &self.rules, rule.prefilter)
                                 } else {
-                                    memo::admits_fresh(&self.rules, rule.prefilter, v)
+                                    match &rule.step_gate {
+                                        Some(gate) => gate.admits(v),
+                                        None => memo::admits_fresh(&self.rules, rule.prefilter, v),
+                                    }
                                 }
                             },
                         )
