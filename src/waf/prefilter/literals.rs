@@ -16,6 +16,9 @@ use regex_syntax::hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition};
 
 /// Finite sets larger than this are given up on.
 const MAX_SET: usize = 64;
+/// A requirement may be this many literals: CRS's command lists name a
+/// few hundred commands, each of which the automaton then looks for.
+const MAX_FACTOR_SET: usize = 1024;
 /// Classes with more members than this are not expanded.
 const MAX_CLASS: usize = 8;
 
@@ -198,7 +201,7 @@ fn analyse(hir: &Hir, depth: usize) -> Info {
                     _ => None,
                 };
                 factor = match (factor, best(info.factor, usable(info.exact))) {
-                    (Some(mut all), Some(set)) if all.len() + set.len() <= MAX_SET * 4 => {
+                    (Some(mut all), Some(set)) if all.len() + set.len() <= MAX_FACTOR_SET => {
                         all.extend(set);
                         Some(all)
                     }
