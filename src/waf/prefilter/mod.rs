@@ -386,6 +386,8 @@ fn commonness(b: u8) -> u8 {
         b'd' | b'c' | b'u' | b'm' | b'f' | b'p' | b'g' | b'w' | b'y' | b'b' => 4,
         b'v' | b'k' | b'x' | b'j' | b'q' | b'z' | b'_' | b'.' | b'-' | b'/' | b',' => 3,
         b'0'..=b'9' => 3,
+        // What every form body and query string is made of.
+        b'=' | b'&' | b'+' => 2,
         _ => 1,
     }
 }

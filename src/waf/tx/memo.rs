@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit, triggered_by};
+use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, chain_reach, hit, triggered_by};
 use super::super::rule::RuleSet;
 use super::super::transform::Transform;
 use super::request::Pair;
@@ -360,6 +360,19 @@ impl Slot {
         slots: Slots,
     ) -> bool {
         if !self.transparent(value, rules, chain_id) {
+            // Before transforming (a whole body, say): whether the chain can
+            // produce a byte the literals need at all.
+            if let Some(any) = slots.any
+                && rules
+                    .chain_masks
+                    .get(chain_id as usize)
+                    .is_some_and(Option::is_some)
+                && !rules
+                    .prefilter
+                    .may_hit(&chain_reach(chain, self.presence(value)), any)
+            {
+                return false;
+            }
             let entry = self.entry(chain_id, chain, value);
             if let Some(output) = &entry.output {
                 let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
