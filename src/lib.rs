@@ -15,3 +15,6 @@ pub mod ratelimit;
 pub mod server;
 pub mod upstream;
 pub mod waf;
+
+#[cfg(test)]
+mod test_rng;

@@ -1042,13 +1042,7 @@ mod tests {
             b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
         ];
         let alphabet = b"\r\n :,;0123456789-+chunkedContent-LengthTransfer-Encoding\x00\x7f\t";
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         let mut lims = limits();
         lims.max_headers = 8;
         let mut accepted = 0;

@@ -393,13 +393,7 @@ mod tests {
             b"<",
             b" ",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut matched_with = [0usize; 5];
         for _ in 0..5_000 {
             let value: Vec<u8> = (0..1 + next() % 5)

@@ -741,20 +741,14 @@ mod tests {
     #[test]
     fn reach_holds_every_output_byte() {
         let alphabet: &[u8] = b"aZ09 \t\n\x0b\x0c\r\xa0\xc3\xa9\0%+&#;\\x/*-<.'\",^u()";
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let len = (next() % 12) as usize;
             let mut value: Vec<u8> = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             // Whole escapes now and then, so decoders really decode.
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 let escapes: [&[u8]; 6] = [b"%41", b"%u0041", b"&lt;", b"\\x41", b"0x41", b"/*c*/"];
                 value.extend_from_slice(escapes[(next() % 6) as usize]);
             }
@@ -802,12 +796,10 @@ mod tests {
         ];
         // And random values over blanks and the punctuation that matters.
         let alphabet: &[u8] = b" \t\xa0/(aZ,;'\"^\\x";
-        let mut state = 0x51_7cc1_b727_220au64;
+        let mut next = crate::test_rng::xorshift(0x51_7cc1_b727_220a);
         let mut random: Vec<Vec<u8>> = Vec::new();
         for _ in 0..5_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = next();
             let len = (state % 7) as usize;
             random.push(
                 (0..len)

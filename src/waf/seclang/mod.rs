@@ -302,14 +302,11 @@ mod tests {
             "XML:/*",
             "TX:/^a/",
         ];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..3000 {
             let mut text = String::new();
-            for _ in 0..(state % 40) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                text.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
+            for _ in 0..next() % 40 {
+                text.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
             }
             let lines = text.split('\n').count();
             if let Err(errors) = load_str("m.conf", &text) {

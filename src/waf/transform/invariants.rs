@@ -169,13 +169,7 @@ mod tests {
             b"]",
             b".",
         ];
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         (0..3000)
             .map(|_| {
                 let n = (next() % 12) as usize;
