@@ -6,10 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -119,15 +115,8 @@ async fn request_is_answered(s: &mut TcpStream, block: &[u8], origin: &Origin) {
 
 /// A normal HTTP/2 client gets its answer (within two seconds).
 async fn normal_client_is_served(addr: std::net::SocketAddr) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("http://site.test/")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let mut sender = h2_client(TcpStream::connect(addr).await.unwrap()).await;
+    let req = empty_get("http://site.test/");
     let resp = tokio::time::timeout(Duration::from_secs(2), sender.send_request(req))
         .await
         .expect("the normal client waited over 2 s")

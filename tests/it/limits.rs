@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -256,16 +256,11 @@ async fn cleartext_http2_with_prior_knowledge_is_served() {
     })
     .await;
     let proxy = Proxy::start(&config(origin.addr, "")).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("http://site.test/")
-        .body(Full::new(Bytes::new()))
+    let mut sender = h2_client(TcpStream::connect(proxy.addr).await.unwrap()).await;
+    let resp = sender
+        .send_request(empty_get("http://site.test/"))
+        .await
         .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.headers()["x-origin"], "kept");

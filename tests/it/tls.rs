@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use palisade::config::Config;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PKCS_ED25519,
@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::util::{Origin, Proxy, Reply, get, send};
+use crate::util::{Origin, Proxy, Reply, empty_get, get, h2_client, send};
 
 /// A test certificate authority.
 struct Pki {
@@ -316,16 +316,12 @@ async fn h2_is_negotiated_by_alpn_and_http11_remains_for_clients_without_it() {
     .await
     .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(stream).await;
     for _ in 0..3 {
-        let req = Request::get("https://site.test/x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = sender.send_request(req).await.expect("h2 response");
+        let response = sender
+            .send_request(empty_get("https://site.test/x"))
+            .await
+            .expect("h2 response");
         assert_eq!(response.version(), http::Version::HTTP_2);
         assert_eq!(response.status(), 200);
         let body = response.into_body().collect().await.unwrap().to_bytes();

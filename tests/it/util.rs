@@ -284,6 +284,27 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     }
 }
 
+/// An HTTP/2 client on `stream` (prior knowledge, or after ALPN), its
+/// connection driven in the background.
+pub async fn h2_client<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// A GET of `uri` with no body.
+pub fn empty_get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
 /// GET `path` with `Host: host` and extra headers.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     let mut builder = Request::get(path).header("host", host);
