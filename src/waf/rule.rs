@@ -209,6 +209,15 @@ impl RuleSet {
         Ok(if optimise { rules.folded() } else { rules })
     }
 
+    /// Whether chain `chain_id` keeps its output within reach of its
+    /// input's bytes (see `prefilter::chain_reach`): no transformation of
+    /// it may output any byte.
+    pub fn chain_is_bounded(&self, chain_id: u32) -> bool {
+        self.chain_masks
+            .get(chain_id as usize)
+            .is_some_and(Option::is_some)
+    }
+
     /// This rule set with its constant rules evaluated (see `fold`).
     fn folded(self) -> RuleSet {
         let rules = Arc::new(self);

@@ -363,10 +363,7 @@ impl Slot {
             // Before transforming (a whole body, say): whether the chain can
             // produce a byte the literals need at all.
             if let Some(any) = slots.any
-                && rules
-                    .chain_masks
-                    .get(chain_id as usize)
-                    .is_some_and(Option::is_some)
+                && rules.chain_is_bounded(chain_id)
                 && !rules
                     .prefilter
                     .may_hit(&chain_reach(chain, self.presence(value)), any)

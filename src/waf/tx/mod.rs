@@ -575,14 +575,19 @@ impl Transaction {
             }
         };
         for spec in rule.variables.iter().filter(|v| !v.exclude) {
+            // The request or response lists the target reads (not counted).
+            let lists = if spec.count {
+                None
+            } else {
+                self.lists(spec.var)
+            };
             // A list none of whose values, however the chain transforms
             // them, can hold a byte the operator needs: passed over whole.
             // (A chain with a transformation that may output any byte, a
             // hash or a base64 decoder, puts every byte within reach.)
             if let Some(needs) = &rule.needs
-                && !spec.count
-                && rules_chain_is_bounded(&self.rules, rule.chain_id)
-                && let Some(lists) = self.lists(spec.var)
+                && self.rules.chain_is_bounded(rule.chain_id)
+                && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
                 let mut reaches = lists.into_iter().flatten().map(|(list, group, names)| {
@@ -597,8 +602,7 @@ impl Transaction {
             // tests on what the memo already knows of them.
             if rule.prefilter.is_some()
                 && !rule.multi_match
-                && !spec.count
-                && let Some(lists) = self.lists(spec.var)
+                && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
                 for (list, group, names) in lists.into_iter().flatten() {
@@ -989,16 +993,6 @@ fn judge(
             .matches(input, param, rule.capture.then_some(caps))
             != rule.negated
     }
-}
-
-/// Whether chain `chain_id` keeps its output within reach of its input's
-/// bytes (see `prefilter::chain_reach`): no transformation of it may
-/// output any byte.
-fn rules_chain_is_bounded(rules: &RuleSet, chain_id: u32) -> bool {
-    rules
-        .chain_masks
-        .get(chain_id as usize)
-        .is_some_and(Option::is_some)
 }
 
 /// Runs the transformation chain over `value` and tests the operator;
