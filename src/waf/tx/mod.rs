@@ -89,6 +89,8 @@ pub struct Transaction {
     matched_vars: Vec<(String, Vec<u8>)>,
     /// An empty buffer for the next rule's matches (see `evaluate_one`).
     spare_matches: Vec<(String, Vec<u8>)>,
+    /// `set_var`'s buffer for the variable's expanded name.
+    name_buf: Vec<u8>,
     removed_rules: Vec<RuleFilter>,
     removed_targets: Vec<(RuleFilter, VarSpec)>,
     allowed: Option<AllowScope>,
@@ -178,6 +180,7 @@ impl Transaction {
             matched_var_name: String::new(),
             matched_vars: Vec::new(),
             spare_matches: Vec::new(),
+            name_buf: Vec::new(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
             allowed: None,
@@ -739,9 +742,15 @@ impl Transaction {
 
     /// `capture`: the operator's groups into TX:0–TX:9.
     fn set_captures(&mut self, caps: Captures) {
+        const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
         let tx = self.collections.map_mut(Var::Tx);
         for (i, c) in caps.into_iter().enumerate() {
-            tx.insert(i.to_string(), c);
+            match NAMES.get(i).and_then(|name| tx.get_mut(*name)) {
+                Some(slot) => *slot = c,
+                None => {
+                    tx.insert(i.to_string(), c);
+                }
+            }
         }
     }
 
@@ -869,34 +878,56 @@ impl Transaction {
         let Some(key) = COLLECTIONS.iter().copied().find(|c| c == collection) else {
             return;
         };
-        let var = lowercase_name(name.expand(self));
-        let new_value = match sv {
-            SetVar::Delete { .. } => None,
-            SetVar::Set { value, .. } => Some(value.expand(self)),
+        // CRS runs a few dozen setvars per request, most on variables that
+        // already exist: the name is looked up borrowed and the value
+        // rewritten in place, with no allocation for either.
+        let mut name_buf = std::mem::take(&mut self.name_buf);
+        name_buf.clear();
+        name.expand_into(self, &mut name_buf);
+        name_buf.make_ascii_lowercase();
+        let lossy = String::from_utf8_lossy(&name_buf);
+        let var: &str = &lossy;
+        match sv {
+            SetVar::Delete { .. } => {
+                self.collections.map_mut(key).remove(var);
+            }
+            SetVar::Set { value, .. } => {
+                let new_value = value.expand(self);
+                let map = self.collections.map_mut(key);
+                match map.get_mut(var) {
+                    Some(slot) => *slot = new_value,
+                    None => {
+                        map.insert(var.to_string(), new_value);
+                    }
+                }
+            }
             SetVar::Add { value, .. } | SetVar::Sub { value, .. } => {
                 let delta = atoi(&value.expand(self));
-                let current = self
-                    .collections
-                    .get(&key)
-                    .and_then(|m| m.get(&var))
-                    .map_or(0, |v| atoi(v));
-                let result = if matches!(sv, SetVar::Add { .. }) {
-                    current.saturating_add(delta)
-                } else {
-                    current.saturating_sub(delta)
+                let map = self.collections.map_mut(key);
+                let add = matches!(sv, SetVar::Add { .. });
+                let combine = |current: i64| {
+                    if add {
+                        current.saturating_add(delta)
+                    } else {
+                        current.saturating_sub(delta)
+                    }
                 };
-                Some(result.to_string().into_bytes())
-            }
-        };
-        let map = self.collections.map_mut(key);
-        match new_value {
-            Some(v) => {
-                map.insert(var, v);
-            }
-            None => {
-                map.remove(&var);
+                match map.get_mut(var) {
+                    Some(slot) => {
+                        let result = combine(atoi(slot));
+                        slot.clear();
+                        write_decimal(slot, result);
+                    }
+                    None => {
+                        let mut slot = Vec::new();
+                        write_decimal(&mut slot, combine(0));
+                        map.insert(var.to_string(), slot);
+                    }
+                }
             }
         }
+        drop(lossy);
+        self.name_buf = name_buf;
     }
 
     fn ctl(&mut self, option: &str, value: &str) {
@@ -1086,15 +1117,39 @@ impl Resolve for Transaction {
 
 /// A variable name as collections key it: lower case, in the buffer the
 /// expansion made (invalid UTF-8 replaced, as ModSecurity's names are text).
-fn lowercase_name(mut name: Vec<u8>) -> String {
-    name.make_ascii_lowercase();
-    String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Appends `n` in decimal, without the formatter's allocation.
+fn write_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
 mod tests {
     /// The proxy holds a transaction across awaits on multi-threaded
     /// runtimes.
+    #[test]
+    fn setvar_arithmetic_writes_decimals_as_to_string_does() {
+        for n in [0, 7, -7, 10, -100, 123_456_789, i64::MAX, i64::MIN] {
+            let mut out = b"stale".to_vec();
+            out.clear();
+            super::write_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
     #[test]
     fn transaction_is_send() {
         fn send<T: Send>() {}
