@@ -884,6 +884,8 @@ impl Transaction {
         let mut name_buf = std::mem::take(&mut self.name_buf);
         name_buf.clear();
         name.expand_into(self, &mut name_buf);
+        // Collections key names in lower case; invalid UTF-8 is replaced,
+        // as ModSecurity's names are text.
         name_buf.make_ascii_lowercase();
         let lossy = String::from_utf8_lossy(&name_buf);
         let var: &str = &lossy;
@@ -1115,8 +1117,6 @@ impl Resolve for Transaction {
     }
 }
 
-/// A variable name as collections key it: lower case, in the buffer the
-/// expansion made (invalid UTF-8 replaced, as ModSecurity's names are text).
 /// Appends `n` in decimal, without the formatter's allocation.
 fn write_decimal(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
@@ -1138,18 +1138,17 @@ fn write_decimal(out: &mut Vec<u8>, n: i64) {
 
 #[cfg(test)]
 mod tests {
-    /// The proxy holds a transaction across awaits on multi-threaded
-    /// runtimes.
     #[test]
     fn setvar_arithmetic_writes_decimals_as_to_string_does() {
         for n in [0, 7, -7, 10, -100, 123_456_789, i64::MAX, i64::MIN] {
-            let mut out = b"stale".to_vec();
-            out.clear();
+            let mut out = Vec::new();
             super::write_decimal(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
     }
 
+    /// The proxy holds a transaction across awaits on multi-threaded
+    /// runtimes.
     #[test]
     fn transaction_is_send() {
         fn send<T: Send>() {}
