@@ -759,7 +759,7 @@ impl Transaction {
         let mut link: &CompiledRule = rule;
         loop {
             for (var, key) in &link.init_cols {
-                let key = String::from_utf8_lossy(&key.expand(self)).into_owned();
+                let key = into_text(key.expand(self));
                 self.init_collection(*var, &key);
             }
             // A link with more chain after it ran its own per match.
@@ -783,7 +783,7 @@ impl Transaction {
                 );
             }
             for ctl in &link.ctls {
-                let value = String::from_utf8_lossy(&ctl.value.expand(self)).into_owned();
+                let value = into_text(ctl.value.expand(self));
                 self.ctl(&ctl.option, &value);
             }
             match &link.chain {
@@ -801,12 +801,12 @@ impl Transaction {
                 let msg = rule
                     .msg
                     .as_ref()
-                    .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                    .map(|m| into_text(m.expand(self)))
                     .unwrap_or_default();
                 let data = rule
                     .logdata
                     .as_ref()
-                    .map(|m| String::from_utf8_lossy(&m.expand(self)).into_owned())
+                    .map(|m| into_text(m.expand(self)))
                     .unwrap_or_default();
                 self.matches.push(RuleMatch {
                     id: rule.id,
@@ -847,7 +847,7 @@ impl Transaction {
                 Flow::Stop
             }
             Disruptive::Redirect(target) => {
-                let location = String::from_utf8_lossy(&target.expand(self)).into_owned();
+                let location = into_text(target.expand(self));
                 let status = rule
                     .status
                     .filter(|s| (300..400).contains(s))
@@ -887,7 +887,7 @@ impl Transaction {
         // Collections key names in lower case; invalid UTF-8 is replaced,
         // as ModSecurity's names are text.
         name_buf.make_ascii_lowercase();
-        let lossy = String::from_utf8_lossy(&name_buf);
+        let lossy = as_text(&name_buf);
         let var: &str = &lossy;
         match sv {
             SetVar::Delete { .. } => {
@@ -1031,6 +1031,22 @@ fn judge(
 /// Runs the transformation chain over `value` and tests the operator;
 /// with `multiMatch`, after every step as well. `admits(v)` false proves
 /// the operator cannot match `v` (the prefilter), which spares the call.
+/// `bytes` as text, invalid UTF-8 replaced (ModSecurity's names and
+/// messages are text). Checks the whole at once first: the lossy
+/// conversion walks byte by byte even when nothing needs replacing.
+fn as_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// [`as_text`] for an owned buffer, which it reuses when it is valid.
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
+}
+
 fn test_value(
     rule: &CompiledRule,
     value: &[u8],
@@ -1138,6 +1154,23 @@ fn write_decimal(out: &mut Vec<u8>, n: i64) {
 
 #[cfg(test)]
 mod tests {
+    use super::{as_text, into_text};
+
+    #[test]
+    fn text_conversions_replace_invalid_utf8_as_the_lossy_one_does() {
+        for bytes in [
+            &b"plain"[..],
+            b"caf\xc3\xa9",
+            b"bad\xff\xfeend",
+            b"\xc3",
+            b"",
+        ] {
+            let lossy = String::from_utf8_lossy(bytes);
+            assert_eq!(as_text(bytes), lossy);
+            assert_eq!(into_text(bytes.to_vec()), lossy);
+        }
+    }
+
     #[test]
     fn setvar_arithmetic_writes_decimals_as_to_string_does() {
         for n in [0, 7, -7, 10, -100, 123_456_789, i64::MAX, i64::MIN] {
