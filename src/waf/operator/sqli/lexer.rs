@@ -93,83 +93,29 @@ fn is_white(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0 | 0)
 }
 
-/// Bytes that end a word.
-fn ends_word(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'['
-            | b']'
-            | b'{'
-            | b'}'
-            | b'<'
-            | b'>'
-            | b':'
-            | b'\\'
-            | b'?'
-            | b'='
-            | b'@'
-            | b'!'
-            | b'#'
-            | b'~'
-            | b'+'
-            | b'-'
-            | b'*'
-            | b'/'
-            | b'&'
-            | b'|'
-            | b'^'
-            | b'%'
-            | b'('
-            | b')'
-            | b','
-            | b'\''
-            | b';'
-            | b'\t'
-            | b'\n'
-            | 0x0b
-            | 0x0c
-            | b'\r'
-            | b'"'
-            | 0xa0
-            | 0
-    )
+/// A byte class as a table: whether each byte is one of `bytes`.
+const fn class(bytes: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
+/// Bytes that end a word.
+const ENDS_WORD: [bool; 256] = class(b" []{}<>:\\?=@!#~+-*/&|^%(),';\t\n\x0b\x0c\r\"\xa0\x00");
+
 /// Bytes that end a variable name (`@name`).
+const ENDS_VARIABLE: [bool; 256] = class(b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0b\x0c\r`\"");
+
+fn ends_word(b: u8) -> bool {
+    ENDS_WORD[usize::from(b)]
+}
+
 fn ends_variable(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'<'
-            | b'>'
-            | b':'
-            | b'\\'
-            | b'?'
-            | b'='
-            | b'@'
-            | b'!'
-            | b'#'
-            | b'~'
-            | b'+'
-            | b'-'
-            | b'*'
-            | b'/'
-            | b'&'
-            | b'|'
-            | b'^'
-            | b'%'
-            | b'('
-            | b')'
-            | b','
-            | b';'
-            | b'\''
-            | b'\t'
-            | b'\n'
-            | 0x0b
-            | 0x0c
-            | b'\r'
-            | b'`'
-            | b'"'
-    )
+    ENDS_VARIABLE[usize::from(b)]
 }
 
 fn find(haystack: &[u8], byte: u8) -> Option<usize> {
