@@ -428,6 +428,7 @@ pub fn not_whitelisted(input: &[u8], pass: &Pass, fingerprint: &[u8]) -> bool {
             }
             if t[1].kind == Kind::Keyword && (t[1].len < 5 || !t[1].value().starts_with(b"INTO")) {
                 // Only `INTO OUTFILE` and `INTO DUMPFILE` in the middle.
+                // libinjectionrs compares `INTO` with case (C does not).
                 return false;
             }
             true

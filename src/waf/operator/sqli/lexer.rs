@@ -487,6 +487,8 @@ impl<'a> Lexer<'a> {
                 .iter()
                 .position(|b| ends_variable(*b))
                 .unwrap_or(s.len() - name);
+        // The value keeps its `@`s, as libinjectionrs keeps them (C drops
+        // them, so `@user(` is never taken for the function here).
         t.set(Kind::Variable, &s[pos..end]);
         end
     }
