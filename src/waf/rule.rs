@@ -94,6 +94,9 @@ pub struct CompiledRule {
     /// For a `multiMatch` link whose chain may output anything, its own
     /// literal test for the steps after that (see `StepGate`).
     pub step_gate: Option<StepGate>,
+    /// Whether the rule gate may turn this rule away before evaluation
+    /// (see `tx::gate`); set with the prefilter.
+    pub gated: bool,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -260,6 +263,7 @@ fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
         Some(slot) => prefilter.required(slot),
         None => rule.operator.needed_bytes(),
     };
+    rule.gated = crate::waf::tx::admits_gate(rule);
     if let Some(link) = rule.chain.as_deref_mut() {
         assign_slots(link, prefilter);
     }
@@ -392,6 +396,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         prefilter: Slots::default(),
         needs: None,
         step_gate: None,
+        gated: false,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

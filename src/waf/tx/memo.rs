@@ -30,6 +30,11 @@ pub struct ValueMemo {
     /// Per list group, then per transformation chain, what holds for all
     /// the chain's outputs at once (see [`ChainSummary`]).
     chain_summaries: Vec<Vec<ChainSummary>>,
+    /// Per list group and chain, what the list's values can become (see
+    /// [`ValueMemo::list_reach`]): `reach_at[group * chains + chain]` is
+    /// one past its index in `reaches`, or 0 when not yet known.
+    reach_at: Vec<u16>,
+    reaches: Vec<ByteSet>,
 }
 
 /// The union of the bytes, and lazily of the scans, of every value of a
@@ -131,6 +136,41 @@ impl ValueMemo {
         self.groups.clear();
         self.summaries.clear();
         self.chain_summaries.clear();
+        self.reach_at.clear();
+        self.reaches.clear();
+    }
+
+    /// The bytes the values of list `group` may hold after chain
+    /// `chain_id` (`chain`), without transforming any (see
+    /// [`chain_reach`]). Dozens of rules ask this of the same list and
+    /// chain; it is worked out once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_reach(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> ByteSet {
+        let chains = rules.chain_masks.len();
+        let at = usize::from(group) * chains + chain_id as usize;
+        if self.reach_at.len() <= at {
+            self.reach_at.resize((usize::from(group) + 1) * chains, 0);
+        }
+        if let Some(known) = self.reach_at[at]
+            .checked_sub(1)
+            .and_then(|i| self.reaches.get(usize::from(i)))
+        {
+            return *known;
+        }
+        let reach = chain_reach(chain, self.list_presence(group, list, names));
+        if let Ok(index) = u16::try_from(self.reaches.len() + 1) {
+            self.reaches.push(reach);
+            self.reach_at[at] = index;
+        }
+        reach
     }
 
     /// True proves that no value of list `group` (`list`; its keys when
@@ -361,8 +401,11 @@ impl Slot {
     ) -> bool {
         if !self.transparent(value, rules, chain_id) {
             // Before transforming (a whole body, say): whether the chain can
-            // produce a byte the literals need at all.
-            if let Some(any) = slots.any
+            // produce a byte the literals need at all. Once transformed,
+            // the output's own bytes say more.
+            let transformed = self.chains.iter().any(|e| e.chain == chain_id);
+            if !transformed
+                && let Some(any) = slots.any
                 && rules.chain_is_bounded(chain_id)
                 && !rules
                     .prefilter
@@ -432,7 +475,7 @@ impl Slot {
             .get_or_insert_with(|| rules.prefilter.scan(value))
     }
 
-    fn presence(&mut self, value: &[u8]) -> ByteSet {
+    pub fn presence(&mut self, value: &[u8]) -> ByteSet {
         *self.presence.get_or_insert_with(|| ByteSet::of(value))
     }
 

@@ -12,6 +12,8 @@
 //! of its chain runs its `setvar`s for each value it matches, before the
 //! next link is tested, whether or not the chain matches in the end.
 
+mod gate;
+pub(crate) use gate::admits_gate;
 mod memo;
 pub mod request;
 mod vars;
@@ -24,7 +26,6 @@ use std::time::Instant;
 use super::collections::{CollectionStore, StoredVar, expiry};
 use super::macros::{Reference, Resolve};
 use super::operator::{Captures, atoi};
-use super::prefilter::chain_reach;
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
 use super::seclang::ast::{EngineMode, LimitAction, Selector, Var, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
@@ -497,7 +498,7 @@ impl Transaction {
                 skip_rules -= 1;
                 continue;
             }
-            if self.removed_rules.iter().any(|f| f.matches(rule)) {
+            if self.removed_rules.iter().any(|f| f.matches(rule)) || self.cannot_match(rule) {
                 continue;
             }
             if !self.evaluate(rule) {
@@ -594,7 +595,14 @@ impl Transaction {
             {
                 let mut memo = self.memo.borrow_mut();
                 let mut reaches = lists.into_iter().flatten().map(|(list, group, names)| {
-                    chain_reach(&rule.transforms, memo.list_presence(group, list, names))
+                    memo.list_reach(
+                        group,
+                        list,
+                        names,
+                        &self.rules,
+                        rule.chain_id,
+                        &rule.transforms,
+                    )
                 });
                 if reaches.all(|reach| !reach.intersects(needs)) {
                     continue;

@@ -18,7 +18,7 @@ type MemberVisitor<'f> = dyn FnMut(&[u8], &[u8], Option<SlotId>) + 'f;
 
 /// Memo groups of the request and response lists; scalars follow, one
 /// group per variable.
-mod group {
+pub(super) mod group {
     pub const ARGS_GET: u16 = 0;
     pub const ARGS_POST: u16 = 1;
     pub const ARGS_GET_NAMES: u16 = 2;
@@ -40,6 +40,15 @@ pub(super) fn accepts(selector: &Selector, key: &[u8]) -> bool {
         Selector::Regex(re) => re.is_match(key),
         Selector::XPath(_) => false,
     }
+}
+
+/// Collections this engine never fills (it parses neither multipart nor
+/// XML bodies into variables): always empty.
+pub(super) fn holds_nothing(var: Var) -> bool {
+    matches!(
+        var,
+        Var::Files | Var::FilesNames | Var::FilesSizes | Var::MultipartPartHeaders | Var::Xml
+    )
 }
 
 /// A list a list variable reads: its pairs, its memo group, and whether
@@ -154,11 +163,7 @@ impl Transaction {
                     }
                 }
             }
-            Var::Files
-            | Var::FilesNames
-            | Var::FilesSizes
-            | Var::MultipartPartHeaders
-            | Var::Xml => {}
+            _ if holds_nothing(var) => {}
             _ => return false,
         }
         true
