@@ -32,36 +32,47 @@ pub struct ByteSet([u64; 4]);
 
 impl ByteSet {
     pub const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+    pub const EMPTY: ByteSet = ByteSet([0; 4]);
 
-    pub fn of(bytes: &[u8]) -> ByteSet {
-        let mut set = ByteSet::default();
-        for &b in bytes {
-            set.insert(b);
+    // `const` so that the transformations' trigger table is built at
+    // compile time (see `BY_BIT`).
+    pub const fn of(bytes: &[u8]) -> ByteSet {
+        let mut set = ByteSet::EMPTY;
+        let mut i = 0;
+        while i < bytes.len() {
+            set.insert(bytes[i]);
+            i += 1;
         }
         set
     }
 
-    pub fn range(from: u8, to: u8) -> ByteSet {
-        let mut set = ByteSet::default();
-        for b in from..=to {
+    pub const fn range(from: u8, to: u8) -> ByteSet {
+        let mut set = ByteSet::EMPTY;
+        let mut b = from;
+        loop {
             set.insert(b);
+            if b >= to {
+                return set;
+            }
+            b += 1;
         }
-        set
     }
 
     #[inline]
-    pub fn insert(&mut self, b: u8) {
-        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    pub const fn insert(&mut self, b: u8) {
+        self.0[(b >> 6) as usize] |= 1 << (b & 63);
     }
 
     pub fn contains(&self, b: u8) -> bool {
         self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
     }
 
-    pub fn union(self, other: ByteSet) -> ByteSet {
+    pub const fn union(self, other: ByteSet) -> ByteSet {
         let mut out = self;
-        for (a, b) in out.0.iter_mut().zip(other.0) {
-            *a |= b;
+        let mut i = 0;
+        while i < 4 {
+            out.0[i] |= other.0[i];
+            i += 1;
         }
         out
     }
@@ -87,7 +98,7 @@ impl ByteSet {
 }
 
 /// The whitespace the whitespace transformations act on.
-fn whitespace() -> ByteSet {
+const fn whitespace() -> ByteSet {
     ByteSet::of(b" \t\n\x0b\x0c\r\xa0")
 }
 
@@ -95,9 +106,9 @@ impl Transform {
     /// Bytes without which this transformation returns its input unchanged
     /// but for ASCII case; `None` when no such set exists (hashes, length,
     /// encoders: their output never resembles their input).
-    pub fn prefilter_triggers(self) -> Option<ByteSet> {
+    pub const fn prefilter_triggers(self) -> Option<ByteSet> {
         Some(match self {
-            Transform::Lowercase | Transform::Uppercase => ByteSet::default(),
+            Transform::Lowercase | Transform::Uppercase => ByteSet::EMPTY,
             Transform::UrlDecode | Transform::UrlDecodeUni => ByteSet::of(b"%+"),
             Transform::HtmlEntityDecode => ByteSet::of(b"&"),
             Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
@@ -270,18 +281,25 @@ pub fn chain_mask(chain: &[Transform]) -> Option<u64> {
 }
 
 /// Each transformation with triggers, with them, at its bit's index.
-fn by_bit() -> &'static [Option<(Transform, ByteSet)>; 64] {
-    static TABLE: std::sync::OnceLock<[Option<(Transform, ByteSet)>; 64]> =
-        std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table = [None; 64];
-        for t in crate::waf::transform::all() {
-            if let Some(triggers) = t.prefilter_triggers() {
-                table[t as usize] = Some((t, triggers));
-            }
+/// Built at compile time: the lookups sit on the hottest paths, where a
+/// lazily built table's check showed.
+static BY_BIT: [Option<(Transform, ByteSet)>; 64] = {
+    let mut table = [None; 64];
+    let names = crate::waf::transform::NAMES;
+    let mut i = 0;
+    while i < names.len() {
+        let t = names[i].1;
+        if let Some(triggers) = t.prefilter_triggers() {
+            table[t as usize] = Some((t, triggers));
         }
-        table
-    })
+        i += 1;
+    }
+    table
+};
+
+#[inline]
+fn by_bit() -> &'static [Option<(Transform, ByteSet)>; 64] {
+    &BY_BIT
 }
 
 /// The transformations of `mask` that may change a value whose bytes are

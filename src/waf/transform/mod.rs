@@ -49,7 +49,7 @@ pub enum Transform {
 }
 
 /// Names as rules write them (matched without case).
-const NAMES: &[(&str, Transform)] = &[
+pub(crate) const NAMES: &[(&str, Transform)] = &[
     ("base64Decode", Transform::Base64Decode),
     ("base64DecodeExt", Transform::Base64DecodeExt),
     ("base64Encode", Transform::Base64Encode),

@@ -144,7 +144,7 @@ impl ValueMemo {
     /// `chain_id` (`chain`), without transforming any (see
     /// [`chain_reach`]). Dozens of rules ask this of the same list and
     /// chain; it is worked out once.
-    #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn list_reach(
         &mut self,
         group: u16,
@@ -154,16 +154,32 @@ impl ValueMemo {
         chain_id: u32,
         chain: &[Transform],
     ) -> ByteSet {
-        let chains = rules.chain_masks.len();
-        let at = usize::from(group) * chains + chain_id as usize;
-        if self.reach_at.len() <= at {
-            self.reach_at.resize((usize::from(group) + 1) * chains, 0);
+        let at = usize::from(group) * rules.chain_masks.len() + chain_id as usize;
+        match self.reach_at.get(at).and_then(|i| i.checked_sub(1)) {
+            // (Always there; ALL, "anything", would only cost a skip.)
+            Some(index) => self
+                .reaches
+                .get(usize::from(index))
+                .copied()
+                .unwrap_or(ByteSet::ALL),
+            None => self.learn_reach(at, group, list, names, chain),
         }
-        if let Some(known) = self.reach_at[at]
-            .checked_sub(1)
-            .and_then(|i| self.reaches.get(usize::from(i)))
-        {
-            return *known;
+    }
+
+    /// [`Self::list_reach`] the first time: apart, so that the lookup
+    /// stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn learn_reach(
+        &mut self,
+        at: usize,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        chain: &[Transform],
+    ) -> ByteSet {
+        if self.reach_at.len() <= at {
+            self.reach_at.resize(at + 1, 0);
         }
         let reach = chain_reach(chain, self.list_presence(group, list, names));
         if let Ok(index) = u16::try_from(self.reaches.len() + 1) {
