@@ -120,7 +120,7 @@ impl Transaction {
                 });
                 value_cannot_match(rules, rule, slot, value)
             }
-            // Made for the asking (REQUEST_LINE): not kept by the memo.
+            // Made for the asking (a count, the time): not kept by the memo.
             Some(Cow::Owned(_)) => false,
         }
     }

@@ -70,8 +70,12 @@ impl RuleFilter {
 pub struct Transaction {
     rules: Arc<RuleSet>,
     mode: EngineMode,
+    /// The request as the transaction started with it; the memo knows
+    /// its values by position, so only the body may grow afterwards.
     pub request: RequestData,
     pub response: ResponseData,
+    /// REQUEST_LINE, made once: rules read it as a value the memo keeps.
+    request_line: Vec<u8>,
     unique_id: String,
     started: Instant,
     args_get: Vec<Pair>,
@@ -164,6 +168,7 @@ impl Transaction {
         let mut tx = Transaction {
             rules,
             mode,
+            request_line: request.request_line(),
             request,
             response: ResponseData::default(),
             unique_id,

@@ -183,7 +183,7 @@ impl Transaction {
             Var::RequestFilename => Cow::Borrowed(r.path()),
             Var::RequestBasename => Cow::Borrowed(r.basename()),
             Var::QueryString => Cow::Borrowed(r.query()),
-            Var::RequestLine => owned(r.request_line()),
+            Var::RequestLine => Cow::Borrowed(self.request_line.as_slice()),
             Var::RequestBody if self.expose_request_body() => Cow::Borrowed(r.body.as_slice()),
             Var::RequestBody => return None,
             Var::RequestBodyLength => num(r.body.len() as u64),
@@ -250,7 +250,7 @@ impl Transaction {
             Var::Duration => num(self.started.elapsed().as_micros() as u64),
             Var::HighestSeverity => num(u64::from(self.highest_severity.unwrap_or(255))),
             Var::FullRequest => {
-                let mut full = r.request_line();
+                let mut full = self.request_line.clone();
                 full.extend_from_slice(b"\r\n");
                 for (n, v) in &r.headers {
                     full.extend_from_slice(n);
@@ -262,7 +262,7 @@ impl Transaction {
                 full.extend_from_slice(&r.body);
                 owned(full)
             }
-            Var::FullRequestLength => num(r.request_line().len() as u64 + r.body.len() as u64),
+            Var::FullRequestLength => num(self.request_line.len() as u64 + r.body.len() as u64),
             Var::AuthType | Var::RemoteHost | Var::RemoteUser | Var::PathInfo | Var::ServerAddr => {
                 b("")
             }
