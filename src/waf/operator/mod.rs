@@ -47,6 +47,11 @@ pub enum Operator {
     /// rule expands it and passes it to `matches`).
     Text(TextOp),
     Unconditional,
+    /// `@rx` with a pattern that matches every input, whole: `^.*$` and
+    /// its kin (the dot matches newlines here). CRS 920450 uses it to
+    /// capture each header name; the regex engine would only find what
+    /// is already known.
+    WholeInput,
     NoMatch,
     GeoLookup,
 }
@@ -124,7 +129,12 @@ impl Operator {
             "lt" => text(TextOp::Lt),
             "rx" => {
                 static_only()?;
-                Ok(Operator::Rx(regex(param)?))
+                let re = regex(param)?;
+                Ok(if matches!(param, "^.*$" | "^.*" | ".*$" | ".*") {
+                    Operator::WholeInput
+                } else {
+                    Operator::Rx(re)
+                })
             }
             "rxGlobal" => {
                 static_only()?;
@@ -238,6 +248,13 @@ impl Operator {
             Operator::VerifyCc(re) => re.find_iter(input).any(|m| simple::luhn(m.as_bytes())),
             Operator::Text(op) => simple::text_op(*op, input, param),
             Operator::Unconditional => true,
+            Operator::WholeInput => {
+                if let Some(out) = captures {
+                    out.clear();
+                    out.push(input.to_vec());
+                }
+                true
+            }
             Operator::NoMatch => false,
             // Looks up the address in the GeoIP database and fills GEO;
             // without a database loaded it cannot match.
@@ -430,6 +447,26 @@ mod tests {
         let re = regex(r"^[\x{c2}-\x{ff}]$").unwrap();
         assert!(re.is_match(&[0xe2]));
         assert!(!re.is_match(b"a"));
+    }
+
+    /// `^.*$` and its kin skip the regex engine: they must match and
+    /// capture exactly what the regex would, newlines, NULs and invalid
+    /// UTF-8 included.
+    #[test]
+    fn whole_input_patterns_capture_what_the_regex_would() {
+        let inputs: [&[u8]; 6] = [b"", b"Host", b"a\nb\n", b"\0x\r\n", b"\xff\xfe\xc3(", b"  "];
+        for pattern in ["^.*$", "^.*", ".*$", ".*"] {
+            let op = Operator::compile("rx", pattern, Path::new("")).unwrap();
+            assert!(matches!(op, Operator::WholeInput), "{pattern}");
+            let re = regex(pattern).unwrap();
+            for input in inputs {
+                let mut caps = Captures::new();
+                let matched = op.matches(input, b"", Some(&mut caps));
+                let found = re.find(input).map(|m| m.as_bytes().to_vec());
+                assert_eq!(matched, found.is_some(), "{pattern} on {input:?}");
+                assert_eq!(caps.first().cloned(), found, "{pattern} on {input:?}");
+            }
+        }
     }
 
     #[test]
