@@ -129,14 +129,16 @@ impl Transaction {
 /// True proves the rule's first link cannot match `value`, the value the
 /// memo keeps in `slot`.
 fn value_cannot_match(rules: &RuleSet, rule: &CompiledRule, slot: &mut Slot, value: &[u8]) -> bool {
-    if let Some(needs) = &rule.needs
-        && rules.chain_is_bounded(rule.chain_id)
-        && !chain_reach(&rule.transforms, slot.presence(value)).intersects(needs)
-    {
-        return true;
+    // A prefiltered rule's needed bytes are its literals' (see
+    // `rule::assign_slots`), which `could_match` tests itself, and only
+    // while the value is not yet transformed.
+    if !rule.prefilter.is_some() {
+        return rule.needs.as_ref().is_some_and(|needs| {
+            rules.chain_is_bounded(rule.chain_id)
+                && !chain_reach(&rule.transforms, slot.presence(value)).intersects(needs)
+        });
     }
-    rule.prefilter.is_some()
-        && !slot.could_match(
+    !slot.could_match(
             value,
             rules,
             rule.chain_id,
