@@ -34,21 +34,11 @@ pub fn admits_gate(rule: &CompiledRule) -> bool {
 }
 
 fn reads_request_or_response(var: Var) -> bool {
-    !matches!(
-        var,
-        Var::Tx
-            | Var::Ip
-            | Var::Global
-            | Var::Session
-            | Var::User
-            | Var::Resource
-            | Var::Env
-            | Var::Geo
-            | Var::MatchedVar
-            | Var::MatchedVarName
-            | Var::MatchedVars
-            | Var::MatchedVarsNames
-    )
+    !super::COLLECTIONS.contains(&var)
+        && !matches!(
+            var,
+            Var::MatchedVar | Var::MatchedVarName | Var::MatchedVars | Var::MatchedVarsNames
+        )
 }
 
 impl Transaction {
@@ -139,10 +129,10 @@ fn value_cannot_match(rules: &RuleSet, rule: &CompiledRule, slot: &mut Slot, val
         });
     }
     !slot.could_match(
-            value,
-            rules,
-            rule.chain_id,
-            &rule.transforms,
-            rule.prefilter,
-        )
+        value,
+        rules,
+        rule.chain_id,
+        &rule.transforms,
+        rule.prefilter,
+    )
 }
