@@ -2,9 +2,9 @@
 //! evaluated, from what the memo knows of the values it reads.
 //!
 //! On a benign request most CRS rules read values none of which holds
-//! their literals; [`Transaction::evaluate`] would find that out too, one
-//! list at a time, but only after setting up a match (its buffers, its
-//! exclusions, the visitor). The gate asks the same questions of the memo
+//! their literals; evaluation (`Transaction::evaluate`) would find that
+//! out too, one list at a time, but only after setting up a match (its
+//! buffers, its exclusions, the visitor). The gate asks the same questions of the memo
 //! first, so a rule that cannot match costs a few bit tests. It only ever
 //! says "cannot match" when evaluation would say so; anything it cannot
 //! settle cheaply is left to evaluation.
