@@ -129,11 +129,10 @@ impl Operator {
             "lt" => text(TextOp::Lt),
             "rx" => {
                 static_only()?;
-                let re = regex(param)?;
                 Ok(if matches!(param, "^.*$" | "^.*" | ".*$" | ".*") {
                     Operator::WholeInput
                 } else {
-                    Operator::Rx(re)
+                    Operator::Rx(regex(param)?)
                 })
             }
             "rxGlobal" => {

@@ -4,8 +4,9 @@
 //! On a benign request most CRS rules read values none of which holds
 //! their literals; evaluation (`Transaction::evaluate`) would find that
 //! out too, one list at a time, but only after setting up a match (its
-//! buffers, its exclusions, the visitor). The gate asks the same questions of the memo
-//! first, so a rule that cannot match costs a few bit tests. It only ever
+//! buffers, its exclusions, the visitor). The gate asks the same
+//! questions of the memo first, so a rule that cannot match costs a few
+//! bit tests. It only ever
 //! says "cannot match" when evaluation would say so; anything it cannot
 //! settle cheaply is left to evaluation.
 
@@ -70,24 +71,13 @@ impl Transaction {
                 {
                     return true;
                 }
-                let whole = matches!(spec.selector, Selector::All);
                 if rule.prefilter.is_some()
-                    && memo.list_cannot_match(
-                        group,
-                        list,
-                        names,
-                        rules,
-                        rule.chain_id,
-                        // The whole list's outputs are worth making only
-                        // for a rule that reads the whole list.
-                        whole.then_some(&*rule.transforms),
-                        rule.prefilter,
-                    )
+                    && memo.rule_cannot_match_list(rules, rule, spec, group, list, names)
                 {
                     return true;
                 }
                 // A keyed target reads a value or two: those alone.
-                !whole
+                !matches!(spec.selector, Selector::All)
                     && memo
                         .group(group, list.len())
                         .iter_mut()

@@ -10,7 +10,8 @@
 //! when it does.
 
 use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, chain_reach, hit, triggered_by};
-use super::super::rule::RuleSet;
+use super::super::rule::{CompiledRule, RuleSet};
+use super::super::seclang::ast::{Selector, VarSpec};
 use super::super::transform::Transform;
 use super::request::Pair;
 
@@ -187,6 +188,30 @@ impl ValueMemo {
             self.reach_at[at] = index;
         }
         reach
+    }
+
+    /// [`Self::list_cannot_match`] for `rule`'s first link reading list
+    /// `group` through target `spec`.
+    pub fn rule_cannot_match_list(
+        &mut self,
+        rules: &RuleSet,
+        rule: &CompiledRule,
+        spec: &VarSpec,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+    ) -> bool {
+        self.list_cannot_match(
+            group,
+            list,
+            names,
+            rules,
+            rule.chain_id,
+            // A keyed target reads a value or two: the whole list's
+            // outputs would cost more.
+            matches!(spec.selector, Selector::All).then_some(&*rule.transforms),
+            rule.prefilter,
+        )
     }
 
     /// True proves that no value of list `group` (`list`; its keys when

@@ -623,17 +623,7 @@ impl Transaction {
                 let mut memo = self.memo.borrow_mut();
                 for (list, group, names) in lists.into_iter().flatten() {
                     if !rule.negated
-                        && memo.list_cannot_match(
-                            group,
-                            list,
-                            names,
-                            &self.rules,
-                            rule.chain_id,
-                            // A keyed target reads a value or two: the
-                            // whole list's outputs would cost more.
-                            matches!(spec.selector, Selector::All).then_some(&*rule.transforms),
-                            rule.prefilter,
-                        )
+                        && memo.rule_cannot_match_list(&self.rules, rule, spec, group, list, names)
                     {
                         continue;
                     }
@@ -1041,9 +1031,6 @@ fn judge(
     }
 }
 
-/// Runs the transformation chain over `value` and tests the operator;
-/// with `multiMatch`, after every step as well. `admits(v)` false proves
-/// the operator cannot match `v` (the prefilter), which spares the call.
 /// `bytes` as text, invalid UTF-8 replaced (ModSecurity's names and
 /// messages are text). Checks the whole at once first: the lossy
 /// conversion walks byte by byte even when nothing needs replacing.
@@ -1060,6 +1047,9 @@ fn into_text(bytes: Vec<u8>) -> String {
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
+/// Runs the transformation chain over `value` and tests the operator;
+/// with `multiMatch`, after every step as well. `admits(v)` false proves
+/// the operator cannot match `v` (the prefilter), which spares the call.
 fn test_value(
     rule: &CompiledRule,
     value: &[u8],
