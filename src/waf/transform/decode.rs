@@ -47,6 +47,13 @@ pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
+        // Runs without an escape are copied whole: most of a value is one.
+        let Some(run) = memchr::memchr2(b'%', b'+', &input[i..]) else {
+            out.extend_from_slice(&input[i..]);
+            break;
+        };
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
         match input[i] {
             b'%' => {
                 if uni
@@ -83,7 +90,13 @@ pub fn html_entities(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        if input[i] == b'&' && i + 1 < input.len() {
+        let Some(run) = memchr::memchr(b'&', &input[i..]) else {
+            out.extend_from_slice(&input[i..]);
+            break;
+        };
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
+        if i + 1 < input.len() {
             if input[i + 1] == b'#' {
                 let hex = matches!(input.get(i + 2), Some(b'x' | b'X'));
                 let start = if hex { i + 3 } else { i + 2 };
@@ -180,11 +193,12 @@ pub fn js(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        if input[i] != b'\\' {
-            out.push(input[i]);
-            i += 1;
-            continue;
-        }
+        let Some(run) = memchr::memchr(b'\\', &input[i..]) else {
+            out.extend_from_slice(&input[i..]);
+            break;
+        };
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
         if i + 5 < input.len()
             && input[i + 1] == b'u'
             && input[i + 2..i + 6].iter().all(|b| is_hex(*b))
@@ -354,9 +368,23 @@ const NOT_BASE64: u8 = 0xff;
 /// `base64DecodeExt` (`forgiving`) skips such characters. Both stop at `=`.
 pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    // Whole groups of four alphabet characters first, three bytes each;
+    // the byte loop below takes over at the first `=` or stranger.
+    let mut rest = input;
+    while let [a, b, c, d, tail @ ..] = rest {
+        let values = [a, b, c, d].map(|x| BASE64_VALUES[usize::from(*x)]);
+        if values.contains(&NOT_BASE64) {
+            break;
+        }
+        let group = values
+            .iter()
+            .fold(0u32, |acc, v| (acc << 6) | u32::from(*v));
+        out.extend_from_slice(&group.to_be_bytes()[1..]);
+        rest = tail;
+    }
     let mut acc: u32 = 0;
     let mut bits = 0;
-    for &b in input {
+    for &b in rest {
         if b == b'=' {
             break;
         }
@@ -376,4 +404,69 @@ pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `base64` before it took whole groups at a time: one character at a
+    /// time, as ModSecurity's decoder reads them.
+    fn base64_by_character(input: &[u8], forgiving: bool) -> Vec<u8> {
+        let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+        for &b in input {
+            let v = BASE64_VALUES[usize::from(b)];
+            if b == b'=' || (v == NOT_BASE64 && !forgiving) {
+                break;
+            }
+            if v == NOT_BASE64 {
+                continue;
+            }
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64_by_groups_decodes_as_by_character_wherever_the_alphabet_ends() {
+        let alphabet = b"QWxhZGRpbjpvcGVuIHNlc2FtZQ+/09az";
+        for len in 0..alphabet.len() {
+            for stop in [
+                &b"="[..],
+                b"==",
+                b" ",
+                b"\n",
+                b"%",
+                b"\xff",
+                b"=QUJD",
+                b"!QUJD",
+            ] {
+                let mut input = alphabet[..len].to_vec();
+                input.extend_from_slice(stop);
+                input.extend_from_slice(&alphabet[..len / 2]);
+                for forgiving in [false, true] {
+                    assert_eq!(
+                        base64(&input, forgiving),
+                        base64_by_character(&input, forgiving),
+                        "{:?} forgiving={forgiving}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_at_the_edges_of_plain_runs_decode() {
+        assert_eq!(url(b"a%41b+c%", true), b"aAb c%");
+        assert_eq!(url(b"%u0041%4", true), b"A%4");
+        assert_eq!(js(br"ab\x41\u0042c\",), br"abABc\");
+        assert_eq!(html_entities(b"x&lt;y&#65&"), b"x<yA&");
+    }
 }
