@@ -182,6 +182,15 @@ impl Transform {
     }
 }
 
+/// The bytes in the presence of which some transformation of `chain` may
+/// act (`None` when one may act on anything): input holding none of them
+/// comes out of the chain unchanged but for case.
+pub fn chain_triggers(chain: &[Transform]) -> Option<ByteSet> {
+    chain.iter().try_fold(ByteSet::EMPTY, |all, t| {
+        t.prefilter_triggers().map(|triggers| all.union(triggers))
+    })
+}
+
 /// Bytes the output of `chain` (and, since every step's reach holds its
 /// input, of each step on the way) may hold, for input bytes `input`.
 pub fn chain_reach(chain: &[Transform], input: ByteSet) -> ByteSet {
@@ -751,6 +760,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The shortcut `learn_reach` takes: input holding none of a chain's
+    /// triggers reaches only itself (case closed), as the full fold says.
+    #[test]
+    fn chains_reach_only_their_input_without_their_triggers() {
+        let all = crate::waf::transform::all();
+        let inputs = [
+            ByteSet::of(b"Host User-Agent accept_language 0123456789"),
+            ByteSet::of(b"plain words"),
+            ByteSet::of(b"a%41+b\\x&lt;/*--#\0 \t"),
+            ByteSet::EMPTY,
+        ];
+        for (i, first) in all.iter().enumerate() {
+            for second in &all[i..] {
+                let chain = [*first, *second];
+                let Some(triggers) = chain_triggers(&chain) else {
+                    continue;
+                };
+                for input in inputs {
+                    if input.case_closed().intersects(&triggers) {
+                        continue;
+                    }
+                    assert_eq!(
+                        chain_reach(&chain, input),
+                        input.case_closed(),
+                        "{} then {}",
+                        first.name(),
+                        second.name()
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            chain_triggers(&[Transform::Lowercase, Transform::Md5]),
+            None
+        );
     }
 
     /// `reach` bounds what each transformation outputs: over random values

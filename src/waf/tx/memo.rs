@@ -163,7 +163,7 @@ impl ValueMemo {
                 .get(usize::from(index))
                 .copied()
                 .unwrap_or(ByteSet::ALL),
-            None => self.learn_reach(at, group, list, names, chain),
+            None => self.learn_reach(at, group, list, names, rules, chain_id, chain),
         }
     }
 
@@ -171,18 +171,31 @@ impl ValueMemo {
     /// stays small enough to inline.
     #[cold]
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn learn_reach(
         &mut self,
         at: usize,
         group: u16,
         list: &[Pair],
         names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
         chain: &[Transform],
     ) -> ByteSet {
         if self.reach_at.len() <= at {
-            self.reach_at.resize(at + 1, 0);
+            // Room for every chain of the group at once: the others follow.
+            let chains = rules.chain_masks.len().max(1);
+            self.reach_at.resize((at / chains + 1) * chains, 0);
         }
-        let reach = chain_reach(chain, self.list_presence(group, list, names));
+        let presence = self.list_presence(group, list, names);
+        // Most lists hold none of the bytes that make a chain act (header
+        // names and most of their values): what they are is what they reach.
+        let reach = match rules.chain_triggers.get(chain_id as usize) {
+            Some(Some(triggers)) if !presence.case_closed().intersects(triggers) => {
+                presence.case_closed()
+            }
+            _ => chain_reach(chain, presence),
+        };
         if let Ok(index) = u16::try_from(self.reaches.len() + 1) {
             self.reaches.push(reach);
             self.reach_at[at] = index;
