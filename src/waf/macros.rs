@@ -107,7 +107,17 @@ impl Template {
     }
 
     pub fn expand(&self, resolver: &dyn Resolve) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Room for the text and a short value per reference: growing from
+        // nothing cost a reallocation or two per expansion in profiles.
+        let room = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Ref(_) => 16,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(room);
         self.expand_into(resolver, &mut out);
         out
     }
