@@ -218,6 +218,18 @@ impl RuleSet {
         Ok(if optimise { rules.folded() } else { rules })
     }
 
+    /// The bytes chain `chain_id` (`chain`) may output for input bytes
+    /// `input` (see `prefilter::chain_reach`). Input holding none of the
+    /// bytes that make the chain act, as most header names and values
+    /// hold none, reaches only itself: no fold over the chain.
+    pub fn chain_reach(&self, chain_id: u32, chain: &[Transform], input: ByteSet) -> ByteSet {
+        let closed = input.case_closed();
+        match self.chain_triggers.get(chain_id as usize) {
+            Some(Some(triggers)) if !closed.intersects(triggers) => closed,
+            _ => super::prefilter::chain_reach(chain, input),
+        }
+    }
+
     /// Whether chain `chain_id` keeps its output within reach of its
     /// input's bytes (see `prefilter::chain_reach`): no transformation of
     /// it may output any byte.

@@ -762,7 +762,7 @@ mod tests {
         }
     }
 
-    /// The shortcut `learn_reach` takes: input holding none of a chain's
+    /// The shortcut `RuleSet::chain_reach` takes: input holding none of a chain's
     /// triggers reaches only itself (case closed), as the full fold says.
     #[test]
     fn chains_reach_only_their_input_without_their_triggers() {

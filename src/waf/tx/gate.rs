@@ -15,7 +15,6 @@ use std::borrow::Cow;
 use super::Transaction;
 use super::memo::{Slot, SlotId};
 use super::vars::{self, group};
-use crate::waf::prefilter::chain_reach;
 use crate::waf::rule::{CompiledRule, RuleSet};
 use crate::waf::seclang::ast::{Selector, Var, VarSpec};
 
@@ -115,7 +114,9 @@ fn value_cannot_match(rules: &RuleSet, rule: &CompiledRule, slot: &mut Slot, val
     if !rule.prefilter.is_some() {
         return rule.needs.as_ref().is_some_and(|needs| {
             rules.chain_is_bounded(rule.chain_id)
-                && !chain_reach(&rule.transforms, slot.presence(value)).intersects(needs)
+                && !rules
+                    .chain_reach(rule.chain_id, &rule.transforms, slot.presence(value))
+                    .intersects(needs)
         });
     }
     !slot.could_match(

@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, chain_reach, hit, triggered_by};
+use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit, triggered_by};
 use super::super::rule::{CompiledRule, RuleSet};
 use super::super::seclang::ast::{Selector, VarSpec};
 use super::super::transform::Transform;
@@ -187,15 +187,7 @@ impl ValueMemo {
             let chains = rules.chain_masks.len().max(1);
             self.reach_at.resize((at / chains + 1) * chains, 0);
         }
-        let presence = self.list_presence(group, list, names);
-        // Most lists hold none of the bytes that make a chain act (header
-        // names and most of their values): what they are is what they reach.
-        let reach = match rules.chain_triggers.get(chain_id as usize) {
-            Some(Some(triggers)) if !presence.case_closed().intersects(triggers) => {
-                presence.case_closed()
-            }
-            _ => chain_reach(chain, presence),
-        };
+        let reach = rules.chain_reach(chain_id, chain, self.list_presence(group, list, names));
         if let Ok(index) = u16::try_from(self.reaches.len() + 1) {
             self.reaches.push(reach);
             self.reach_at[at] = index;
@@ -461,9 +453,10 @@ impl Slot {
             if !transformed
                 && let Some(any) = slots.any
                 && rules.chain_is_bounded(chain_id)
-                && !rules
-                    .prefilter
-                    .may_hit(&chain_reach(chain, self.presence(value)), any)
+                && !rules.prefilter.may_hit(
+                    &rules.chain_reach(chain_id, chain, self.presence(value)),
+                    any,
+                )
             {
                 return false;
             }
