@@ -11,6 +11,12 @@
 //! its body's. Anything it cannot bound (classes too large to expand, an
 //! optional part) requires nothing, which only makes the filter weaker,
 //! never wrong.
+//!
+//! A part that is not finite may still begin and end in a known way
+//! (`\.{2,3}` begins and ends with `..`): its prefixes extend the finite
+//! run before it and its suffixes start the run after it, so CRS's
+//! `(?:^|[/;\x5c])\.{2,3}[/;\x5c]` requires `../`, `..;` or `..\`, not
+//! merely a dot.
 
 use regex_syntax::hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition};
 
@@ -30,6 +36,27 @@ struct Info {
     exact: Option<Set>,
     /// A set of which every match contains a member.
     factor: Option<Set>,
+    /// A set of which every match begins with a member (`exact`, when
+    /// known); the empty string in it means "anything".
+    prefix: Option<Set>,
+    /// The same for how every match ends.
+    suffix: Option<Set>,
+}
+
+impl Info {
+    /// A sub-pattern matching exactly the strings of `set` (`None`: unknown).
+    fn exact(set: Option<Set>, factor: Option<Set>) -> Info {
+        Info {
+            prefix: set.clone(),
+            suffix: set.clone(),
+            exact: set,
+            factor,
+        }
+    }
+
+    fn unknown() -> Info {
+        Info::exact(None, None)
+    }
 }
 
 /// The necessary literals of rule regex `pattern` (as compiled, so after
@@ -139,29 +166,18 @@ fn is_fail(hir: &Hir) -> bool {
 
 fn analyse(hir: &Hir, depth: usize) -> Info {
     if depth > 200 {
-        return Info {
-            exact: None,
-            factor: None,
-        };
+        return Info::unknown();
     }
     match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => Info {
-            exact: Some(vec![Vec::new()]),
-            factor: None,
-        },
+        HirKind::Empty | HirKind::Look(_) => Info::exact(Some(vec![Vec::new()]), None),
         HirKind::Literal(lit) => {
             let bytes = lit.0.to_vec();
-            Info {
-                factor: (!bytes.is_empty()).then(|| vec![bytes.clone()]),
-                exact: Some(vec![bytes]),
-            }
+            let factor = (!bytes.is_empty()).then(|| vec![bytes.clone()]);
+            Info::exact(Some(vec![bytes]), factor)
         }
         HirKind::Class(class) => {
             let exact = class_bytes(class);
-            Info {
-                factor: exact.clone(),
-                exact,
-            }
+            Info::exact(exact.clone(), exact)
         }
         HirKind::Capture(cap) => analyse(&cap.sub, depth + 1),
         HirKind::Repetition(rep) => {
@@ -174,70 +190,144 @@ fn analyse(hir: &Hir, depth: usize) -> Info {
                     }
                     _ => None,
                 };
-                Info {
-                    exact,
-                    factor: None,
-                }
-            } else {
-                let factor = best(sub.factor, usable(sub.exact.clone()));
-                let exact = if rep.min == 1 && rep.max == Some(1) {
-                    sub.exact
-                } else {
-                    None
+                return Info::exact(exact, None);
+            }
+            let factor = best(sub.factor, usable(sub.exact.clone()));
+            if rep.max == Some(1) {
+                return Info {
+                    factor,
+                    ..Info::exact(sub.exact, None)
                 };
-                Info { exact, factor }
+            }
+            // At least `min` bodies in a row: their joined exact strings
+            // begin and end every match (one body's ends, failing that).
+            let repeated = sub.exact.as_ref().and_then(|set| power(set, rep.min));
+            let factor = best(factor, usable(repeated.clone()));
+            Info {
+                exact: None,
+                factor,
+                prefix: repeated.clone().or(sub.prefix),
+                suffix: repeated.or(sub.suffix),
             }
         }
         HirKind::Alternation(branches) => {
             let infos: Vec<Info> = branches.iter().map(|b| analyse(b, depth + 1)).collect();
             let mut exact = Some(Vec::new());
             let mut factor = Some(Vec::new());
+            let mut prefix = Some(Vec::new());
+            let mut suffix = Some(Vec::new());
+            let join = |all: Option<Set>, set: Option<Set>, limit: usize| match (all, set) {
+                (Some(mut all), Some(set)) if all.len() + set.len() <= limit => {
+                    all.extend(set);
+                    Some(all)
+                }
+                _ => None,
+            };
             for info in infos {
-                exact = match (exact, info.exact.clone()) {
-                    (Some(mut all), Some(set)) if all.len() + set.len() <= MAX_SET => {
-                        all.extend(set);
-                        Some(all)
-                    }
-                    _ => None,
-                };
-                factor = match (factor, best(info.factor, usable(info.exact))) {
-                    (Some(mut all), Some(set)) if all.len() + set.len() <= MAX_FACTOR_SET => {
-                        all.extend(set);
-                        Some(all)
-                    }
-                    _ => None,
-                };
+                exact = join(exact, info.exact.clone(), MAX_SET);
+                prefix = join(prefix, info.prefix, MAX_SET);
+                suffix = join(suffix, info.suffix, MAX_SET);
+                factor = join(
+                    factor,
+                    best(info.factor, usable(info.exact)),
+                    MAX_FACTOR_SET,
+                );
             }
-            Info { exact, factor }
+            Info {
+                exact,
+                factor,
+                prefix,
+                suffix,
+            }
         }
         HirKind::Concat(parts) => {
+            let infos: Vec<Info> = parts.iter().map(|p| analyse(p, depth + 1)).collect();
+            // The finite run so far: every match has, at this point, just
+            // read one of its strings.
             let mut run: Option<Set> = Some(vec![Vec::new()]);
             let mut whole_exact = true;
             let mut factor: Option<Set> = None;
-            for part in parts {
-                let info = analyse(part, depth + 1);
-                factor = best(factor, info.factor);
-                match (run.take(), info.exact) {
-                    (Some(current), Some(next)) => match cross(&current, &next) {
+            for info in &infos {
+                factor = best(factor, info.factor.clone());
+                match (run.take(), &info.exact) {
+                    (Some(current), Some(next)) => match cross(&current, next) {
                         Some(joined) => run = Some(joined),
                         None => {
-                            factor = best(factor, usable(Some(current)));
+                            // Too many to carry on joining, not too many
+                            // to require.
+                            let joined = cross_within(&current, next, MAX_FACTOR_SET);
+                            factor = best(factor, usable(joined.or(Some(current))));
                             whole_exact = false;
-                            run = Some(next);
+                            run = Some(next.clone());
                         }
                     },
                     (current, _) => {
-                        factor = best(factor, usable(current));
+                        // The run ends where this part begins: joined to
+                        // the part's prefixes it is still required.
+                        let extended = match (&current, &info.prefix) {
+                            (Some(current), Some(prefix)) => {
+                                cross_within(current, prefix, MAX_FACTOR_SET)
+                            }
+                            _ => None,
+                        };
+                        factor = best(factor, usable(extended.or(current)));
                         whole_exact = false;
-                        run = Some(vec![Vec::new()]);
+                        run = Some(info.suffix.clone().unwrap_or_else(|| vec![Vec::new()]));
                     }
                 }
             }
             let exact = if whole_exact { run.clone() } else { None };
             factor = best(factor, usable(run));
-            Info { exact, factor }
+            Info {
+                prefix: exact.clone().or_else(|| edge(&infos, |i| &i.prefix, false)),
+                suffix: exact.clone().or_else(|| edge(&infos, |i| &i.suffix, true)),
+                exact,
+                factor,
+            }
         }
     }
+}
+
+/// How every match of a concatenation of `infos` begins (or, `from_end`,
+/// ends): its finite parts from that edge joined, then the first other
+/// part's prefix (suffix).
+fn edge(infos: &[Info], side: impl Fn(&Info) -> &Option<Set>, from_end: bool) -> Option<Set> {
+    let mut joined: Set = vec![Vec::new()];
+    let ordered: Box<dyn Iterator<Item = &Info>> = if from_end {
+        Box::new(infos.iter().rev())
+    } else {
+        Box::new(infos.iter())
+    };
+    for info in ordered {
+        let (part, last) = match (&info.exact, side(info)) {
+            (Some(exact), _) => (exact, false),
+            (None, Some(side)) => (side, true),
+            (None, None) => return Some(joined),
+        };
+        let next = if from_end {
+            cross(part, &joined)
+        } else {
+            cross(&joined, part)
+        };
+        match next {
+            Some(next) => joined = next,
+            // Too many to join: what is joined so far still begins it.
+            None => return Some(joined),
+        }
+        if last {
+            break;
+        }
+    }
+    Some(joined)
+}
+
+/// `set` joined to itself `times` times, if that stays small.
+fn power(set: &Set, times: u32) -> Option<Set> {
+    let mut out: Set = vec![Vec::new()];
+    for _ in 0..times.min(8) {
+        out = cross(&out, set)?;
+    }
+    Some(out)
 }
 
 /// The bytes of a small class.
@@ -275,7 +365,12 @@ fn class_bytes(class: &Class) -> Option<Set> {
 
 /// Every `a` followed by every `b`, if the result stays small.
 fn cross(a: &Set, b: &Set) -> Option<Set> {
-    if a.len() * b.len() > MAX_SET {
+    cross_within(a, b, MAX_SET)
+}
+
+/// [`cross`] with at most `limit` results.
+fn cross_within(a: &Set, b: &Set, limit: usize) -> Option<Set> {
+    if a.len() * b.len() > limit {
         return None;
     }
     let mut out = Vec::with_capacity(a.len() * b.len());
@@ -327,7 +422,22 @@ mod tests {
 
     #[test]
     fn literals_alternations_and_concatenations() {
-        assert_eq!(lits("union\\s+select"), Some(vec!["select".into()]));
+        // The blank before `select` is part of every match too.
+        assert_eq!(
+            lits("union\\s+select"),
+            Some(
+                [
+                    "\tselect",
+                    "\nselect",
+                    "\x0bselect",
+                    "\x0cselect",
+                    "\rselect",
+                    " select"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
         assert_eq!(
             lits("(?i)(?:script|iframe)"),
             Some(vec!["iframe".into(), "script".into()])
@@ -336,6 +446,20 @@ mod tests {
         assert_eq!(lits("\\d+"), None);
         assert_eq!(lits("x?"), None);
         assert_eq!(lits("(?:foo|\\w+)"), None, "one branch requires nothing");
+    }
+
+    /// CRS 930110: the dots alone are in every version number; what
+    /// follows them is what makes a traversal.
+    #[test]
+    fn repetitions_join_the_runs_beside_them() {
+        assert_eq!(
+            lits(r"(?:^|[/;\x5c])\.{2,3}[/;\x5c]"),
+            Some(vec!["../".into(), "..;".into(), "..\\".into()])
+        );
+        assert_eq!(lits("a(?:bc)+d"), Some(vec!["abc".into()]));
+        assert_eq!(lits("x(?:ab){2,}"), Some(vec!["xabab".into()]));
+        // An optional part ends the run without joining it.
+        assert_eq!(lits("qq(?:x|yy)*z"), Some(vec!["qq".into()]));
     }
 
     #[test]
@@ -363,6 +487,16 @@ mod tests {
             ("ab(?:cd|ef)+gh", "abefcdgh"),
             ("[Uu]nion", "xUnion"),
             ("\\x{e2}\\x80", "\u{2022}"),
+            (r"(?:^|[/;\x5c])\.{2,3}[/;\x5c]", "...;x"),
+            (r"(?:^|[/;\x5c])\.{2,3}[/;\x5c]", "a/../b"),
+            ("x(?:ab|cd){2,}y", "xabcdcdy"),
+            ("(?:a|b)+c", "bbbac"),
+            ("(?:ab){2}c", "zababc"),
+            ("a(?:bc)+d", "abcbcbcd"),
+            ("q(?:x|yy)*z", "qz"),
+            ("(?i)[ /]on[a-z]{3,50}=", "x OnLoad=1"),
+            ("(?:%2f|/)(?:\\.|%2e){2}(?:%2f|/)", "%2f%2e.%2f"),
+            ("(?:foo|ba+r)z", "baaarz"),
         ];
         for (pattern, input) in cases {
             let re = crate::waf::operator::regex(pattern).unwrap();
