@@ -194,10 +194,7 @@ fn analyse(hir: &Hir, depth: usize) -> Info {
             }
             let factor = best(sub.factor, usable(sub.exact.clone()));
             if rep.max == Some(1) {
-                return Info {
-                    factor,
-                    ..Info::exact(sub.exact, None)
-                };
+                return Info { factor, ..sub };
             }
             // At least `min` bodies in a row: their joined exact strings
             // begin and end every match (one body's ends, failing that).
