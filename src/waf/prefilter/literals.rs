@@ -276,8 +276,12 @@ fn analyse(hir: &Hir, depth: usize) -> Info {
             let exact = if whole_exact { run.clone() } else { None };
             factor = best(factor, usable(run));
             Info {
-                prefix: exact.clone().or_else(|| edge(&infos, |i| &i.prefix, false)),
-                suffix: exact.clone().or_else(|| edge(&infos, |i| &i.suffix, true)),
+                prefix: exact
+                    .clone()
+                    .or_else(|| edge(infos.iter(), |i| &i.prefix, false)),
+                suffix: exact
+                    .clone()
+                    .or_else(|| edge(infos.iter().rev(), |i| &i.suffix, true)),
                 exact,
                 factor,
             }
@@ -285,17 +289,16 @@ fn analyse(hir: &Hir, depth: usize) -> Info {
     }
 }
 
-/// How every match of a concatenation of `infos` begins (or, `from_end`,
-/// ends): its finite parts from that edge joined, then the first other
-/// part's prefix (suffix).
-fn edge(infos: &[Info], side: impl Fn(&Info) -> &Option<Set>, from_end: bool) -> Option<Set> {
+/// How every match of a concatenation begins (or, `from_end`, ends),
+/// given its parts from that edge inward: the finite parts joined, then
+/// the first other part's prefix (suffix).
+fn edge<'a>(
+    parts: impl Iterator<Item = &'a Info>,
+    side: impl Fn(&Info) -> &Option<Set>,
+    from_end: bool,
+) -> Option<Set> {
     let mut joined: Set = vec![Vec::new()];
-    let ordered: Box<dyn Iterator<Item = &Info>> = if from_end {
-        Box::new(infos.iter().rev())
-    } else {
-        Box::new(infos.iter())
-    };
-    for info in ordered {
+    for info in parts {
         let (part, last) = match (&info.exact, side(info)) {
             (Some(exact), _) => (exact, false),
             (None, Some(side)) => (side, true),
