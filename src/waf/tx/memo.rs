@@ -460,12 +460,14 @@ impl Slot {
             {
                 return false;
             }
-            let entry = self.entry(chain_id, chain, value);
-            if let Some(output) = &entry.output {
+            let at = self.entry_index(chain_id, chain, value);
+            if let Some((others, entry)) = split_entry(&mut self.chains, at)
+                && let Some(output) = &entry.output
+            {
                 let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
                 let hits = &mut entry.hits;
                 return admits(rules, slots, &presence, || {
-                    &**hits.get_or_insert_with(|| rules.prefilter.scan(output))
+                    &**hits.get_or_insert_with(|| scan_output(others, output, rules))
                 });
             }
         }
@@ -511,11 +513,12 @@ impl Slot {
     ) -> &[u64] {
         if !self.transparent(value, rules, chain_id) {
             let at = self.entry_index(chain_id, chain, value);
-            let entry = &mut self.chains[at];
-            if let Some(output) = &entry.output {
+            if let Some((others, entry)) = split_entry(&mut self.chains, at)
+                && let Some(output) = &entry.output
+            {
                 return entry
                     .hits
-                    .get_or_insert_with(|| rules.prefilter.scan(output));
+                    .get_or_insert_with(|| scan_output(others, output, rules));
             }
         }
         self.raw_hits
@@ -568,6 +571,31 @@ impl Slot {
             }
         }
     }
+}
+
+/// Entry `at` of `chains` (in range: it comes from `entry_index`), and
+/// the entries before and after it.
+fn split_entry(chains: &mut [ChainEntry], at: usize) -> Option<(Others<'_>, &mut ChainEntry)> {
+    let (before, rest) = chains.split_at_mut(at);
+    let (entry, after) = rest.split_first_mut()?;
+    Some((Others(before, after), entry))
+}
+
+/// The entries of a slot other than the one being scanned.
+struct Others<'a>(&'a [ChainEntry], &'a [ChainEntry]);
+
+/// The prefilter scan of a chain's `output`. Different chains often leave
+/// a value alike (`blue+shoes` becomes `blue shoes` under every chain that
+/// URL-decodes and finds nothing else to do): an output another chain of
+/// the same value already scanned takes that scan.
+fn scan_output(others: Others<'_>, output: &[u8], rules: &RuleSet) -> Hits {
+    others
+        .0
+        .iter()
+        .chain(others.1)
+        .find(|e| e.hits.is_some() && e.output.as_deref() == Some(output))
+        .and_then(|e| e.hits.clone())
+        .unwrap_or_else(|| rules.prefilter.scan(output))
 }
 
 /// `value` through every transformation of `chain`; `None` if unchanged.
