@@ -576,10 +576,14 @@ impl Transaction {
         let mut record = |var: Var, key: Option<&[u8]>, value: &[u8], caps: Captures| {
             matched_any = true;
             found.push((Self::value_name(var, key), value.to_vec()));
+            let first = rule.capture && captured.is_none();
             if per_match {
-                each.push((found.len() - 1, caps.clone()));
-            }
-            if rule.capture && captured.is_none() {
+                // The first match's groups are kept twice; the rest, once.
+                if first {
+                    captured = Some(caps.clone());
+                }
+                each.push((found.len() - 1, caps));
+            } else if first {
                 captured = Some(caps);
             }
         };
