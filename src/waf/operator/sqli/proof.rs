@@ -105,17 +105,54 @@ fn type_bit(token_type: u8) -> u16 {
 
 /// The word's type in the table (upper-cased lookup), if it has one;
 /// a word that is part of a multi-word keyword is noted in `present`.
-fn word_type(word: &[u8], present: &mut Vec<[u8; 32]>) -> Option<u8> {
+fn word_type(word: &[u8], present: &mut Present) -> Option<u8> {
     let mut upper = [0u8; 32];
     // Longer than any entry: a plain bareword.
     let buf = upper.get_mut(..word.len())?;
     buf.copy_from_slice(word);
     buf.make_ascii_uppercase();
     let entry = table().words.get(&*buf).copied()?;
-    if entry.component && !present.contains(&upper) {
-        present.push(upper);
+    if entry.component {
+        present.note(upper);
     }
     entry.token_type
+}
+
+/// The distinct words of multi-word keywords a value holds, kept in
+/// place: the proof runs on every argument, and a heap list per value
+/// showed in profiles. Past its room the list says so, and the proof
+/// gives up (sound: it only ever answers "not proven").
+struct Present {
+    words: [[u8; 32]; 8],
+    len: usize,
+    overflowed: bool,
+}
+
+impl Present {
+    fn new() -> Present {
+        Present {
+            words: [[0; 32]; 8],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    fn note(&mut self, word: [u8; 32]) {
+        if self.listed().contains(&word) {
+            return;
+        }
+        match self.words.get_mut(self.len) {
+            Some(slot) => {
+                *slot = word;
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn listed(&self) -> &[[u8; 32]] {
+        &self.words[..self.len]
+    }
 }
 
 /// Tokens a SQL type folds into (it is dropped before them).
@@ -133,7 +170,7 @@ pub fn cannot_be_sqli(input: &[u8]) -> bool {
         return false;
     }
     let mut types = 0u16;
-    let mut present: Vec<[u8; 32]> = Vec::new();
+    let mut present = Present::new();
     // A SQL type ended the previous word and may survive folding.
     let mut pending_sql_type = false;
     for word in input.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
@@ -172,7 +209,7 @@ pub fn cannot_be_sqli(input: &[u8]) -> bool {
         // The last token: nothing to fold into.
         types |= type_bit(b't');
     }
-    if present.len() >= 2 && could_merge(&present) {
+    if present.overflowed || (present.len >= 2 && could_merge(present.listed())) {
         return false;
     }
     !table().spells_blacklisted[usize::from(types)]
