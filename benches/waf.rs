@@ -16,7 +16,7 @@ use palisade::waf::tx::request::RequestData;
 // The allocator the palisade binary ships with (src/main.rs), so the
 // numbers are those of the engine as it runs in the proxy.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: palisade::alloc::Mimalloc = palisade::alloc::Mimalloc;
 
 fn crs_files() -> Vec<PathBuf> {
     let crs = std::env::var_os("PALISADE_CRS_DIR")

@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses arguments and calls `app`.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod cache;
 pub mod compress;

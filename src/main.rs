@@ -56,6 +56,6 @@ fn main() -> ExitCode {
 }
 
 // mimalloc: the proxy allocates many small, short-lived buffers per request;
-// glibc malloc spent ~8% of CPU on them under load.
+// glibc malloc spent ~8% of CPU on them under load (see `palisade::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: palisade::alloc::Mimalloc = palisade::alloc::Mimalloc;
