@@ -141,8 +141,7 @@ pub async fn handle<F: Fetch>(
                     cache.metrics.hits.inc();
                     ctx.cache_status = Some(if waited { "coalesced" } else { "hit" });
                     let ttl = stored.freshness.ttl(now);
-                    let detail = if waited { "; detail=coalesced" } else { "" };
-                    let answer = lookup.answer(&stored, &format!("hit; ttl={ttl}{detail}"));
+                    let answer = lookup.answer_with(&stored, hit_status(ttl, waited));
                     return Ok(lookup.remember(answer, &stored));
                 }
                 Reuse::StaleAllowed => {
@@ -251,12 +250,16 @@ impl Lookup<'_> {
     }
 
     fn answer(&self, stored: &Stored, status: &str) -> Response<ResponseBody> {
+        self.answer_with(stored, cache_status(status))
+    }
+
+    fn answer_with(&self, stored: &Stored, cache_status: HeaderValue) -> Response<ResponseBody> {
         serve::answer(
             stored,
             &self.request.method,
             &self.request.headers,
             self.cache.now(),
-            cache_status(status),
+            cache_status,
         )
     }
 
@@ -530,8 +533,14 @@ fn stored_headers(response: &HeaderMap) -> HeaderMap {
     for name in &cc.private_fields {
         headers.remove(name.as_str());
     }
+    headers.reserve(ANSWER_FIELDS);
     headers
 }
+
+/// Room kept in a stored field map for what an answer adds to its clone
+/// (`Age`, `Cache-Status`, `Content-Length`, `X-Request-Id`, ...), so the
+/// clone never grows and rehashes on the hit path.
+const ANSWER_FIELDS: usize = 6;
 
 /// A stored response updated by a 304 (RFC 9111 §3.2, §4.3.4): the 304's
 /// fields replace the stored ones of the same name, except those that
@@ -572,6 +581,7 @@ fn refresh(
         }
         Freshness::of(&for_age, timing, &rules.policy)
     };
+    headers.reserve(ANSWER_FIELDS);
     Stored {
         status: stored.status,
         headers,
@@ -584,7 +594,50 @@ fn refresh(
 }
 
 fn cache_status(params: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("palisade; {params}"))
+    let mut text = String::with_capacity(STATUS_PREFIX.len() + params.len());
+    text.push_str(STATUS_PREFIX);
+    text.push_str(params);
+    status_value(text)
+}
+
+const STATUS_PREFIX: &str = "palisade; ";
+
+/// `Cache-Status` of a fresh hit, written in one go: it is on every hit.
+fn hit_status(ttl: i64, coalesced: bool) -> HeaderValue {
+    let mut text = String::with_capacity(48);
+    text.push_str(STATUS_PREFIX);
+    text.push_str("hit; ttl=");
+    push_decimal(&mut text, ttl);
+    if coalesced {
+        text.push_str("; detail=coalesced");
+    }
+    status_value(text)
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn push_decimal(text: &mut String, n: i64) {
+    if n < 0 {
+        text.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut rest = n.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        text.push(char::from(d));
+    }
+}
+
+/// The text as a field value without copying it.
+fn status_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
         .unwrap_or(HeaderValue::from_static("palisade"))
 }
 
@@ -618,5 +671,28 @@ impl CachedAnswer {
             self.cache.store.reweigh(&self.key, bytes.len());
         }
         Some(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, -7, 10, 600, -600, 86_400, i64::MAX, i64::MIN] {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
+    }
+
+    #[test]
+    fn a_hit_states_its_ttl_and_whether_it_waited() {
+        assert_eq!(hit_status(600, false), "palisade; hit; ttl=600");
+        assert_eq!(
+            hit_status(-3, true),
+            "palisade; hit; ttl=-3; detail=coalesced"
+        );
     }
 }
