@@ -175,22 +175,29 @@ pub async fn handle<F: Fetch>(
         // A HEAD cannot fill the store; it goes as it came.
         if request.method != Method::GET {
             ctx.cache_status = Some("miss");
-            let fetched = fetch.fetch(ctx, &request, Mode::Pass, deadline).await?;
+            let fetched = Box::pin(fetch.fetch(ctx, &request, Mode::Pass, deadline)).await?;
             return Ok(with_status(fetched.response, "fwd=method"));
         }
         if waited {
             // The lead ended but left nothing this request can use
             // (another variant, say): fetch alone, storing if we may.
-            return lookup
-                .fetch_and_store(ctx, stale, None, &fetch, why, deadline)
-                .await;
+            return Box::pin(lookup.fetch_and_store(ctx, stale, None, &fetch, why, deadline)).await;
         }
         let flight_key = flight_key(&key, &extra);
         match cache.flights.join(&flight_key) {
             Joined::Lead(lead) => {
-                return lookup
-                    .fetch_and_store(ctx, stale, Some(lead), &fetch, why, deadline)
-                    .await;
+                // Boxed, as every fetch here: inline, the fetch's state
+                // would make this future KiB larger, and every hit would
+                // copy it.
+                return Box::pin(lookup.fetch_and_store(
+                    ctx,
+                    stale,
+                    Some(lead),
+                    &fetch,
+                    why,
+                    deadline,
+                ))
+                .await;
             }
             Joined::Wait(wait) => {
                 cache.metrics.coalesced_waiters.inc();
@@ -202,7 +209,8 @@ pub async fn handle<F: Fetch>(
                     Ok(Outcome::Abandoned | Outcome::Pending) => {}
                     Ok(Outcome::Uncacheable) | Err(_) => {
                         ctx.cache_status = Some("miss");
-                        let fetched = fetch.fetch(ctx, &request, Mode::Pass, deadline).await?;
+                        let fetched =
+                            Box::pin(fetch.fetch(ctx, &request, Mode::Pass, deadline)).await?;
                         return Ok(with_status(fetched.response, &format!("fwd={why}")));
                     }
                 }
