@@ -101,7 +101,7 @@ unsafe impl GlobalAlloc for Mimalloc {
 /// null is passed on as the failure it is.
 #[inline]
 fn is_aligned(ptr: *mut c_void) -> bool {
-    ptr as usize % CHECKED_ALIGN == 0
+    (ptr as usize).is_multiple_of(CHECKED_ALIGN)
 }
 
 #[cfg(test)]
