@@ -87,15 +87,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// same variable, `HTTP_X_FORWARDED_FOR`, so such a field would slip past
 /// the hygiene above; nginx drops them by default for the same reason.
 pub fn drop_underscored(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
+    remove_where(headers, |name| name.as_str().contains('_'));
+}
+
+/// Removes every field whose name `doomed` picks. The names are walked
+/// first: most requests carry none of them, and each removal by name
+/// costs a parse and a hash (six of them were 8% of a forwarded request's
+/// instructions).
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&doomed) {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in doomed {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }
@@ -143,13 +147,12 @@ pub fn prepare_request(headers: &mut HeaderMap, side: &ClientSide<'_>, request_i
         };
     }
     if !side.peer_trusted {
-        headers.remove(&FORWARDED);
-        // Fields some frameworks read as the "real" URL or host.
-        // From an untrusted client they would let one request be answered
-        // (and cached) as another.
-        for name in URL_OVERRIDES {
-            headers.remove(name);
-        }
+        // `Forwarded`, and fields some frameworks read as the "real" URL
+        // or host: from an untrusted client they would let one request be
+        // answered (and cached) as another.
+        remove_where(headers, |name| {
+            *name == FORWARDED || URL_OVERRIDES.contains(&name.as_str())
+        });
     }
     let hop = match side.version {
         http::Version::HTTP_2 => "2 palisade",
