@@ -8,6 +8,7 @@ pub mod app;
 pub mod cache;
 pub mod compress;
 pub mod config;
+pub mod decimal;
 pub mod demo;
 pub mod framing;
 pub mod ipgeo;

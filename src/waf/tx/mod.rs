@@ -925,11 +925,11 @@ impl Transaction {
                     Some(slot) => {
                         let result = combine(atoi(slot));
                         slot.clear();
-                        write_decimal(slot, result);
+                        crate::decimal::push_i64(slot, result);
                     }
                     None => {
                         let mut slot = Vec::new();
-                        write_decimal(&mut slot, combine(0));
+                        crate::decimal::push_i64(&mut slot, combine(0));
                         map.insert(var.to_string(), slot);
                     }
                 }
@@ -1140,25 +1140,6 @@ impl Resolve for Transaction {
     }
 }
 
-/// Appends `n` in decimal, without the formatter's allocation.
-fn write_decimal(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::{as_text, into_text};
@@ -1175,15 +1156,6 @@ mod tests {
             let lossy = String::from_utf8_lossy(bytes);
             assert_eq!(as_text(bytes), lossy);
             assert_eq!(into_text(bytes.to_vec()), lossy);
-        }
-    }
-
-    #[test]
-    fn setvar_arithmetic_writes_decimals_as_to_string_does() {
-        for n in [0, 7, -7, 10, -100, 123_456_789, i64::MAX, i64::MIN] {
-            let mut out = Vec::new();
-            super::write_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
         }
     }
 
