@@ -42,11 +42,15 @@ pub struct Stored {
 impl Stored {
     /// Bytes this response takes in the store.
     pub fn weight(&self) -> usize {
+        // The room kept for what answers add (see `exchange`) is counted
+        // like a field without bytes.
+        let spare = self.headers.capacity().saturating_sub(self.headers.len());
         let fields: usize = self
             .headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 48)
-            .sum();
+            .sum::<usize>()
+            + spare * 48;
         let keys: usize = self
             .vary
             .iter()
