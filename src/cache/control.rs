@@ -145,6 +145,16 @@ pub fn response_directives(headers: &HeaderMap) -> (Directives, bool) {
 /// The targeted fields this cache obeys, most specific first.
 pub const TARGETED: [&str; 2] = ["palisade-cache-control", "cdn-cache-control"];
 
+/// Removes our own targeted field, which is for us alone (RFC 9213 lets
+/// its target remove it), from fields about to reach a client. The names
+/// are walked first: almost no response carries it, and a removal by name
+/// parses and hashes the name on every answer.
+pub fn remove_own_field(headers: &mut HeaderMap) {
+    if headers.keys().any(|name| name.as_str() == TARGETED[0]) {
+        headers.remove(TARGETED[0]);
+    }
+}
+
 /// The directives of a request: Cache-Control, or `Pragma: no-cache` when
 /// there is no Cache-Control (RFC 9111 §5.4 keeps that for HTTP/1.0).
 pub fn request_directives(headers: &HeaderMap) -> Directives {

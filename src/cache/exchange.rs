@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::Cache;
 use super::CacheRules;
 use super::coalesce::{Joined, Lead, Outcome};
-use super::control::{Directives, TARGETED, request_directives, response_directives};
+use super::control::{Directives, remove_own_field, request_directives, response_directives};
 use super::fill::Fill;
 use super::key;
 use super::policy::{self, Freshness, NotStored, Reuse, Timing};
@@ -438,7 +438,7 @@ impl Lookup<'_> {
             }
             let status = format!("fwd={why}; detail={}", reason.detail());
             parts.headers.insert(&CACHE_STATUS, cache_status(&status));
-            parts.headers.remove(TARGETED[0]);
+            remove_own_field(&mut parts.headers);
             return Ok(Response::from_parts(parts, body));
         }
         let stored = Stored {
@@ -633,7 +633,7 @@ fn status_value(text: Vec<u8>) -> HeaderValue {
 fn with_status(mut response: Response<ResponseBody>, params: &str) -> Response<ResponseBody> {
     let headers = response.headers_mut();
     headers.insert(&CACHE_STATUS, cache_status(params));
-    headers.remove(TARGETED[0]);
+    remove_own_field(headers);
     response
 }
 

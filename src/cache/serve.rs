@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::control::TARGETED;
+use super::control::remove_own_field;
 use super::store::Stored;
 use crate::pipeline::ResponseBody;
 
@@ -77,11 +77,7 @@ pub fn answer(
 /// us alone (RFC 9213 lets its target remove it).
 pub fn client_headers(stored: &HeaderMap) -> HeaderMap {
     let mut headers = stored.clone();
-    // Looking the name up costs a parse and a hash on every hit; a walk
-    // over the few stored names finds out first whether it is there.
-    if stored.keys().any(|name| name.as_str() == TARGETED[0]) {
-        headers.remove(TARGETED[0]);
-    }
+    remove_own_field(&mut headers);
     headers
 }
 
