@@ -57,29 +57,21 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 
 /// Removes hop-by-hop headers and the headers listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `Connection` is itself hop-by-hop: without any, nothing is named.
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // The usual tokens are options, not header names to drop.
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    if headers.contains_key(header::CONNECTION) {
-        let named = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // The usual tokens are options, not header names to drop.
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
-        doomed.extend(named);
-    }
-    for name in doomed {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| is_hop_by_hop(name) || named.contains(name));
 }
 
 /// Drops request fields whose names contain `_`. CGI-style backends (PHP,
