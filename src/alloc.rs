@@ -42,39 +42,13 @@ unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: see the impl's note.
-        unsafe {
-            if layout.align() <= WORD_ALIGN {
-                mi::mi_malloc(layout.size()).cast()
-            } else if layout.align() == CHECKED_ALIGN {
-                let ptr = mi::mi_malloc(layout.size());
-                if is_aligned(ptr) {
-                    return ptr.cast();
-                }
-                mi::mi_free(ptr);
-                mi::mi_malloc_aligned(layout.size(), CHECKED_ALIGN).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: see the impl's note.
-        unsafe {
-            if layout.align() <= WORD_ALIGN {
-                mi::mi_zalloc(layout.size()).cast()
-            } else if layout.align() == CHECKED_ALIGN {
-                let ptr = mi::mi_zalloc(layout.size());
-                if is_aligned(ptr) {
-                    return ptr.cast();
-                }
-                mi::mi_free(ptr);
-                mi::mi_zalloc_aligned(layout.size(), CHECKED_ALIGN).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
@@ -94,6 +68,35 @@ unsafe impl GlobalAlloc for Mimalloc {
                 mi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
             }
         }
+    }
+}
+
+/// A block for `layout` from `plain` (mimalloc's `malloc` or `zalloc`)
+/// where its alignment will do, else from `aligned`, its aligned twin.
+///
+/// # Safety
+/// `layout` has a non-zero size (the `GlobalAlloc` contract); `plain` and
+/// `aligned` are a matching pair of mimalloc's entry points.
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: forwarded under the caller's contract; a block this function
+    // frees came from `plain` just above and is not handed out.
+    unsafe {
+        if layout.align() <= WORD_ALIGN {
+            return plain(layout.size()).cast();
+        }
+        if layout.align() == CHECKED_ALIGN {
+            let ptr = plain(layout.size());
+            if is_aligned(ptr) {
+                return ptr.cast();
+            }
+            mi::mi_free(ptr);
+        }
+        aligned(layout.size(), layout.align()).cast()
     }
 }
 
