@@ -147,6 +147,8 @@ pub struct RuleSet {
     pub initial_tx: VarMap,
     /// Rules evaluated at load (and rules they skip), gone from `phases`.
     pub folded_rules: usize,
+    /// Compiled with the optimisations on (see `compile_with`).
+    pub optimised: bool,
 }
 
 impl RuleSet {
@@ -214,6 +216,7 @@ impl RuleSet {
             used_transforms,
             initial_tx: VarMap::default(),
             folded_rules: 0,
+            optimised: optimise,
         };
         Ok(if optimise { rules.folded() } else { rules })
     }
@@ -273,7 +276,7 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
 /// Gives every link whose operator needs literals its prefilter slots.
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
-    if rule.multi_match && rule.prefilter.any.is_some() && chain_mask(&rule.transforms).is_none() {
+    if rule.multi_match && rule.prefilter.any.is_some() {
         rule.step_gate = StepGate::new(&rule.operator);
     }
     rule.needs = match rule.prefilter.any {

@@ -515,6 +515,12 @@ fn optimised_and_plain_crs_agree(paranoia: u8) {
         // Node.js injection behind base64 (934100 finds it after its
         // base64Decode step, through its own literal gate).
         "n=cmVxdWlyZSgnY2hpbGRfcHJvY2VzcycpLmV4ZWMoJ2lkJyk%3D",
+        // multiMatch steps that act only after an earlier one did: blanks
+        // inside base64 (removeWhitespace, then base64Decode), a JS escape
+        // (jsDecode), backslashed traversal in capitals (cmdLine).
+        "n=cmVxdWlyZSgnY2hpbGRf+cHJvY2VzcycpLmV4ZWMoJ2lkJyk%3D",
+        "j=%5Cu0072equire(%27child_process%27).exec(%27id%27)",
+        "p=..%5C..%5CWINDOWS%5Cwin.ini&q=A%22%2C..%3B%2FX",
     ];
     for query in queries {
         for body in ["", query] {

@@ -311,6 +311,13 @@ fn by_bit() -> &'static [Option<(Transform, ByteSet)>; 64] {
     &BY_BIT
 }
 
+/// [`Transform::prefilter_triggers`] from the table built at compile
+/// time: for the hot paths, where the `const fn` would build the set anew.
+#[inline]
+pub fn triggers_of(t: Transform) -> Option<ByteSet> {
+    by_bit()[t as usize].map(|(_, triggers)| triggers)
+}
+
 /// The transformations of `mask` that may change a value whose bytes are
 /// `presence` (those with no triggers always may); the rest leave it
 /// unchanged but for case.

@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit, triggered_by};
+use super::super::prefilter::{ByteSet, Hits, Slots, StepGate, Transparency, hit, triggered_by};
 use super::super::rule::{CompiledRule, RuleSet};
 use super::super::seclang::ast::{Selector, VarSpec};
 use super::super::transform::Transform;
@@ -99,10 +99,24 @@ fn not_plain() -> &'static ByteSet {
 }
 
 /// What the prefilter says of a value the memo does not keep (an
-/// intermediate step of a `multiMatch` chain).
-pub fn admits_fresh(rules: &RuleSet, slots: Slots, value: &[u8]) -> bool {
+/// intermediate step of a `multiMatch` chain), whose bytes are
+/// `presence`: the rule's own literal test (`gate`) when it has one,
+/// after the rarest-byte check; otherwise the full scan.
+pub fn admits_step(
+    rules: &RuleSet,
+    slots: Slots,
+    gate: Option<&StepGate>,
+    value: &[u8],
+    presence: &ByteSet,
+) -> bool {
+    if let (Some(any), Some(gate)) = (slots.any, gate) {
+        return rules.prefilter.may_hit(presence, any) && gate.admits(value);
+    }
+    if !slots.is_some() {
+        return true;
+    }
     let mut scan = None;
-    admits(rules, slots, &ByteSet::of(value), || {
+    admits(rules, slots, presence, || {
         &**scan.get_or_insert_with(|| rules.prefilter.scan(value))
     })
 }
@@ -523,6 +537,13 @@ impl Slot {
         }
         self.raw_hits
             .get_or_insert_with(|| rules.prefilter.scan(value))
+    }
+
+    /// Which transformations of `mask` leave the value unchanged but for
+    /// ASCII case, as a mask (learnt once per value and transformation).
+    pub fn transparent_steps(&mut self, value: &[u8], mask: u64) -> u64 {
+        let presence = self.presence(value);
+        self.transparency.of(mask, value, &presence)
     }
 
     pub fn presence(&mut self, value: &[u8]) -> ByteSet {

@@ -15,6 +15,7 @@
 mod gate;
 pub(crate) use gate::admits_gate;
 mod memo;
+mod multi;
 pub mod request;
 mod vars;
 
@@ -676,28 +677,20 @@ impl Transaction {
                         }
                         true
                     }
-                    // multiMatch over a value its chain changes: each step's
-                    // output goes through the prefilter on its own.
-                    Some(id) if rule.prefilter.is_some() => {
+                    // multiMatch over a value its chain may change: the
+                    // memo knows which steps leave it alone.
+                    Some(id) if !rule.negated && self.rules.optimised => {
                         if excluded(spec.var, key) {
                             return;
                         }
                         let mut memo = self.memo.borrow_mut();
-                        test_value(
+                        multi::each_step(
                             rule,
+                            &self.rules,
+                            memo.slot(id),
                             value,
                             param,
                             rule.capture.then_some(&mut caps),
-                            &mut |v| {
-                                if std::ptr::eq(v, value) {
-                                    memo.slot(id).raw_admits(value, &self.rules, rule.prefilter)
-                                } else {
-                                    match &rule.step_gate {
-                                        Some(gate) => gate.admits(v),
-                                        None => memo::admits_fresh(&self.rules, rule.prefilter, v),
-                                    }
-                                }
-                            },
                         )
                     }
                     _ => {

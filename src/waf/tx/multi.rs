@@ -1,0 +1,83 @@
+//! `multiMatch`: the operator tested on the value and on the output of
+//! every transformation that changes it.
+//!
+//! Most steps of CRS's long `multiMatch` chains leave most values alone
+//! (`urlDecodeUni` on text without `%` or `+`), and the memo already knows
+//! which (see `Transparency`), so those steps cost a bit test, not a
+//! search. A step that does change the value is followed by the bytes of
+//! its output, which settle the next steps the same way. Each new output
+//! goes through the rule's own literal test before the operator.
+
+use super::memo::{self, Slot};
+use crate::waf::operator::Captures;
+use crate::waf::prefilter::{ByteSet, transform_bit, triggers_of};
+use crate::waf::rule::{CompiledRule, RuleSet};
+use crate::waf::transform::Transform;
+
+/// Whether `rule`'s operator matches `value` (the memo keeps it in
+/// `slot`) or any output its transformation chain makes of it on the way.
+/// Captures are those of the first output that matched.
+pub(super) fn each_step(
+    rule: &CompiledRule,
+    rules: &RuleSet,
+    slot: &mut Slot,
+    value: &[u8],
+    param: &[u8],
+    mut caps: Option<&mut Captures>,
+) -> bool {
+    let slots = rule.prefilter;
+    let gate = rule.step_gate.as_ref();
+    if (!slots.is_some() || slot.raw_admits(value, rules, slots))
+        && rule.operator.matches(value, param, caps.as_deref_mut())
+    {
+        return true;
+    }
+    let steps_with_triggers = rule
+        .transforms
+        .iter()
+        .filter(|t| triggers_of(**t).is_some())
+        .fold(0, |mask, t| mask | transform_bit(*t));
+    let unchanged_raw = slot.transparent_steps(value, steps_with_triggers);
+    let mut current: Option<Vec<u8>> = None;
+    let mut presence: Option<ByteSet> = None;
+    for &t in rule.transforms.iter() {
+        let next = match &current {
+            None => {
+                if !changes_case(t) && unchanged_raw & transform_bit(t) != 0 {
+                    continue;
+                }
+                t.apply(value)
+            }
+            Some(out) => {
+                if !changes_case(t)
+                    && let Some(triggers) = triggers_of(t)
+                    && !presence
+                        .get_or_insert_with(|| ByteSet::of(out))
+                        .intersects(&triggers)
+                {
+                    continue;
+                }
+                t.apply(out)
+            }
+        };
+        let Some(next) = next else { continue };
+        let bytes = *presence.insert(ByteSet::of(&next));
+        let output = current.insert(next);
+        if memo::admits_step(rules, slots, gate, output, &bytes)
+            && rule.operator.matches(output, param, caps.as_deref_mut())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Transformations that change the case of letters: the bytes a value
+/// holds cannot tell whether they leave it alone, and the operator may
+/// care about case, so they always run.
+fn changes_case(t: Transform) -> bool {
+    matches!(
+        t,
+        Transform::Lowercase | Transform::Uppercase | Transform::CmdLine
+    )
+}
