@@ -621,3 +621,30 @@ fn all_phases(rules: &Arc<RuleSet>, req: RequestData) -> (Vec<u64>, Vec<(String,
     fired.sort_unstable();
     (fired, tx.tx_vars())
 }
+
+/// `multiMatch` tests every output a step changes, including those after
+/// steps that leave the value alone (which the engine skips by what it
+/// knows of the value's bytes): a case change after a transparent decoder,
+/// a base64 payload split by blanks, and nothing when no output matches.
+#[test]
+fn multi_match_tests_outputs_after_steps_that_change_nothing() {
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecRule ARGS \"@rx ^secret$\" \"id:1,phase:1,deny,status:403,t:none,t:urlDecodeUni,t:lowercase,multiMatch\"\n\
+         SecRule ARGS \"@rx child_process\" \"id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t:jsDecode,t:removeWhitespace,t:base64Decode,t:urlDecodeUni,multiMatch\"\n",
+    );
+    let cases = [
+        ("/?a=SECRET", Some(403)),
+        ("/?a=SeCrEt", Some(403)),
+        ("/?a=secret", Some(403)),
+        // `Y2hpbGRfcHJvY2Vzcw` is base64 for child_process; the blanks go
+        // first (removeWhitespace), then it decodes.
+        ("/?b=Y2hp+bGRf+cHJvY2Vzcw", Some(406)),
+        ("/?b=%59%32hpbGRfcHJvY2Vzcw", Some(406)),
+        ("/?a=secrets&b=Y2hpbGRf", None),
+    ];
+    for (target, expected) in cases {
+        let (status, _) = verdict(&rules, request("GET", target, &[], ""));
+        assert_eq!(status, expected, "{target}");
+    }
+}
