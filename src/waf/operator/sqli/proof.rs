@@ -43,6 +43,22 @@ struct Table {
     /// Indexed by a set of types (see `type_bit`): whether the set spells
     /// some blacklisted fingerprint.
     spells_blacklisted: Vec<bool>,
+    /// Per word length, a bit per `filter_bit` of the words in `words`:
+    /// a clear bit proves a word is not there without hashing it (most
+    /// words of ordinary text are not keywords).
+    filter: Vec<[u64; FILTER_WORDS]>,
+}
+
+const FILTER_WORDS: usize = 16;
+
+/// A word's bit in its length's filter, from three of its bytes.
+fn filter_bit(word: &[u8]) -> Option<usize> {
+    let (first, last) = (*word.first()?, *word.last()?);
+    let middle = word[word.len() / 2];
+    Some(
+        (usize::from(first) * 31 + usize::from(middle) * 7 + usize::from(last))
+            % (FILTER_WORDS * 64),
+    )
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,10 +102,17 @@ fn table() -> &'static Table {
         let spells_blacklisted = (0..1u32 << REACHABLE.len())
             .map(|have| sets.iter().any(|set| u32::from(*set) & !have == 0))
             .collect();
+        let mut filter = vec![[0u64; FILTER_WORDS]; 33];
+        for word in words.keys() {
+            if let (Some(bits), Some(bit)) = (filter.get_mut(word.len()), filter_bit(word)) {
+                bits[bit / 64] |= 1 << (bit % 64);
+            }
+        }
         Table {
             words,
             phrases,
             spells_blacklisted,
+            filter,
         }
     })
 }
@@ -111,7 +134,13 @@ fn word_type(word: &[u8], present: &mut Present) -> Option<u8> {
     let buf = upper.get_mut(..word.len())?;
     buf.copy_from_slice(word);
     buf.make_ascii_uppercase();
-    let entry = table().words.get(&*buf).copied()?;
+    let table = table();
+    let bits = table.filter.get(buf.len())?;
+    let bit = filter_bit(buf)?;
+    if bits[bit / 64] & (1 << (bit % 64)) == 0 {
+        return None;
+    }
+    let entry = table.words.get(&*buf).copied()?;
     if entry.component {
         present.note(upper);
     }
