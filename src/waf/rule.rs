@@ -91,8 +91,8 @@ pub struct CompiledRule {
     /// match (see `Operator::needed_bytes`, `Prefilter::may_hit`); set
     /// with the prefilter, never on a negated operator.
     pub needs: Option<ByteSet>,
-    /// For a `multiMatch` link whose chain may output anything, its own
-    /// literal test for the steps after that (see `StepGate`).
+    /// For a `multiMatch` link with literals, its own literal test for
+    /// the outputs its chain's steps make (see `StepGate`).
     pub step_gate: Option<StepGate>,
     /// Whether the rule gate may turn this rule away before evaluation
     /// (see `tx::gate`); set with the prefilter.

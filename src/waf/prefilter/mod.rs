@@ -652,10 +652,10 @@ pub fn hit(hits: &[u64], slot: u32) -> bool {
 }
 
 /// A test of one operator's literals alone, for values only that operator
-/// sees: the steps a `multiMatch` chain takes after a transformation that
-/// may output anything (base64Decode), which no other rule shares. Walking
-/// a DFA of a few dozen literals, stopping at the first, costs a fraction
-/// of the full scan, which sets every rule's slots.
+/// sees: the outputs of the steps of a `multiMatch` chain, which the memo
+/// does not keep and no other rule shares. Walking a DFA of a few dozen
+/// literals, stopping at the first, costs a fraction of the full scan,
+/// which sets every rule's slots.
 #[derive(Debug, Clone)]
 pub struct StepGate(dfa::DFA);
 
