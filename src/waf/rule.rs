@@ -137,6 +137,9 @@ pub struct RuleSet {
     /// Per chain number, its transformations as a mask (see
     /// `prefilter::chain_mask`).
     pub chain_masks: Vec<Option<u64>>,
+    /// Per chain number, its transformations that have triggers, as a
+    /// mask (see `prefilter::steps_with_triggers`).
+    pub step_masks: Vec<u64>,
     /// Per chain number, the bytes that may make one of its
     /// transformations act (see `prefilter::chain_triggers`).
     pub chain_triggers: Vec<Option<ByteSet>>,
@@ -197,10 +200,12 @@ impl RuleSet {
         let prefilter = prefilter.build();
         let mut chain_masks = vec![None; chains.len()];
         let mut chain_triggers = vec![None; chains.len()];
+        let mut step_masks = vec![0; chains.len()];
         let mut used_transforms = 0;
         for (chain, id) in &chains {
             chain_masks[*id as usize] = chain_mask(chain);
             chain_triggers[*id as usize] = super::prefilter::chain_triggers(chain);
+            step_masks[*id as usize] = super::prefilter::steps_with_triggers(chain);
             used_transforms |= chain_mask(chain).unwrap_or(0);
         }
         if !errors.is_empty() {
@@ -212,6 +217,7 @@ impl RuleSet {
             rule_count,
             prefilter,
             chain_masks,
+            step_masks,
             chain_triggers,
             used_transforms,
             initial_tx: VarMap::default(),

@@ -221,6 +221,17 @@ impl Transform {
     }
 }
 
+impl Transform {
+    /// Whether this transformation may change the case of letters.
+    /// Without its triggers, every other one returns its input exactly.
+    pub fn changes_case(self) -> bool {
+        matches!(
+            self,
+            Transform::Lowercase | Transform::Uppercase | Transform::CmdLine
+        )
+    }
+}
+
 /// Byte classes for `unchanged_but_case`: a blank (what the whitespace
 /// transformations act on), and what `cmdLine` drops or folds.
 const BLANK: u8 = 1;
@@ -287,6 +298,16 @@ pub fn chain_mask(chain: &[Transform]) -> Option<u64> {
     chain.iter().try_fold(0u64, |mask, t| {
         t.prefilter_triggers().map(|_| mask | transform_bit(*t))
     })
+}
+
+/// The transformations of `chain` that have triggers, as a mask (all of
+/// them when `chain_mask` has one): the steps whose effect on a value its
+/// bytes can tell.
+pub fn steps_with_triggers(chain: &[Transform]) -> u64 {
+    chain
+        .iter()
+        .filter(|t| t.prefilter_triggers().is_some())
+        .fold(0, |mask, t| mask | transform_bit(*t))
 }
 
 /// Each transformation with triggers, with them, at its bit's index.
@@ -745,6 +766,29 @@ mod tests {
 
     /// Each transformation, on values holding none of its triggers, leaves
     /// them unchanged but for case: checked over every byte pair.
+    /// What `multiMatch` relies on to skip steps (see `tx::multi`): a
+    /// transformation that does not change case, given input without its
+    /// triggers, returns it byte for byte.
+    #[test]
+    fn without_triggers_only_case_changers_touch_their_input() {
+        for t in crate::waf::transform::all() {
+            let Some(triggers) = t.prefilter_triggers() else {
+                continue;
+            };
+            if t.changes_case() {
+                continue;
+            }
+            for a in 0..=255u8 {
+                let value = [b'A', a, b'z', a, b'Q'];
+                if ByteSet::of(&value).intersects(&triggers) {
+                    continue;
+                }
+                let out = t.apply(&value).unwrap_or_else(|| value.to_vec());
+                assert_eq!(out, value, "{} changed {value:?}", t.name());
+            }
+        }
+    }
+
     #[test]
     fn triggers_are_complete() {
         let all = crate::waf::transform::all();

@@ -12,7 +12,6 @@ use super::memo::{self, Slot};
 use crate::waf::operator::Captures;
 use crate::waf::prefilter::{ByteSet, transform_bit, triggers_of};
 use crate::waf::rule::{CompiledRule, RuleSet};
-use crate::waf::transform::Transform;
 
 /// Whether `rule`'s operator matches `value` (the memo keeps it in
 /// `slot`) or any output its transformation chain makes of it on the way.
@@ -32,24 +31,24 @@ pub(super) fn each_step(
     {
         return true;
     }
-    let steps_with_triggers = rule
-        .transforms
-        .iter()
-        .filter(|t| triggers_of(**t).is_some())
-        .fold(0, |mask, t| mask | transform_bit(*t));
-    let unchanged_raw = slot.transparent_steps(value, steps_with_triggers);
+    let steps = rules
+        .step_masks
+        .get(rule.chain_id as usize)
+        .copied()
+        .unwrap_or(0);
+    let unchanged_raw = slot.transparent_steps(value, steps);
     let mut current: Option<Vec<u8>> = None;
     let mut presence: Option<ByteSet> = None;
     for &t in rule.transforms.iter() {
         let next = match &current {
             None => {
-                if !changes_case(t) && unchanged_raw & transform_bit(t) != 0 {
+                if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
                     continue;
                 }
                 t.apply(value)
             }
             Some(out) => {
-                if !changes_case(t)
+                if !t.changes_case()
                     && let Some(triggers) = triggers_of(t)
                     && !presence
                         .get_or_insert_with(|| ByteSet::of(out))
@@ -70,14 +69,4 @@ pub(super) fn each_step(
         }
     }
     false
-}
-
-/// Transformations that change the case of letters: the bytes a value
-/// holds cannot tell whether they leave it alone, and the operator may
-/// care about case, so they always run.
-fn changes_case(t: Transform) -> bool {
-    matches!(
-        t,
-        Transform::Lowercase | Transform::Uppercase | Transform::CmdLine
-    )
 }
