@@ -11,7 +11,7 @@ use super::fold;
 use super::macros::Template;
 use super::operator::Operator;
 use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, StepGate, chain_mask};
-use super::seclang::ast::{Action, Item, Origin, RuleAst, Var, VarSpec};
+use super::seclang::ast::{Action, Item, Origin, RuleAst, Selector, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
 use super::transform::{self, Transform};
@@ -97,6 +97,12 @@ pub struct CompiledRule {
     /// Whether the rule gate may turn this rule away before evaluation
     /// (see `tx::gate`); set with the prefilter.
     pub gated: bool,
+    /// For a gated rule, the targets it reads (its entries but the
+    /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
+    pub gate_reads: Box<[u32]>,
+    /// The number rules with the same `gate_reads` share (an index into
+    /// `RuleSet::gate_read_sets`).
+    pub gate_set: u32,
     pub multi_match: bool,
     pub capture: bool,
     pub disruptive: Option<Disruptive>,
@@ -145,6 +151,12 @@ pub struct RuleSet {
     pub chain_triggers: Vec<Option<ByteSet>>,
     /// The transformations any chain uses.
     pub used_transforms: u64,
+    /// Every target a gated rule reads, once (see `tx::gate`).
+    pub gate_targets: Vec<GateTarget>,
+    /// What those targets select, once.
+    pub gate_selections: Vec<GateSelection>,
+    /// Every list of targets a gated rule reads, once.
+    pub gate_read_sets: Vec<Box<[u32]>>,
     /// TX as the rules folded at load leave it (see `fold`): where every
     /// transaction starts.
     pub initial_tx: VarMap,
@@ -172,6 +184,7 @@ impl RuleSet {
         let mut rule_count = 0;
         let mut chains: HashMap<Vec<Transform>, u32> = HashMap::new();
         let mut prefilter = PrefilterBuilder::default();
+        let mut gate_targets = GateTargets::default();
         for item in source.items {
             match item {
                 Item::Marker { name, .. } => {
@@ -185,6 +198,10 @@ impl RuleSet {
                         number_chains(&mut rule, &mut chains);
                         if optimise {
                             assign_slots(&mut rule, &mut prefilter);
+                            if rule.gated {
+                                rule.gate_reads = gate_targets.of(&rule);
+                                rule.gate_set = gate_targets.read_set(&rule.gate_reads);
+                            }
                         }
                         rule_count += 1;
                         let phase = usize::from(rule.phase) - 1;
@@ -220,6 +237,9 @@ impl RuleSet {
             step_masks,
             chain_triggers,
             used_transforms,
+            gate_targets: gate_targets.targets,
+            gate_selections: gate_targets.selections,
+            gate_read_sets: gate_targets.read_sets,
             initial_tx: VarMap::default(),
             folded_rules: 0,
             optimised: optimise,
@@ -246,6 +266,12 @@ impl RuleSet {
         self.chain_masks
             .get(chain_id as usize)
             .is_some_and(Option::is_some)
+    }
+
+    /// Gate target `id` and what it selects.
+    pub fn gate_target(&self, id: u32) -> Option<(&GateTarget, &GateSelection)> {
+        let target = self.gate_targets.get(id as usize)?;
+        Some((target, self.gate_selections.get(target.selection as usize)?))
     }
 
     /// This rule set with its constant rules evaluated (see `fold`).
@@ -276,6 +302,96 @@ fn number_chains(rule: &mut CompiledRule, chains: &mut HashMap<Vec<Transform>, u
     rule.chain_id = *chains.entry(rule.transforms.clone()).or_insert(next);
     if let Some(link) = rule.chain.as_deref_mut() {
         number_chains(link, chains);
+    }
+}
+
+/// What the rule gate reads (see `tx::gate`): the values of a
+/// [`GateSelection`] through one transformation chain. Every rule with
+/// the same entry and chain shares the one target, and with it what the
+/// gate learns of it in a transaction.
+#[derive(Debug, Clone)]
+pub struct GateTarget {
+    /// Its index in `RuleSet::gate_selections`.
+    pub selection: u32,
+    pub chain_id: u32,
+    pub transforms: Vec<Transform>,
+}
+
+/// One variable's members, those a selector picks: what targets with
+/// the same entry but different chains share (most chains leave most
+/// values as they are).
+#[derive(Debug, Clone)]
+pub struct GateSelection {
+    pub var: Var,
+    pub selector: Selector,
+}
+
+/// Gives gate targets and selections their numbers while rules compile.
+#[derive(Default)]
+struct GateTargets {
+    selection_numbers: HashMap<(Var, u8, String), u32>,
+    selections: Vec<GateSelection>,
+    numbers: HashMap<(u32, u32), u32>,
+    targets: Vec<GateTarget>,
+    read_set_numbers: HashMap<Box<[u32]>, u32>,
+    read_sets: Vec<Box<[u32]>>,
+}
+
+impl GateTargets {
+    /// The numbers of `rule`'s targets, exclusions left out.
+    fn of(&mut self, rule: &CompiledRule) -> Box<[u32]> {
+        rule.variables
+            .iter()
+            .filter(|spec| !spec.exclude)
+            .map(|spec| {
+                let selection = self.selection(spec);
+                let next = self.targets.len() as u32;
+                let number = *self
+                    .numbers
+                    .entry((selection, rule.chain_id))
+                    .or_insert(next);
+                if number == next {
+                    self.targets.push(GateTarget {
+                        selection,
+                        chain_id: rule.chain_id,
+                        transforms: rule.transforms.clone(),
+                    });
+                }
+                number
+            })
+            .collect()
+    }
+
+    /// The number of the read set `reads`.
+    fn read_set(&mut self, reads: &[u32]) -> u32 {
+        let next = self.read_sets.len() as u32;
+        let number = *self.read_set_numbers.entry(reads.into()).or_insert(next);
+        if number == next {
+            self.read_sets.push(reads.into());
+        }
+        number
+    }
+
+    fn selection(&mut self, spec: &VarSpec) -> u32 {
+        // Names are compared without case (`vars::accepts`).
+        let (kind, text) = match &spec.selector {
+            Selector::All => (0, String::new()),
+            Selector::Key(k) => (1, k.to_ascii_lowercase()),
+            Selector::Regex(re) => (2, re.pattern.clone()),
+            Selector::XPath(x) => (3, x.clone()),
+        };
+        let next = self.selections.len() as u32;
+        let number = *self
+            .selection_numbers
+            .entry((spec.var, kind, text))
+            .or_insert(next);
+        if number == next {
+            self.selections.push(GateSelection {
+                var: spec.var,
+                selector: spec.selector.clone(),
+            });
+        }
+        number
     }
 }
 
@@ -424,6 +540,8 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         needs: None,
         step_gate: None,
         gated: false,
+        gate_reads: Box::default(),
+        gate_set: 0,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

@@ -648,3 +648,39 @@ fn multi_match_tests_outputs_after_steps_that_change_nothing() {
         assert_eq!(status, expected, "{target}");
     }
 }
+
+/// The rule gate learns once per transaction what holds for each target
+/// (a variable, a selector, a chain) and for each set of targets rules
+/// share; a rule must still be judged by its own literals, through its
+/// own chain, on every target, and on the data as it stands.
+#[test]
+fn gate_shares_what_it_learns_of_targets_but_not_their_verdicts() {
+    let rules = rules_from(
+        "SecRuleEngine On\nSecRequestBodyAccess On\n\
+         SecRule ARGS|REQUEST_HEADERS:User-Agent \"@rx union\" \"id:1,phase:1,deny,status:401,t:none,t:lowercase\"\n\
+         SecRule ARGS|REQUEST_HEADERS:User-Agent \"@rx select\" \"id:2,phase:1,deny,status:402,t:none,t:urlDecodeUni,t:lowercase\"\n\
+         SecRule ARGS|REQUEST_HEADERS:User-Agent \"@rx evil\" \"id:3,phase:1,deny,status:403,t:none,t:lowercase\"\n\
+         SecRule ARGS \"@rx payload\" \"id:4,phase:1,deny,status:404,t:none,t:lowercase\"\n\
+         SecRule ARGS \"@rx payload\" \"id:5,phase:2,deny,status:405,t:none,t:lowercase\"\n",
+    );
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, Option<u16>);
+    let cases: [Case; 7] = [
+        ("/?q=hello", &[("User-Agent", "curl")], "", None),
+        // ARGS arrive decoded once: only a rule whose chain decodes again
+        // sees `select`.
+        ("/?q=%2573elect", &[("User-Agent", "curl")], "", Some(402)),
+        ("/?q=%2575nion", &[("User-Agent", "curl")], "", None),
+        // One target settled (ARGS), the other (the header) matching.
+        ("/?q=hello", &[("User-Agent", "EVIL bot")], "", Some(403)),
+        ("/?q=Union", &[("User-Agent", "evil")], "", Some(401)),
+        // Phase 1 learns ARGS without the body; phase 2 must see it.
+        ("/", &form, "a=PayLoad", Some(405)),
+        ("/?a=payload", &form, "b=x", Some(404)),
+    ];
+    for (target, headers, body, expected) in cases {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let (status, _) = verdict(&rules, request(method, target, headers, body));
+        assert_eq!(status, expected, "{target} {headers:?} {body}");
+    }
+}

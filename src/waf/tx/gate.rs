@@ -5,18 +5,32 @@
 //! their literals; evaluation (`Transaction::evaluate`) would find that
 //! out too, one list at a time, but only after setting up a match (its
 //! buffers, its exclusions, the visitor). The gate asks the same
-//! questions of the memo first, so a rule that cannot match costs a few
-//! bit tests. It only ever
-//! says "cannot match" when evaluation would say so; anything it cannot
-//! settle cheaply is left to evaluation.
+//! questions first, of what load made shared (`rule::GateTarget`):
+//!
+//! - a *selection* (a variable and a selector) knows its values' bytes,
+//!   which transformations leave all of them alone, their scans;
+//! - a *target* (a selection through one chain) knows the bytes its values
+//!   may reach, then its outputs' bytes, then their scans, each learnt
+//!   when a rule first needs it; a chain that leaves every value alone
+//!   takes its selection's;
+//! - a *read set* (the targets of a family of rules, such as CRS's XSS
+//!   rules) knows the bytes all its values may reach, so that a rule
+//!   needing none of them costs one test.
+//!
+//! Each rule then pays a few bit tests per target, against its own
+//! literals. The gate only ever says "cannot match" when evaluation would
+//! say so; anything it cannot settle cheaply is left to evaluation, which
+//! skips the targets the gate did settle.
 
 use std::borrow::Cow;
 
 use super::Transaction;
-use super::memo::{Slot, SlotId};
+use super::memo::{Learnt, SelectionSummary, SlotId, TargetSummary, ValueMemo, not_plain};
+use super::request::Pair;
 use super::vars::{self, group};
-use crate::waf::rule::{CompiledRule, RuleSet};
-use crate::waf::seclang::ast::{Selector, Var, VarSpec};
+use crate::waf::prefilter::{ByteSet, Hits, Slots, hit, triggered_by};
+use crate::waf::rule::{CompiledRule, GateSelection, GateTarget, RuleSet};
+use crate::waf::seclang::ast::{Selector, Var};
 
 /// Whether a rule may go through the gate at all: it is set at load (see
 /// `rule::assign_slots`) for rules whose first link has a prefilter or
@@ -41,63 +55,359 @@ fn reads_request_or_response(var: Var) -> bool {
         )
 }
 
-impl Transaction {
-    /// True proves that `rule` (its first link, so its chain too) cannot
-    /// match in this transaction as it stands: no value it reads could
-    /// hold what its operator needs once transformed. False settles
-    /// nothing.
-    pub(super) fn cannot_match(&self, rule: &CompiledRule) -> bool {
-        if !rule.gated {
-            return false;
-        }
-        rule.variables
-            .iter()
-            .filter(|v| !v.exclude)
-            .all(|spec| self.target_cannot_match(rule, spec))
-    }
+/// What the gate says of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The rule (its first link, so its chain too) cannot match.
+    Shut,
+    /// It may: evaluation decides. Bit `i` set proves the rule's `i`-th
+    /// target (exclusions not counted) cannot match, so evaluation need
+    /// not read it.
+    Open(u64),
+}
 
-    fn target_cannot_match(&self, rule: &CompiledRule, spec: &VarSpec) -> bool {
+/// A part of what a target reads: a whole list, or one value the memo
+/// keeps.
+enum Part<'a> {
+    List(&'a [Pair], u16, bool),
+    Value(SlotId, &'a [u8]),
+}
+
+impl Transaction {
+    /// The gate's verdict on `rule` in this transaction as it stands.
+    pub(super) fn gate(&self, rule: &CompiledRule) -> Gate {
+        if !rule.gated {
+            return Gate::Open(0);
+        }
         let rules = &*self.rules;
         let mut memo = self.memo.borrow_mut();
-        let bounded = rules.chain_is_bounded(rule.chain_id);
-        if let Some(lists) = self.lists(spec.var) {
-            return lists.into_iter().flatten().all(|(list, group, names)| {
-                if let Some(needs) = &rule.needs
-                    && bounded
-                    && !memo
-                        .list_reach(group, list, names, rules, rule.chain_id, &rule.transforms)
-                        .intersects(needs)
-                {
-                    return true;
-                }
-                if rule.prefilter.is_some()
-                    && memo.rule_cannot_match_list(rules, rule, spec, group, list, names)
-                {
-                    return true;
-                }
-                // A keyed target reads a value or two: those alone.
-                !matches!(spec.selector, Selector::All)
-                    && memo
-                        .group(group, list.len())
-                        .iter_mut()
-                        .zip(list)
-                        .filter(|(_, (k, _))| vars::accepts(&spec.selector, k))
-                        .all(|(slot, (k, v))| {
-                            value_cannot_match(rules, rule, slot, if names { k } else { v })
-                        })
-            });
+        memo.size_gate(rules);
+        // Rules with the same targets (CRS has families of them) share
+        // what their values may reach: a rule needing none of those bytes
+        // is turned away in one test.
+        if let Some(needs) = &rule.needs
+            && !self
+                .read_set_reach(&mut memo, rules, rule)
+                .intersects(needs)
+        {
+            return Gate::Shut;
         }
-        if vars::holds_nothing(spec.var) {
+        let mut settled = 0u64;
+        let mut open = false;
+        for (i, &id) in rule.gate_reads.iter().enumerate() {
+            if self.target_cannot_match(&mut memo, rules, rule, id) {
+                settled |= 1u64.checked_shl(i as u32).unwrap_or(0);
+            } else {
+                open = true;
+            }
+        }
+        if open {
+            Gate::Open(settled)
+        } else {
+            Gate::Shut
+        }
+    }
+
+    /// The bytes the values of all of `rule`'s targets may hold once
+    /// through its chain.
+    fn read_set_reach(
+        &self,
+        memo: &mut ValueMemo,
+        rules: &RuleSet,
+        rule: &CompiledRule,
+    ) -> ByteSet {
+        if let Some(Some(reach)) = memo.read_set(rule.gate_set) {
+            return *reach;
+        }
+        let reach = rule.gate_reads.iter().fold(ByteSet::EMPTY, |all, &id| {
+            all.union(
+                self.target(memo, rules, id)
+                    .map_or(ByteSet::ALL, |t| t.reach),
+            )
+        });
+        if let Some(known) = memo.read_set(rule.gate_set) {
+            *known = Some(reach);
+        }
+        reach
+    }
+
+    /// True proves `rule`'s first link cannot match a value of gate
+    /// target `id`: from what its chain can make of the values' bytes,
+    /// then from its outputs' bytes, then from their scans, each learnt
+    /// once, when a rule first needs it.
+    fn target_cannot_match(
+        &self,
+        memo: &mut ValueMemo,
+        rules: &RuleSet,
+        rule: &CompiledRule,
+        id: u32,
+    ) -> bool {
+        let Some(summary) = self.target(memo, rules, id) else {
+            return false;
+        };
+        if let Some(needs) = &rule.needs
+            && !summary.reach.intersects(needs)
+        {
             return true;
         }
-        match self.scalar(spec.var) {
+        if !rule.prefilter.is_some() {
+            return false;
+        }
+        if summary.learnt == Learnt::Reach {
+            self.learn_outputs(memo, rules, id);
+        }
+        let Some(summary) = memo.target(id) else {
+            return false;
+        };
+        let needed = match needed_slots(rules, rule.prefilter, &summary.outputs) {
+            Needed::Untestable => return false,
+            Needed::Proved => return true,
+            Needed::Scan(needed) => needed,
+        };
+        if summary.hits.is_none() {
+            self.learn_hits(memo, rules, id);
+        }
+        let Some(hits) = memo.target(id).and_then(|t| t.hits.as_deref()) else {
+            return false;
+        };
+        needed.iter().flatten().any(|slot| !hit(hits, *slot))
+    }
+
+    /// Gate target `id` as the gate knows it, with at least the bytes
+    /// its values may reach; `None` when the gate cannot judge it.
+    fn target<'m>(
+        &self,
+        memo: &'m mut ValueMemo,
+        rules: &RuleSet,
+        id: u32,
+    ) -> Option<&'m mut TargetSummary> {
+        if memo.target(id)?.learnt == Learnt::Nothing {
+            self.learn_reach(memo, rules, id);
+        }
+        memo.target(id).filter(|t| t.learnt != Learnt::Unreadable)
+    }
+
+    /// Learns what target `id`'s values may reach: their bytes (known per
+    /// selection), as they are when the chain leaves each unchanged but
+    /// for case, else as far as the chain can take them.
+    #[cold]
+    fn learn_reach(&self, memo: &mut ValueMemo, rules: &RuleSet, id: u32) {
+        let Some((target, selection)) = rules.gate_target(id) else {
+            return;
+        };
+        let known = self.selection_summary(memo, target.selection, selection);
+        let learnt = match known {
+            None => TargetSummary {
+                learnt: Learnt::Unreadable,
+                ..TargetSummary::default()
+            },
+            Some(presence) => match self.chain_transparent(memo, rules, target, selection) {
+                true => TargetSummary {
+                    learnt: Learnt::Outputs,
+                    transparent: true,
+                    reach: presence.case_closed(),
+                    outputs: presence,
+                    hits: None,
+                },
+                false => TargetSummary {
+                    learnt: Learnt::Reach,
+                    transparent: false,
+                    reach: if rules.chain_is_bounded(target.chain_id) {
+                        rules.chain_reach(target.chain_id, &target.transforms, presence)
+                    } else {
+                        ByteSet::ALL
+                    },
+                    outputs: ByteSet::ALL,
+                    hits: None,
+                },
+            },
+        };
+        if let Some(summary) = memo.target(id) {
+            *summary = learnt;
+        }
+    }
+
+    /// Learns the bytes of target `id`'s outputs, transforming the values
+    /// its chain changes (each once per transaction, in the memo).
+    #[cold]
+    fn learn_outputs(&self, memo: &mut ValueMemo, rules: &RuleSet, id: u32) {
+        let Some((target, selection)) = rules.gate_target(id) else {
+            return;
+        };
+        let (chain_id, chain) = (target.chain_id, &*target.transforms);
+        let mut outputs = ByteSet::EMPTY;
+        self.each_part(selection, &mut |part| {
+            outputs = outputs.union(match part {
+                Part::List(list, group, names) => {
+                    memo.list_outputs(group, list, names, rules, chain_id, chain)
+                }
+                Part::Value(id, value) => {
+                    memo.slot(id).output_presence(value, rules, chain_id, chain)
+                }
+            });
+        });
+        if let Some(summary) = memo.target(id) {
+            summary.outputs = outputs;
+            summary.learnt = Learnt::Outputs;
+        }
+    }
+
+    /// Learns the union of the scans of target `id`'s outputs (for a
+    /// chain that changes nothing, its selection's, shared).
+    #[cold]
+    fn learn_hits(&self, memo: &mut ValueMemo, rules: &RuleSet, id: u32) {
+        let Some((target, selection)) = rules.gate_target(id) else {
+            return;
+        };
+        let transparent = memo.target(id).is_some_and(|t| t.transparent);
+        let shared = transparent
+            .then(|| {
+                memo.selection(target.selection)
+                    .and_then(|s| s.hits.clone())
+            })
+            .flatten();
+        let hits = shared.unwrap_or_else(|| {
+            let (chain_id, chain) = (target.chain_id, &*target.transforms);
+            let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
+            self.each_part(selection, &mut |part| {
+                let one = match part {
+                    Part::List(list, group, names) if transparent => {
+                        memo.raw_hits(group, list, names, rules)
+                    }
+                    Part::Value(id, value) if transparent => memo.slot(id).raw_scan(value, rules),
+                    Part::List(list, group, names) => {
+                        memo.list_hits(group, list, names, rules, chain_id, chain)
+                    }
+                    Part::Value(id, value) => {
+                        memo.slot(id).output_hits(value, rules, chain_id, chain)
+                    }
+                };
+                for (a, b) in all.iter_mut().zip(one) {
+                    *a |= b;
+                }
+            });
+            let hits: Hits = all.into_boxed_slice();
+            if transparent && let Some(summary) = memo.selection(target.selection) {
+                summary.hits = Some(hits.clone());
+            }
+            hits
+        });
+        if let Some(summary) = memo.target(id) {
+            summary.hits = Some(hits);
+        }
+    }
+
+    /// The bytes of selection `id`'s values, learnt once; `None` when the
+    /// gate cannot judge the selection.
+    fn selection_summary(
+        &self,
+        memo: &mut ValueMemo,
+        id: u32,
+        selection: &GateSelection,
+    ) -> Option<ByteSet> {
+        if !memo.selection(id)?.learnt {
+            let mut presence = ByteSet::EMPTY;
+            let readable = self.each_part(selection, &mut |part| {
+                presence = presence.union(match part {
+                    Part::List(list, group, names) => memo.list_presence(group, list, names),
+                    Part::Value(id, value) => memo.slot(id).presence(value),
+                });
+            });
+            *memo.selection(id)? = SelectionSummary {
+                learnt: true,
+                unreadable: !readable,
+                presence,
+                known: 0,
+                transparent: 0,
+                hits: None,
+            };
+        }
+        memo.selection(id)
+            .filter(|s| !s.unreadable)
+            .map(|s| s.presence)
+    }
+
+    /// Whether `target`'s chain leaves every value of its selection
+    /// unchanged but for case, learnt per transformation once per
+    /// selection (from the selection's bytes where they settle it).
+    fn chain_transparent(
+        &self,
+        memo: &mut ValueMemo,
+        rules: &RuleSet,
+        target: &GateTarget,
+        selection: &GateSelection,
+    ) -> bool {
+        let Some(mask) = rules
+            .chain_masks
+            .get(target.chain_id as usize)
+            .copied()
+            .flatten()
+        else {
+            return false;
+        };
+        let Some(summary) = memo.selection(target.selection) else {
+            return false;
+        };
+        let unknown = mask & !summary.known;
+        if unknown != 0 {
+            let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
+            let undecided = unknown & !transparent;
+            if undecided != 0 {
+                let mut all = undecided;
+                self.each_part(selection, &mut |part| {
+                    all &= match part {
+                        Part::List(list, group, names) => {
+                            memo.list_transparent_steps(group, list, names, undecided)
+                        }
+                        Part::Value(id, value) => memo.slot(id).transparent_steps(value, undecided),
+                    };
+                });
+                transparent |= all;
+            }
+            let Some(summary) = memo.selection(target.selection) else {
+                return false;
+            };
+            summary.known |= unknown;
+            summary.transparent |= transparent;
+            return mask & !summary.transparent == 0;
+        }
+        mask & !summary.transparent == 0
+    }
+
+    /// Calls `f` with each part of what `selection` reads: whole lists, or
+    /// the values its selector picks; false when it reads a value the
+    /// memo does not keep.
+    fn each_part(&self, selection: &GateSelection, f: &mut dyn FnMut(Part<'_>)) -> bool {
+        if let Some(lists) = self.lists(selection.var) {
+            for (list, group, names) in lists.into_iter().flatten() {
+                if matches!(selection.selector, Selector::All) {
+                    f(Part::List(list, group, names));
+                    continue;
+                }
+                for (index, (k, v)) in list.iter().enumerate() {
+                    if vars::accepts(&selection.selector, k) {
+                        let id = SlotId {
+                            group,
+                            index: index as u32,
+                        };
+                        f(Part::Value(id, if names { k } else { v }));
+                    }
+                }
+            }
+            return true;
+        }
+        if vars::holds_nothing(selection.var) {
+            return true;
+        }
+        match self.scalar(selection.var) {
             None => true,
             Some(Cow::Borrowed(value)) => {
-                let slot = memo.slot(SlotId {
+                let id = SlotId {
                     group: group::SCALARS,
-                    index: spec.var as u32,
-                });
-                value_cannot_match(rules, rule, slot, value)
+                    index: selection.var as u32,
+                };
+                f(Part::Value(id, value));
+                true
             }
             // Made for the asking (a count, the time): not kept by the memo.
             Some(Cow::Owned(_)) => false,
@@ -105,25 +415,31 @@ impl Transaction {
     }
 }
 
-/// True proves the rule's first link cannot match `value`, the value the
-/// memo keeps in `slot`.
-fn value_cannot_match(rules: &RuleSet, rule: &CompiledRule, slot: &mut Slot, value: &[u8]) -> bool {
-    // A prefiltered rule's needed bytes are its literals' (see
-    // `rule::assign_slots`), which `could_match` tests itself, and only
-    // while the value is not yet transformed.
-    if !rule.prefilter.is_some() {
-        return rule.needs.as_ref().is_some_and(|needs| {
-            rules.chain_is_bounded(rule.chain_id)
-                && !rules
-                    .chain_reach(rule.chain_id, &rule.transforms, slot.presence(value))
-                    .intersects(needs)
-        });
+/// What the bytes of a target's values say of an operator's prefilter
+/// slots (see [`needed_slots`]).
+enum Needed {
+    /// The operator has no slot that holds for these values.
+    Untestable,
+    /// The bytes alone prove it cannot match.
+    Proved,
+    /// It cannot match unless the scans hit these slots.
+    Scan([Option<u32>; 2]),
+}
+
+fn needed_slots(rules: &RuleSet, slots: Slots, presence: &ByteSet) -> Needed {
+    // The plain slot holds only for plain values: usable when every
+    // value is plain.
+    let plain = slots.plain.filter(|_| !presence.intersects(not_plain()));
+    let needed = [slots.any, plain];
+    if needed.iter().flatten().next().is_none() {
+        return Needed::Untestable;
     }
-    !slot.could_match(
-        value,
-        rules,
-        rule.chain_id,
-        &rule.transforms,
-        rule.prefilter,
-    )
+    if needed
+        .iter()
+        .flatten()
+        .any(|slot| !rules.prefilter.may_hit(presence, *slot))
+    {
+        return Needed::Proved;
+    }
+    Needed::Scan(needed)
 }

@@ -36,6 +36,58 @@ pub struct ValueMemo {
     /// one past its index in `reaches`, or 0 when not yet known.
     reach_at: Vec<u16>,
     reaches: Vec<ByteSet>,
+    /// Per gate selection and target (see `RuleSet::gate_selections`,
+    /// `RuleSet::gate_targets`), what the gate has learnt of it.
+    selections: Vec<SelectionSummary>,
+    targets: Vec<TargetSummary>,
+    /// Per read set (`RuleSet::gate_read_sets`), the bytes its values
+    /// may reach, once known.
+    read_sets: Vec<Option<ByteSet>>,
+}
+
+/// What the rule gate knows of the values of one of its selections, all
+/// together: their bytes; which transformations leave every one of them
+/// unchanged but for case (so that a target whose chain is made of those
+/// reads the values as they are); the union of their scans.
+#[derive(Default)]
+pub struct SelectionSummary {
+    pub learnt: bool,
+    /// The selection holds a value the memo does not keep (one made for
+    /// the asking): the gate cannot judge it.
+    pub unreadable: bool,
+    pub presence: ByteSet,
+    pub known: u64,
+    pub transparent: u64,
+    pub hits: Option<Hits>,
+}
+
+/// What the rule gate (`tx::gate`) knows of one of its targets: learnt
+/// in steps, each only when a rule's question needs it, so a target most
+/// rules settle from its bytes is never transformed or scanned.
+#[derive(Default)]
+pub struct TargetSummary {
+    pub learnt: Learnt,
+    /// The chain leaves every value unchanged but for case: what holds
+    /// for the values holds for the outputs.
+    pub transparent: bool,
+    /// The bytes the values may hold once through the chain, known from
+    /// their own bytes without transforming them.
+    pub reach: ByteSet,
+    /// The bytes the chain's outputs hold (from `Learnt::Outputs` on).
+    pub outputs: ByteSet,
+    /// The union of the outputs' scans.
+    pub hits: Option<Hits>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Learnt {
+    #[default]
+    Nothing,
+    /// It reads a value the memo does not keep (one made for the
+    /// asking): the gate cannot judge it.
+    Unreadable,
+    Reach,
+    Outputs,
 }
 
 /// The union of the bytes, and lazily of the scans, of every value of a
@@ -83,7 +135,7 @@ struct ChainEntry {
 }
 
 /// Bytes outside `prefilter::plain_bytes`.
-fn not_plain() -> &'static ByteSet {
+pub(super) fn not_plain() -> &'static ByteSet {
     use std::sync::OnceLock;
     static SET: OnceLock<ByteSet> = OnceLock::new();
     SET.get_or_init(|| {
@@ -153,6 +205,40 @@ impl ValueMemo {
         self.chain_summaries.clear();
         self.reach_at.clear();
         self.reaches.clear();
+        self.selections.clear();
+        self.targets.clear();
+        self.read_sets.clear();
+    }
+
+    /// Room for what the gate learns of `rules`' targets (once per
+    /// transaction: the lookups below then only index).
+    #[inline]
+    pub fn size_gate(&mut self, rules: &RuleSet) {
+        if self.targets.len() < rules.gate_targets.len() {
+            self.targets
+                .resize_with(rules.gate_targets.len(), TargetSummary::default);
+            self.selections
+                .resize_with(rules.gate_selections.len(), SelectionSummary::default);
+            self.read_sets.resize(rules.gate_read_sets.len(), None);
+        }
+    }
+
+    /// What the gate knows of read set `id`.
+    #[inline]
+    pub fn read_set(&mut self, id: u32) -> Option<&mut Option<ByteSet>> {
+        self.read_sets.get_mut(id as usize)
+    }
+
+    /// What the gate knows of selection `id`.
+    #[inline]
+    pub fn selection(&mut self, id: u32) -> Option<&mut SelectionSummary> {
+        self.selections.get_mut(id as usize)
+    }
+
+    /// What the gate knows of target `id`.
+    #[inline]
+    pub fn target(&mut self, id: u32) -> Option<&mut TargetSummary> {
+        self.targets.get_mut(id as usize)
     }
 
     /// The bytes the values of list `group` may hold after chain
@@ -249,14 +335,51 @@ impl ValueMemo {
         chain: Option<&[Transform]>,
         slots: Slots,
     ) -> bool {
-        let (Some(any), Some(mask)) = (
-            slots.any,
-            rules.chain_masks.get(chain_id as usize).copied().flatten(),
-        ) else {
+        let Some(any) = slots
+            .any
+            .filter(|_| self.list_transparent(group, list, names, rules, chain_id))
+        else {
             return chain.is_some_and(|chain| {
                 self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
             });
         };
+        if !rules
+            .prefilter
+            .may_hit(&self.list_presence(group, list, names), any)
+        {
+            return true;
+        }
+        !hit(self.raw_hits(group, list, names, rules), any)
+    }
+
+    /// Whether chain `chain_id` leaves every value of list `group`
+    /// unchanged but for ASCII case.
+    fn list_transparent(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+    ) -> bool {
+        rules
+            .chain_masks
+            .get(chain_id as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|mask| self.list_transparent_steps(group, list, names, mask) == mask)
+    }
+
+    /// Which transformations of `mask` leave every value of list `group`
+    /// unchanged but for ASCII case; learnt per transformation, once for
+    /// the list, and from the union of its bytes where that settles it.
+    pub fn list_transparent_steps(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        mask: u64,
+    ) -> u64 {
         let (summary, values) = self.summary(group, list, names);
         let unknown = mask & !summary.known;
         if unknown != 0 {
@@ -275,21 +398,58 @@ impl ValueMemo {
             summary.known |= unknown;
             summary.transparent |= transparent;
         }
-        if mask & !summary.transparent != 0 {
-            return chain.is_some_and(|chain| {
-                self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
-            });
-        }
-        if !rules.prefilter.may_hit(&summary.presence, any) {
-            return true;
-        }
-        let hits = summary.hits.get_or_insert_with(|| {
+        mask & summary.transparent
+    }
+
+    /// The union of the raw scans of list `group`'s values.
+    pub fn raw_hits(&mut self, group: u16, list: &[Pair], names: bool, rules: &RuleSet) -> &[u64] {
+        let (summary, values) = self.summary(group, list, names);
+        summary.hits.get_or_insert_with(|| {
             union_of_scans(rules, list, values, |pair, slot| {
                 let v = value(pair, names);
                 &**slot.raw_hits.get_or_insert_with(|| rules.prefilter.scan(v))
             })
-        });
-        !hit(hits, any)
+        })
+    }
+
+    /// The bytes the values of list `group` hold once through chain
+    /// `chain_id` (`chain`), all together.
+    pub fn list_outputs(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> ByteSet {
+        if self.list_transparent(group, list, names, rules, chain_id) {
+            return self.list_presence(group, list, names);
+        }
+        self.chain_summary(group, list, names, rules, chain_id, chain)
+            .0
+            .presence
+    }
+
+    /// The union of the scans of those outputs.
+    pub fn list_hits(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> &[u64] {
+        if self.list_transparent(group, list, names, rules, chain_id) {
+            return self.raw_hits(group, list, names, rules);
+        }
+        let (summary, values) = self.chain_summary(group, list, names, rules, chain_id, chain);
+        summary.hits.get_or_insert_with(|| {
+            union_of_scans(rules, list, values, |pair, slot| {
+                slot.output_hits(value(pair, names), rules, chain_id, chain)
+            })
+        })
     }
 
     /// The bytes the values of list `group` hold, all together.
@@ -338,30 +498,7 @@ impl ValueMemo {
         chain: &[Transform],
         slots: Slots,
     ) -> bool {
-        let values = grown(&mut self.groups, group, list.len());
-        let index = usize::from(group);
-        if self.chain_summaries.len() <= index {
-            self.chain_summaries.resize_with(index + 1, Vec::new);
-        }
-        let summaries = &mut self.chain_summaries[index];
-        let at = match summaries.iter().position(|s| s.chain == chain_id) {
-            Some(at) => at,
-            None => {
-                let presence = list.iter().zip(values.iter_mut()).fold(
-                    ByteSet::default(),
-                    |all, (pair, slot)| {
-                        all.union(slot.output_presence(value(pair, names), rules, chain_id, chain))
-                    },
-                );
-                summaries.push(ChainSummary {
-                    chain: chain_id,
-                    presence,
-                    hits: None,
-                });
-                summaries.len() - 1
-            }
-        };
-        let summary = &mut summaries[at];
+        let (summary, values) = self.chain_summary(group, list, names, rules, chain_id, chain);
         // The plain slot holds only for plain values: usable when every
         // output is plain.
         let plain = slots
@@ -385,6 +522,43 @@ impl ValueMemo {
             })
         });
         needed.iter().flatten().any(|slot| !hit(hits, *slot))
+    }
+
+    /// What holds for the outputs of chain `chain_id` (`chain`) over the
+    /// values of list `group`, made on first use, and the list's slots.
+    fn chain_summary(
+        &mut self,
+        group: u16,
+        list: &[Pair],
+        names: bool,
+        rules: &RuleSet,
+        chain_id: u32,
+        chain: &[Transform],
+    ) -> (&mut ChainSummary, &mut [Slot]) {
+        let values = grown(&mut self.groups, group, list.len());
+        let index = usize::from(group);
+        if self.chain_summaries.len() <= index {
+            self.chain_summaries.resize_with(index + 1, Vec::new);
+        }
+        let summaries = &mut self.chain_summaries[index];
+        let at = match summaries.iter().position(|s| s.chain == chain_id) {
+            Some(at) => at,
+            None => {
+                let presence = list.iter().zip(values.iter_mut()).fold(
+                    ByteSet::default(),
+                    |all, (pair, slot)| {
+                        all.union(slot.output_presence(value(pair, names), rules, chain_id, chain))
+                    },
+                );
+                summaries.push(ChainSummary {
+                    chain: chain_id,
+                    presence,
+                    hits: None,
+                });
+                summaries.len() - 1
+            }
+        };
+        (&mut summaries[at], values)
     }
 
     /// The slots of list `group`, at least `len` of them.
@@ -500,7 +674,7 @@ impl Slot {
 
     /// The bytes of the value after chain `chain_id`, as [`Self::could_match`]
     /// reads them.
-    fn output_presence(
+    pub fn output_presence(
         &mut self,
         value: &[u8],
         rules: &RuleSet,
@@ -518,7 +692,7 @@ impl Slot {
 
     /// The scan of the value after chain `chain_id`, as
     /// [`Self::could_match`] reads it.
-    fn output_hits(
+    pub fn output_hits(
         &mut self,
         value: &[u8],
         rules: &RuleSet,
@@ -544,6 +718,12 @@ impl Slot {
     pub fn transparent_steps(&mut self, value: &[u8], mask: u64) -> u64 {
         let presence = self.presence(value);
         self.transparency.of(mask, value, &presence)
+    }
+
+    /// The prefilter scan of the value itself.
+    pub fn raw_scan(&mut self, value: &[u8], rules: &RuleSet) -> &[u64] {
+        self.raw_hits
+            .get_or_insert_with(|| rules.prefilter.scan(value))
     }
 
     pub fn presence(&mut self, value: &[u8]) -> ByteSet {

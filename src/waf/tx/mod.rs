@@ -13,6 +13,7 @@
 //! next link is tested, whether or not the chain matches in the end.
 
 mod gate;
+use gate::Gate;
 pub(crate) use gate::admits_gate;
 mod memo;
 mod multi;
@@ -225,7 +226,7 @@ impl Transaction {
 
     /// For `fold`: evaluates a rule (and its chain) as `run_phase` would.
     pub(super) fn fold_evaluate(&mut self, rule: &Arc<CompiledRule>) -> bool {
-        self.evaluate(rule)
+        self.evaluate(rule, 0)
     }
 
     /// For `fold`: runs a matched rule's actions.
@@ -504,10 +505,13 @@ impl Transaction {
                 skip_rules -= 1;
                 continue;
             }
-            if self.removed_rules.iter().any(|f| f.matches(rule)) || self.cannot_match(rule) {
+            if self.removed_rules.iter().any(|f| f.matches(rule)) {
                 continue;
             }
-            if !self.evaluate(rule) {
+            let Gate::Open(settled) = self.gate(rule) else {
+                continue;
+            };
+            if !self.evaluate(rule, settled) {
                 continue;
             }
             self.run_actions(rule);
@@ -525,12 +529,16 @@ impl Transaction {
     }
 
     /// Evaluates a rule and its chain; true when all of it matched.
-    fn evaluate(&mut self, rule: &Arc<CompiledRule>) -> bool {
+    /// `settled`: targets of the first link the gate proved cannot match
+    /// (see `Gate::Open`).
+    fn evaluate(&mut self, rule: &Arc<CompiledRule>, settled: u64) -> bool {
         let mut link: &CompiledRule = rule;
+        let mut settled = settled;
         loop {
-            if !self.evaluate_one(link) {
+            if !self.evaluate_one(link, settled) {
                 return false;
             }
+            settled = 0;
             match &link.chain {
                 Some(next) => link = next,
                 None => return true,
@@ -538,7 +546,7 @@ impl Transaction {
         }
     }
 
-    fn evaluate_one(&mut self, rule: &CompiledRule) -> bool {
+    fn evaluate_one(&mut self, rule: &CompiledRule, settled: u64) -> bool {
         let expanded;
         let param: &[u8] = match &rule.param_static {
             Some(text) => text,
@@ -588,7 +596,10 @@ impl Transaction {
                 captured = Some(caps);
             }
         };
-        for spec in rule.variables.iter().filter(|v| !v.exclude) {
+        for (i, spec) in rule.variables.iter().filter(|v| !v.exclude).enumerate() {
+            if settled & 1u64.checked_shl(i as u32).unwrap_or(0) != 0 {
+                continue;
+            }
             // The request or response lists the target reads (not counted).
             let lists = if spec.count {
                 None
