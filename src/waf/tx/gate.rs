@@ -26,8 +26,7 @@ use std::borrow::Cow;
 
 use super::Transaction;
 use super::memo::{Learnt, SelectionSummary, SlotId, TargetSummary, ValueMemo, not_plain};
-use super::request::Pair;
-use super::vars::{self, group};
+use super::vars::{self, ListRef, group};
 use crate::waf::prefilter::{ByteSet, Hits, Slots, hit, triggered_by};
 use crate::waf::rule::{CompiledRule, GateSelection, GateTarget, RuleSet};
 use crate::waf::seclang::ast::{Selector, Var};
@@ -69,7 +68,7 @@ pub enum Gate {
 /// A part of what a target reads: a whole list, or one value the memo
 /// keeps.
 enum Part<'a> {
-    List(&'a [Pair], u16, bool),
+    List(ListRef<'a>),
     Value(SlotId, &'a [u8]),
 }
 
@@ -238,9 +237,7 @@ impl Transaction {
         let mut outputs = ByteSet::EMPTY;
         self.each_part(selection, &mut |part| {
             outputs = outputs.union(match part {
-                Part::List(list, group, names) => {
-                    memo.list_outputs(group, list, names, rules, chain_id, chain)
-                }
+                Part::List(list) => memo.list_outputs(list, rules, chain_id, chain),
                 Part::Value(id, value) => {
                     memo.slot(id).output_presence(value, rules, chain_id, chain)
                 }
@@ -271,13 +268,9 @@ impl Transaction {
             let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
             self.each_part(selection, &mut |part| {
                 let one = match part {
-                    Part::List(list, group, names) if transparent => {
-                        memo.raw_hits(group, list, names, rules)
-                    }
+                    Part::List(list) if transparent => memo.raw_hits(list, rules),
                     Part::Value(id, value) if transparent => memo.slot(id).raw_scan(value, rules),
-                    Part::List(list, group, names) => {
-                        memo.list_hits(group, list, names, rules, chain_id, chain)
-                    }
+                    Part::List(list) => memo.list_hits(list, rules, chain_id, chain),
                     Part::Value(id, value) => {
                         memo.slot(id).output_hits(value, rules, chain_id, chain)
                     }
@@ -309,7 +302,7 @@ impl Transaction {
             let mut presence = ByteSet::EMPTY;
             let readable = self.each_part(selection, &mut |part| {
                 presence = presence.union(match part {
-                    Part::List(list, group, names) => memo.list_presence(group, list, names),
+                    Part::List(list) => memo.list_presence(list),
                     Part::Value(id, value) => memo.slot(id).presence(value),
                 });
             });
@@ -356,9 +349,7 @@ impl Transaction {
                 let mut all = undecided;
                 self.each_part(selection, &mut |part| {
                     all &= match part {
-                        Part::List(list, group, names) => {
-                            memo.list_transparent_steps(group, list, names, undecided)
-                        }
+                        Part::List(list) => memo.list_transparent_steps(list, undecided),
                         Part::Value(id, value) => memo.slot(id).transparent_steps(value, undecided),
                     };
                 });
@@ -381,7 +372,7 @@ impl Transaction {
         if let Some(lists) = self.lists(selection.var) {
             for (list, group, names) in lists.into_iter().flatten() {
                 if matches!(selection.selector, Selector::All) {
-                    f(Part::List(list, group, names));
+                    f(Part::List((list, group, names)));
                     continue;
                 }
                 for (index, (k, v)) in list.iter().enumerate() {

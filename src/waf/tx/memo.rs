@@ -14,6 +14,7 @@ use super::super::rule::{CompiledRule, RuleSet};
 use super::super::seclang::ast::{Selector, VarSpec};
 use super::super::transform::Transform;
 use super::request::Pair;
+use super::vars::ListRef;
 
 /// A value that stays put for the transaction: a member of one of the
 /// request or response lists (`group`, `index`) or a scalar.
@@ -248,13 +249,12 @@ impl ValueMemo {
     #[inline]
     pub fn list_reach(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
     ) -> ByteSet {
+        let (_, group, _) = of;
         let at = usize::from(group) * rules.chain_masks.len() + chain_id as usize;
         match self.reach_at.get(at).and_then(|i| i.checked_sub(1)) {
             // (Always there; ALL, "anything", would only cost a skip.)
@@ -263,7 +263,7 @@ impl ValueMemo {
                 .get(usize::from(index))
                 .copied()
                 .unwrap_or(ByteSet::ALL),
-            None => self.learn_reach(at, group, list, names, rules, chain_id, chain),
+            None => self.learn_reach(at, of, rules, chain_id, chain),
         }
     }
 
@@ -271,13 +271,10 @@ impl ValueMemo {
     /// stays small enough to inline.
     #[cold]
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
     fn learn_reach(
         &mut self,
         at: usize,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
@@ -287,7 +284,7 @@ impl ValueMemo {
             let chains = rules.chain_masks.len().max(1);
             self.reach_at.resize((at / chains + 1) * chains, 0);
         }
-        let reach = rules.chain_reach(chain_id, chain, self.list_presence(group, list, names));
+        let reach = rules.chain_reach(chain_id, chain, self.list_presence(of));
         if let Ok(index) = u16::try_from(self.reaches.len() + 1) {
             self.reaches.push(reach);
             self.reach_at[at] = index;
@@ -302,14 +299,10 @@ impl ValueMemo {
         rules: &RuleSet,
         rule: &CompiledRule,
         spec: &VarSpec,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
     ) -> bool {
         self.list_cannot_match(
-            group,
-            list,
-            names,
+            of,
             rules,
             rule.chain_id,
             // A keyed target reads a value or two: the whole list's
@@ -324,12 +317,9 @@ impl ValueMemo {
     /// `chain_id` (`chain`): no value holds the operator's literals once
     /// transformed. Without `chain`, only chains that leave every value
     /// unchanged but for case are decided.
-    #[allow(clippy::too_many_arguments)]
     pub fn list_cannot_match(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: Option<&[Transform]>,
@@ -337,50 +327,34 @@ impl ValueMemo {
     ) -> bool {
         let Some(any) = slots
             .any
-            .filter(|_| self.list_transparent(group, list, names, rules, chain_id))
+            .filter(|_| self.list_transparent(of, rules, chain_id))
         else {
-            return chain.is_some_and(|chain| {
-                self.outputs_cannot_match(group, list, names, rules, chain_id, chain, slots)
-            });
+            return chain
+                .is_some_and(|chain| self.outputs_cannot_match(of, rules, chain_id, chain, slots));
         };
-        if !rules
-            .prefilter
-            .may_hit(&self.list_presence(group, list, names), any)
-        {
+        if !rules.prefilter.may_hit(&self.list_presence(of), any) {
             return true;
         }
-        !hit(self.raw_hits(group, list, names, rules), any)
+        !hit(self.raw_hits(of, rules), any)
     }
 
     /// Whether chain `chain_id` leaves every value of list `group`
     /// unchanged but for ASCII case.
-    fn list_transparent(
-        &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
-        rules: &RuleSet,
-        chain_id: u32,
-    ) -> bool {
+    fn list_transparent(&mut self, of: ListRef<'_>, rules: &RuleSet, chain_id: u32) -> bool {
         rules
             .chain_masks
             .get(chain_id as usize)
             .copied()
             .flatten()
-            .is_some_and(|mask| self.list_transparent_steps(group, list, names, mask) == mask)
+            .is_some_and(|mask| self.list_transparent_steps(of, mask) == mask)
     }
 
     /// Which transformations of `mask` leave every value of list `group`
     /// unchanged but for ASCII case; learnt per transformation, once for
     /// the list, and from the union of its bytes where that settles it.
-    pub fn list_transparent_steps(
-        &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
-        mask: u64,
-    ) -> u64 {
-        let (summary, values) = self.summary(group, list, names);
+    pub fn list_transparent_steps(&mut self, of: ListRef<'_>, mask: u64) -> u64 {
+        let (list, _, names) = of;
+        let (summary, values) = self.summary(of);
         let unknown = mask & !summary.known;
         if unknown != 0 {
             let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
@@ -402,8 +376,9 @@ impl ValueMemo {
     }
 
     /// The union of the raw scans of list `group`'s values.
-    pub fn raw_hits(&mut self, group: u16, list: &[Pair], names: bool, rules: &RuleSet) -> &[u64] {
-        let (summary, values) = self.summary(group, list, names);
+    pub fn raw_hits(&mut self, of: ListRef<'_>, rules: &RuleSet) -> &[u64] {
+        let (list, _, names) = of;
+        let (summary, values) = self.summary(of);
         summary.hits.get_or_insert_with(|| {
             union_of_scans(rules, list, values, |pair, slot| {
                 let v = value(pair, names);
@@ -416,35 +391,30 @@ impl ValueMemo {
     /// `chain_id` (`chain`), all together.
     pub fn list_outputs(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
     ) -> ByteSet {
-        if self.list_transparent(group, list, names, rules, chain_id) {
-            return self.list_presence(group, list, names);
+        if self.list_transparent(of, rules, chain_id) {
+            return self.list_presence(of);
         }
-        self.chain_summary(group, list, names, rules, chain_id, chain)
-            .0
-            .presence
+        self.chain_summary(of, rules, chain_id, chain).0.presence
     }
 
     /// The union of the scans of those outputs.
     pub fn list_hits(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
     ) -> &[u64] {
-        if self.list_transparent(group, list, names, rules, chain_id) {
-            return self.raw_hits(group, list, names, rules);
+        let (list, _, names) = of;
+        if self.list_transparent(of, rules, chain_id) {
+            return self.raw_hits(of, rules);
         }
-        let (summary, values) = self.chain_summary(group, list, names, rules, chain_id, chain);
+        let (summary, values) = self.chain_summary(of, rules, chain_id, chain);
         summary.hits.get_or_insert_with(|| {
             union_of_scans(rules, list, values, |pair, slot| {
                 slot.output_hits(value(pair, names), rules, chain_id, chain)
@@ -454,15 +424,17 @@ impl ValueMemo {
 
     /// The bytes the values of list `group` hold, all together.
     #[inline]
-    pub fn list_presence(&mut self, group: u16, list: &[Pair], names: bool) -> ByteSet {
+    pub fn list_presence(&mut self, of: ListRef<'_>) -> ByteSet {
+        let (_, group, _) = of;
         match self.summaries.get(usize::from(group)) {
             Some(Some(summary)) => summary.presence,
-            _ => self.summary(group, list, names).0.presence,
+            _ => self.summary(of).0.presence,
         }
     }
 
     /// The summary of list `group`, made on first use, and its slots.
-    fn summary(&mut self, group: u16, list: &[Pair], names: bool) -> (&mut Summary, &mut [Slot]) {
+    fn summary(&mut self, of: ListRef<'_>) -> (&mut Summary, &mut [Slot]) {
+        let (list, group, names) = of;
         let index = usize::from(group);
         if self.summaries.len() <= index {
             self.summaries.resize_with(index + 1, || None);
@@ -487,18 +459,16 @@ impl ValueMemo {
     /// it: no output holds the operator's literals. Each value's output is
     /// the one its slot keeps for later rules, so nothing is transformed
     /// or scanned twice.
-    #[allow(clippy::too_many_arguments)]
     fn outputs_cannot_match(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
         slots: Slots,
     ) -> bool {
-        let (summary, values) = self.chain_summary(group, list, names, rules, chain_id, chain);
+        let (list, _, names) = of;
+        let (summary, values) = self.chain_summary(of, rules, chain_id, chain);
         // The plain slot holds only for plain values: usable when every
         // output is plain.
         let plain = slots
@@ -528,13 +498,12 @@ impl ValueMemo {
     /// values of list `group`, made on first use, and the list's slots.
     fn chain_summary(
         &mut self,
-        group: u16,
-        list: &[Pair],
-        names: bool,
+        of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
         chain: &[Transform],
     ) -> (&mut ChainSummary, &mut [Slot]) {
+        let (list, group, names) = of;
         let values = grown(&mut self.groups, group, list.len());
         let index = usize::from(group);
         if self.chain_summaries.len() <= index {

@@ -615,15 +615,8 @@ impl Transaction {
                 && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
-                let mut reaches = lists.into_iter().flatten().map(|(list, group, names)| {
-                    memo.list_reach(
-                        group,
-                        list,
-                        names,
-                        &self.rules,
-                        rule.chain_id,
-                        &rule.transforms,
-                    )
+                let mut reaches = lists.into_iter().flatten().map(|list| {
+                    memo.list_reach(list, &self.rules, rule.chain_id, &rule.transforms)
                 });
                 if reaches.all(|reach| !reach.intersects(needs)) {
                     continue;
@@ -637,10 +630,9 @@ impl Transaction {
                 && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
-                for (list, group, names) in lists.into_iter().flatten() {
-                    if !rule.negated
-                        && memo.rule_cannot_match_list(&self.rules, rule, spec, group, list, names)
-                    {
+                for of in lists.into_iter().flatten() {
+                    let (list, group, names) = of;
+                    if !rule.negated && memo.rule_cannot_match_list(&self.rules, rule, spec, of) {
                         continue;
                     }
                     let slots = memo.group(group, list.len());
