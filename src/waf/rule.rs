@@ -100,8 +100,8 @@ pub struct CompiledRule {
     /// For a gated rule, the targets it reads (its entries but the
     /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
     pub gate_reads: Box<[u32]>,
-    /// The number rules with the same `gate_reads` share (an index into
-    /// `RuleSet::gate_read_sets`).
+    /// The number rules with the same `gate_reads` share (below
+    /// `RuleSet::gate_read_set_count`).
     pub gate_set: u32,
     pub multi_match: bool,
     pub capture: bool,
@@ -155,8 +155,8 @@ pub struct RuleSet {
     pub gate_targets: Vec<GateTarget>,
     /// What those targets select, once.
     pub gate_selections: Vec<GateSelection>,
-    /// Every list of targets a gated rule reads, once.
-    pub gate_read_sets: Vec<Box<[u32]>>,
+    /// How many different lists of targets gated rules read.
+    pub gate_read_set_count: usize,
     /// TX as the rules folded at load leave it (see `fold`): where every
     /// transaction starts.
     pub initial_tx: VarMap,
@@ -239,7 +239,7 @@ impl RuleSet {
             used_transforms,
             gate_targets: gate_targets.targets,
             gate_selections: gate_targets.selections,
-            gate_read_sets: gate_targets.read_sets,
+            gate_read_set_count: gate_targets.read_set_numbers.len(),
             initial_tx: VarMap::default(),
             folded_rules: 0,
             optimised: optimise,
@@ -334,7 +334,6 @@ struct GateTargets {
     numbers: HashMap<(u32, u32), u32>,
     targets: Vec<GateTarget>,
     read_set_numbers: HashMap<Box<[u32]>, u32>,
-    read_sets: Vec<Box<[u32]>>,
 }
 
 impl GateTargets {
@@ -364,12 +363,8 @@ impl GateTargets {
 
     /// The number of the read set `reads`.
     fn read_set(&mut self, reads: &[u32]) -> u32 {
-        let next = self.read_sets.len() as u32;
-        let number = *self.read_set_numbers.entry(reads.into()).or_insert(next);
-        if number == next {
-            self.read_sets.push(reads.into());
-        }
-        number
+        let next = self.read_set_numbers.len() as u32;
+        *self.read_set_numbers.entry(reads.into()).or_insert(next)
     }
 
     fn selection(&mut self, spec: &VarSpec) -> u32 {

@@ -25,9 +25,11 @@
 use std::borrow::Cow;
 
 use super::Transaction;
-use super::memo::{Learnt, SelectionSummary, SlotId, TargetSummary, ValueMemo, not_plain};
+use super::memo::{
+    Learnt, SelectionSummary, SlotId, StepsKnown, TargetSummary, ValueMemo, not_plain,
+};
 use super::vars::{self, ListRef, group};
-use crate::waf::prefilter::{ByteSet, Hits, Slots, hit, triggered_by};
+use crate::waf::prefilter::{ByteSet, Hits, Slots, hit};
 use crate::waf::rule::{CompiledRule, GateSelection, GateTarget, RuleSet};
 use crate::waf::seclang::ast::{Selector, Var};
 
@@ -211,11 +213,8 @@ impl Transaction {
                 false => TargetSummary {
                     learnt: Learnt::Reach,
                     transparent: false,
-                    reach: if rules.chain_is_bounded(target.chain_id) {
-                        rules.chain_reach(target.chain_id, &target.transforms, presence)
-                    } else {
-                        ByteSet::ALL
-                    },
+                    // All bytes, for a chain that may output any.
+                    reach: rules.chain_reach(target.chain_id, &target.transforms, presence),
                     outputs: ByteSet::ALL,
                     hits: None,
                 },
@@ -310,8 +309,7 @@ impl Transaction {
                 learnt: true,
                 unreadable: !readable,
                 presence,
-                known: 0,
-                transparent: 0,
+                steps: StepsKnown::default(),
                 hits: None,
             };
         }
@@ -341,28 +339,22 @@ impl Transaction {
         let Some(summary) = memo.selection(target.selection) else {
             return false;
         };
-        let unknown = mask & !summary.known;
-        if unknown != 0 {
-            let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
-            let undecided = unknown & !transparent;
-            if undecided != 0 {
-                let mut all = undecided;
-                self.each_part(selection, &mut |part| {
-                    all &= match part {
-                        Part::List(list) => memo.list_transparent_steps(list, undecided),
-                        Part::Value(id, value) => memo.slot(id).transparent_steps(value, undecided),
-                    };
-                });
-                transparent |= all;
-            }
-            let Some(summary) = memo.selection(target.selection) else {
-                return false;
-            };
-            summary.known |= unknown;
-            summary.transparent |= transparent;
-            return mask & !summary.transparent == 0;
+        // Copied out: the values are asked through the memo that keeps it.
+        let (mut steps, presence) = (summary.steps, summary.presence);
+        let transparent = steps.of(mask, &presence, |undecided| {
+            let mut all = undecided;
+            self.each_part(selection, &mut |part| {
+                all &= match part {
+                    Part::List(list) => memo.list_transparent_steps(list, undecided),
+                    Part::Value(id, value) => memo.slot(id).transparent_steps(value, undecided),
+                };
+            });
+            all
+        });
+        if let Some(summary) = memo.selection(target.selection) {
+            summary.steps = steps;
         }
-        mask & !summary.transparent == 0
+        transparent == mask
     }
 
     /// Calls `f` with each part of what `selection` reads: whole lists, or

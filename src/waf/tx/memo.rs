@@ -41,9 +41,37 @@ pub struct ValueMemo {
     /// `RuleSet::gate_targets`), what the gate has learnt of it.
     selections: Vec<SelectionSummary>,
     targets: Vec<TargetSummary>,
-    /// Per read set (`RuleSet::gate_read_sets`), the bytes its values
+    /// Per read set (see `CompiledRule::gate_set`), the bytes its values
     /// may reach, once known.
     read_sets: Vec<Option<ByteSet>>,
+}
+
+/// Which transformations leave every value of a list or selection
+/// unchanged but for case, learnt per transformation as rules ask.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepsKnown {
+    known: u64,
+    transparent: u64,
+}
+
+impl StepsKnown {
+    /// Which transformations of `mask` leave every value (their bytes
+    /// together: `presence`) unchanged but for case. A transformation none
+    /// of whose trigger bytes any value holds is settled by `presence`;
+    /// `per_value(undecided)` answers for the others, value by value.
+    pub fn of(&mut self, mask: u64, presence: &ByteSet, per_value: impl FnOnce(u64) -> u64) -> u64 {
+        let unknown = mask & !self.known;
+        if unknown != 0 {
+            let mut transparent = unknown & !triggered_by(unknown, presence);
+            let undecided = unknown & !transparent;
+            if undecided != 0 {
+                transparent |= per_value(undecided);
+            }
+            self.known |= unknown;
+            self.transparent |= transparent;
+        }
+        mask & self.transparent
+    }
 }
 
 /// What the rule gate knows of the values of one of its selections, all
@@ -57,8 +85,7 @@ pub struct SelectionSummary {
     /// the asking): the gate cannot judge it.
     pub unreadable: bool,
     pub presence: ByteSet,
-    pub known: u64,
-    pub transparent: u64,
+    pub steps: StepsKnown,
     pub hits: Option<Hits>,
 }
 
@@ -112,8 +139,7 @@ struct ChainSummary {
 /// holds is transparent without looking at a value.
 struct Summary {
     presence: ByteSet,
-    known: u64,
-    transparent: u64,
+    steps: StepsKnown,
     hits: Option<Hits>,
 }
 
@@ -220,7 +246,7 @@ impl ValueMemo {
                 .resize_with(rules.gate_targets.len(), TargetSummary::default);
             self.selections
                 .resize_with(rules.gate_selections.len(), SelectionSummary::default);
-            self.read_sets.resize(rules.gate_read_sets.len(), None);
+            self.read_sets.resize(rules.gate_read_set_count, None);
         }
     }
 
@@ -355,24 +381,16 @@ impl ValueMemo {
     pub fn list_transparent_steps(&mut self, of: ListRef<'_>, mask: u64) -> u64 {
         let (list, _, names) = of;
         let (summary, values) = self.summary(of);
-        let unknown = mask & !summary.known;
-        if unknown != 0 {
-            let mut transparent = unknown & !triggered_by(unknown, &summary.presence);
-            let undecided = unknown & !transparent;
-            if undecided != 0 {
-                transparent |=
-                    list.iter()
-                        .zip(values.iter_mut())
-                        .fold(undecided, |all, (pair, slot)| {
-                            let v = value(pair, names);
-                            let presence = slot.presence(v);
-                            all & slot.transparency.of(undecided, v, &presence)
-                        });
-            }
-            summary.known |= unknown;
-            summary.transparent |= transparent;
-        }
-        mask & summary.transparent
+        let presence = summary.presence;
+        summary.steps.of(mask, &presence, |undecided| {
+            list.iter()
+                .zip(values.iter_mut())
+                .fold(undecided, |all, (pair, slot)| {
+                    let v = value(pair, names);
+                    let presence = slot.presence(v);
+                    all & slot.transparency.of(undecided, v, &presence)
+                })
+        })
     }
 
     /// The union of the raw scans of list `group`'s values.
@@ -447,8 +465,7 @@ impl ValueMemo {
                 .fold(ByteSet::default(), |all, (pair, slot)| {
                     all.union(slot.presence(value(pair, names)))
                 }),
-            known: 0,
-            transparent: 0,
+            steps: StepsKnown::default(),
             hits: None,
         });
         (summary, values)
