@@ -56,7 +56,7 @@ impl KeyRegex {
                 lit.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             })
-            .map(|lit| lit.as_bytes().into());
+            .map(|lit| lit.to_ascii_lowercase().into_bytes().into());
         Ok(KeyRegex {
             pattern: pattern.to_string(),
             regex: Arc::new(regex),
@@ -64,8 +64,8 @@ impl KeyRegex {
         })
     }
 
-    /// The literal every matching key starts with (any case), when the
-    /// pattern is `^literal`.
+    /// The literal (lower-cased) every matching key starts with in any
+    /// case, when the pattern is `^literal`.
     pub fn literal_prefix(&self) -> Option<&[u8]> {
         self.prefix.as_deref()
     }
@@ -74,9 +74,12 @@ impl KeyRegex {
     #[inline]
     pub fn is_match(&self, key: &[u8]) -> bool {
         match &self.prefix {
-            Some(lit) => key
-                .get(..lit.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(lit)),
+            // The first byte alone turns most keys away (TX names differ
+            // early), before the case-blind compare of the rest.
+            Some(lit) => key.get(..lit.len()).is_some_and(|head| {
+                head.first().map(u8::to_ascii_lowercase) == lit.first().copied()
+                    && head.eq_ignore_ascii_case(lit)
+            }),
             None => self.regex.is_match(key),
         }
     }
