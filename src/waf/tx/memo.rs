@@ -319,7 +319,9 @@ impl ValueMemo {
     }
 
     /// [`Self::list_cannot_match`] for `rule`'s first link reading list
-    /// `group` through target `spec`.
+    /// `group` through target `spec`. Only whole lists are asked: a keyed
+    /// target reads a value or two, which `judge` settles from their own
+    /// scans for less than the whole list's would cost.
     pub fn rule_cannot_match_list(
         &mut self,
         rules: &RuleSet,
@@ -327,36 +329,27 @@ impl ValueMemo {
         spec: &VarSpec,
         of: ListRef<'_>,
     ) -> bool {
-        self.list_cannot_match(
-            of,
-            rules,
-            rule.chain_id,
-            // A keyed target reads a value or two: the whole list's
-            // outputs would cost more.
-            matches!(spec.selector, Selector::All).then_some(&*rule.transforms),
-            rule.prefilter,
-        )
+        matches!(spec.selector, Selector::All)
+            && self.list_cannot_match(of, rules, rule.chain_id, &rule.transforms, rule.prefilter)
     }
 
     /// True proves that no value of list `group` (`list`; its keys when
     /// `names`) can match an operator with prefilter `slots` after chain
     /// `chain_id` (`chain`): no value holds the operator's literals once
-    /// transformed. Without `chain`, only chains that leave every value
-    /// unchanged but for case are decided.
-    pub fn list_cannot_match(
+    /// transformed.
+    fn list_cannot_match(
         &mut self,
         of: ListRef<'_>,
         rules: &RuleSet,
         chain_id: u32,
-        chain: Option<&[Transform]>,
+        chain: &[Transform],
         slots: Slots,
     ) -> bool {
         let Some(any) = slots
             .any
             .filter(|_| self.list_transparent(of, rules, chain_id))
         else {
-            return chain
-                .is_some_and(|chain| self.outputs_cannot_match(of, rules, chain_id, chain, slots));
+            return self.outputs_cannot_match(of, rules, chain_id, chain, slots);
         };
         if !rules.prefilter.may_hit(&self.list_presence(of), any) {
             return true;
