@@ -407,6 +407,19 @@ fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     }
 }
 
+/// `spec`, with the name it picks from a collection lower-cased as the
+/// collection keeps its names: read by name in most CRS rules
+/// (`TX:DETECTION_PARANOIA_LEVEL`), it is then looked up as it is.
+fn lowered_collection_key(spec: &VarSpec) -> VarSpec {
+    let mut spec = spec.clone();
+    if crate::waf::tx::is_collection(spec.var)
+        && let Selector::Key(name) = &mut spec.selector
+    {
+        name.make_ascii_lowercase();
+    }
+    spec
+}
+
 fn values<'a>(actions: &'a [Action], name: &'a str) -> impl Iterator<Item = &'a str> {
     actions
         .iter()
@@ -523,7 +536,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         id,
         phase,
         origin: ast.origin.clone(),
-        variables: ast.variables.clone(),
+        variables: ast.variables.iter().map(lowered_collection_key).collect(),
         operator,
         negated: ast.operator.negated,
         param: Template::parse(&ast.operator.param),

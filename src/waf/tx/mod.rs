@@ -162,6 +162,12 @@ const COLLECTIONS: [Var; 8] = [
     Var::Geo,
 ];
 
+/// Whether `var` is a collection rules set and read by name (TX, IP, ...),
+/// whose names are kept lower-cased.
+pub(crate) fn is_collection(var: Var) -> bool {
+    COLLECTIONS.contains(&var)
+}
+
 impl Transaction {
     pub fn new(rules: Arc<RuleSet>, request: RequestData, unique_id: String) -> Transaction {
         let mode = rules.settings.mode;

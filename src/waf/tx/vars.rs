@@ -289,20 +289,15 @@ impl Transaction {
             && super::COLLECTIONS.contains(&spec.var)
             && let Some(map) = self.collections.get(&spec.var)
         {
-            // Names are kept lower-cased; CRS writes them in capitals.
-            let mut buffer = [0u8; 64];
-            let lowered;
-            let key = if !key.bytes().any(|b| b.is_ascii_uppercase()) {
-                key.as_str()
-            } else if let Some(short) = buffer.get_mut(..key.len()) {
-                short.copy_from_slice(key.as_bytes());
-                short.make_ascii_lowercase();
-                std::str::from_utf8(short).unwrap_or(key)
-            } else {
-                lowered = key.to_ascii_lowercase();
-                lowered.as_str()
-            };
-            let found = map.get_key_value(key);
+            // Names are kept lower-cased, as are the names compiled rules
+            // pick (`rule::lowered_collection_key`): looked up as they are,
+            // and lowered here only when that misses.
+            let found = map.get_key_value(key.as_str()).or_else(|| {
+                if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return None;
+                }
+                map.get_key_value(key.to_ascii_lowercase().as_str())
+            });
             if spec.count {
                 f(None, if found.is_some() { b"1" } else { b"0" }, None);
             } else if let Some((k, v)) = found {
