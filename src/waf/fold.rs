@@ -25,6 +25,12 @@
 //! - no rule left before it can remove rules or switch the engine (`ctl`),
 //!   and it is not inside the range a rule left in place may skip.
 //!
+//! A rule that cannot be folded for what its actions read may still be
+//! dropped: when its first link tests only TX variables that no rule left
+//! before it writes, changes nothing while tested, and fails on them, it
+//! fails in every transaction (CRS's 949 rules summing the scores of
+//! paranoia levels above the one set).
+//!
 //! `RuleSet::compile_with(.., false)` compiles without folding (and
 //! without the prefilter); the tests compare the two on CRS.
 
@@ -418,6 +424,10 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
             }
             let pinned = !pins.markers.is_empty() || pins.rules > 0;
             pins.rules = pins.rules.saturating_sub(1);
+            if !pinned && first_link_never_matches(rule, &kept, &mut dummy) {
+                folded += 1;
+                continue;
+            }
             let access = Access::of(rule);
             let candidate = !pinned
                 && !access.reads_other
@@ -476,6 +486,33 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
         folded,
         dropped,
     }
+}
+
+/// Whether `rule` can be dropped because its first link, whatever its
+/// actions and chain read, tests only TX variables no rule left in place
+/// before it writes, and fails on them: then it fails in every
+/// transaction, and does nothing (a failed first link runs nothing).
+/// CRS's 949 rules are of this kind: `TX:BLOCKING_PARANOIA_LEVEL "@ge 2"`
+/// adding up scores the rules left in place write.
+fn first_link_never_matches(rule: &CompiledRule, kept: &Kept, dummy: &mut Transaction) -> bool {
+    let testing_changes_nothing =
+        !rule.capture && (rule.chain.is_none() || rule.set_vars.is_empty());
+    if !testing_changes_nothing || rule.variables.is_empty() || writes_state(rule) {
+        return false;
+    }
+    let mut reads = Access::default();
+    for spec in &rule.variables {
+        reads.variable(spec);
+    }
+    for (collection, key) in rule.param.references() {
+        match (collection, key) {
+            ("TX", Some(key)) => reads.reads.exact(key),
+            _ => reads.reads_other = true,
+        }
+    }
+    !reads.reads_other
+        && !kept.writes.touches_any(&reads.reads)
+        && !dummy.fold_first_link_matches(rule)
 }
 
 /// The rules `rule`'s skip would pass over, of the `rest` of its phase.

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use palisade::waf::rule::RuleSet;
+use palisade::waf::rule::{RuleSet, Step};
 use palisade::waf::seclang;
 use palisade::waf::tx::Transaction;
 use palisade::waf::tx::request::RequestData;
@@ -437,6 +437,44 @@ fn folding_a_gate_respects_a_ctl_that_removes_it() {
             let (status, tx) = verdict(rules, request("GET", &format!("/?{query}"), &[], ""));
             assert_eq!(status, expected, "{query}");
             assert_eq!(tx.tx_var("level"), Some(&b"1"[..]), "{query}");
+        }
+    }
+}
+
+/// A rule whose first link tests only constant TX variables and fails on
+/// them fails in every transaction, whatever its actions read: it is
+/// dropped at load (CRS's 949 score sums for paranoia levels above the
+/// one set). One that tests what a request may set stays.
+#[test]
+fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_state() {
+    let text = "SecRuleEngine On\n\
+        SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+        SecRule ARGS:a \"@rx .\" \"id:2,phase:1,pass,nolog,setvar:tx.score=+5\"\n\
+        SecRule TX:level \"@ge 2\" \"id:3,phase:1,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
+        SecRule TX:level \"@ge 1\" \"id:4,phase:1,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
+        SecRule ARGS:lvl \"@rx .\" \"id:5,phase:1,pass,nolog,setvar:tx.level2=%{ARGS.lvl}\"\n\
+        SecRule TX:level2 \"@ge 2\" \"id:6,phase:1,pass,nolog,setvar:tx.total=+100\"\n";
+    let compile = |optimise: bool| {
+        let source = seclang::load_str("test.conf", text).unwrap_or_else(|e| panic!("{e:?}"));
+        Arc::new(RuleSet::compile_with(source, optimise).unwrap_or_else(|e| panic!("{e:?}")))
+    };
+    let (folded, plain) = (compile(true), compile(false));
+    let left: Vec<u64> = folded.phases[0]
+        .iter()
+        .filter_map(|step| match step {
+            Step::Rule(rule) => Some(rule.id),
+            Step::Marker(_) => None,
+        })
+        .collect();
+    assert_eq!(left, [2, 4, 5, 6], "1 is folded, 3 dropped, the rest stay");
+    for (query, total) in [
+        ("a=x", Some(&b"5"[..])),
+        ("a=x&lvl=3", Some(&b"105"[..])),
+        ("lvl=1", Some(&b"0"[..])),
+    ] {
+        for rules in [&folded, &plain] {
+            let (_, tx) = verdict(rules, request("GET", &format!("/?{query}"), &[], ""));
+            assert_eq!(tx.tx_var("total"), total, "{query}");
         }
     }
 }

@@ -235,6 +235,13 @@ impl Transaction {
         self.evaluate(rule, 0)
     }
 
+    /// For `fold`: whether `rule`'s first link matches, alone. Only for a
+    /// link that changes nothing while it is tested (no `capture`, no
+    /// per-match `setvar`): a match leaves only the matched variables.
+    pub(super) fn fold_first_link_matches(&mut self, rule: &CompiledRule) -> bool {
+        self.evaluate_one(rule, 0)
+    }
+
     /// For `fold`: runs a matched rule's actions.
     pub(super) fn fold_apply(&mut self, rule: &Arc<CompiledRule>) {
         self.run_actions(rule);
