@@ -423,8 +423,12 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
                 continue;
             }
             let pinned = !pins.markers.is_empty() || pins.rules > 0;
+            // A skip by count would skip another rule without this one; a
+            // skip to a marker is the same with or without a rule that
+            // does nothing.
+            let counted = pins.rules > 0;
             pins.rules = pins.rules.saturating_sub(1);
-            if !pinned && first_link_never_matches(rule, &kept, &mut dummy) {
+            if !counted && first_link_never_matches(rule, &kept, &mut dummy) {
                 folded += 1;
                 continue;
             }
