@@ -453,24 +453,42 @@ fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_s
         SecRule TX:level \"@ge 2\" \"id:3,phase:1,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
         SecRule TX:level \"@ge 1\" \"id:4,phase:1,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
         SecRule ARGS:lvl \"@rx .\" \"id:5,phase:1,pass,nolog,setvar:tx.level2=%{ARGS.lvl}\"\n\
-        SecRule TX:level2 \"@ge 2\" \"id:6,phase:1,pass,nolog,setvar:tx.total=+100\"\n";
+        SecRule TX:level2 \"@ge 2\" \"id:6,phase:1,pass,nolog,setvar:tx.total=+100\"\n\
+        SecRule ARGS:s \"@rx .\" \"id:20,phase:2,pass,nolog,skip:1\"\n\
+        SecRule TX:level \"@ge 2\" \"id:21,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
+        SecRule ARGS:s \"@rx .\" \"id:22,phase:2,pass,nolog,setvar:tx.total=+1000\"\n\
+        SecRule ARGS:m \"@rx .\" \"id:23,phase:2,pass,nolog,skipAfter:END\"\n\
+        SecRule TX:level \"@ge 2\" \"id:24,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
+        SecRule ARGS:m \"@rx .\" \"id:25,phase:2,pass,nolog,setvar:tx.total=+2000\"\n\
+        SecMarker END\n";
     let compile = |optimise: bool| {
         let source = seclang::load_str("test.conf", text).unwrap_or_else(|e| panic!("{e:?}"));
         Arc::new(RuleSet::compile_with(source, optimise).unwrap_or_else(|e| panic!("{e:?}")))
     };
     let (folded, plain) = (compile(true), compile(false));
-    let left: Vec<u64> = folded.phases[0]
-        .iter()
-        .filter_map(|step| match step {
-            Step::Rule(rule) => Some(rule.id),
-            Step::Marker(_) => None,
-        })
-        .collect();
-    assert_eq!(left, [2, 4, 5, 6], "1 is folded, 3 dropped, the rest stay");
+    let left = |phase: usize| -> Vec<u64> {
+        folded.phases[phase]
+            .iter()
+            .filter_map(|step| match step {
+                Step::Rule(rule) => Some(rule.id),
+                Step::Marker(_) => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        left(0),
+        [2, 4, 5, 6],
+        "1 is folded, 3 dropped, the rest stay"
+    );
+    // 21 is counted by 20's `skip:1`; 24 is only within 23's skip to a
+    // marker, which passes over it the same whether it is there or not.
+    assert_eq!(left(1), [20, 21, 22, 23, 25]);
     for (query, total) in [
         ("a=x", Some(&b"5"[..])),
         ("a=x&lvl=3", Some(&b"105"[..])),
         ("lvl=1", Some(&b"0"[..])),
+        ("a=x&s=1", Some(&b"1005"[..])),
+        ("a=x&m=1", Some(&b"5"[..])),
     ] {
         for rules in [&folded, &plain] {
             let (_, tx) = verdict(rules, request("GET", &format!("/?{query}"), &[], ""));
