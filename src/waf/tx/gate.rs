@@ -49,7 +49,7 @@ pub fn admits_gate(rule: &CompiledRule) -> bool {
 }
 
 fn reads_request_or_response(var: Var) -> bool {
-    !super::COLLECTIONS.contains(&var)
+    !super::is_collection(var)
         && !matches!(
             var,
             Var::MatchedVar | Var::MatchedVarName | Var::MatchedVars | Var::MatchedVarsNames

@@ -286,7 +286,7 @@ impl Transaction {
         // `TX:name` and the like: one lookup, not a walk of the collection
         // (CRS reads TX by name in most of its rules).
         if let Selector::Key(key) = &spec.selector
-            && super::COLLECTIONS.contains(&spec.var)
+            && super::is_collection(spec.var)
             && let Some(map) = self.collections.get(&spec.var)
         {
             // Names are kept lower-cased, as are the names compiled rules
