@@ -25,11 +25,13 @@
 //! - no rule left before it can remove rules or switch the engine (`ctl`),
 //!   and it is not inside the range a rule left in place may skip.
 //!
-//! A rule that cannot be folded for what its actions read may still be
-//! dropped: when its first link tests only TX variables that no rule left
-//! before it writes, changes nothing while tested, and fails on them, it
-//! fails in every transaction (CRS's 949 rules summing the scores of
-//! paranoia levels above the one set).
+//! A rule that cannot be folded for what its actions read may still have
+//! its test settled: when its first link tests only TX variables that no
+//! rule left before it writes and changes nothing while tested, a test
+//! that fails drops the rule (it fails in every transaction), and one that
+//! passes is taken as passed where nothing could tell (CRS's 949 rules
+//! summing the scores of the paranoia levels above, and up to, the one
+//! set).
 //!
 //! `RuleSet::compile_with(.., false)` compiles without folding (and
 //! without the prefilter); the tests compare the two on CRS.
@@ -100,6 +102,8 @@ struct Access {
     reads_other: bool,
     /// Reads `MATCHED_VAR` and the like as left by an earlier rule.
     reads_previous_match: bool,
+    /// Reads `MATCHED_VAR` and the like in its actions or messages.
+    reads_matched: bool,
     /// Has `ctl`, `setenv`, `initcol`, `expirevar` or `capture`.
     side_effects: bool,
     /// Its `ctl`s that remove rules or targets or switch the engine.
@@ -276,6 +280,7 @@ impl Access {
                         _,
                     ) => {
                         self.reads_other = true;
+                        self.reads_matched = true;
                         // A rule without targets has no match of its own.
                         if first && rule.variables.is_empty() {
                             self.reads_previous_match = true;
@@ -374,6 +379,9 @@ pub struct Folded {
     pub tx: VarMap,
     pub folded: usize,
     pub dropped: usize,
+    /// Where in `phases` (phase index, step index) the rules whose test
+    /// passes in every transaction are (see `test_always_passes`).
+    pub always_pass: Vec<(usize, usize)>,
 }
 
 /// Folds what can be folded (see the module doc). `dummy` is a
@@ -388,6 +396,7 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
             tx: VarMap::default(),
             folded,
             dropped,
+            always_pass: Vec::new(),
         };
     }
     let previous_match_read = phases.iter().flatten().any(|step| match step {
@@ -395,6 +404,7 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
         Step::Marker(_) => false,
     });
     let mut kept = Kept::default();
+    let mut always_pass = Vec::new();
     for (index, steps) in phases.iter().enumerate() {
         let phase = index + 1;
         let mut pins = Pins::default();
@@ -471,6 +481,9 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
                 }
             }
             // Left in place.
+            if !previous_match_read && test_always_passes(rule, &access, &kept, &mut dummy) {
+                always_pass.push((index, out[index].len()));
+            }
             if rule.skip > 0 {
                 pins.rules = pins.rules.max(rule.skip);
             }
@@ -489,6 +502,7 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
         tx: dummy.into_tx(),
         folded,
         dropped,
+        always_pass,
     }
 }
 
@@ -501,7 +515,43 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
 fn first_link_never_matches(rule: &CompiledRule, kept: &Kept, dummy: &mut Transaction) -> bool {
     let testing_changes_nothing =
         !rule.capture && (rule.chain.is_none() || rule.set_vars.is_empty());
-    if !testing_changes_nothing || rule.variables.is_empty() || writes_state(rule) {
+    testing_changes_nothing
+        && first_link_is_constant(rule, kept)
+        && !dummy.fold_first_link_matches(rule)
+}
+
+/// Whether `rule`, left in place, may skip its test in every transaction
+/// because it would pass: a rule without a chain that tests only TX
+/// variables no rule left in place before it writes (nor any rule folded
+/// after it, which kept readers stop) and passes on them, where nothing
+/// would tell the difference: no `capture`, no log entry, no message or
+/// action reading what it matched, no `ctl` before it that may remove its
+/// targets. CRS's 949 rules adding up the scores of the paranoia levels
+/// up to the one set are of this kind. The caller checks that no rule
+/// reads the matched variables a previous rule left.
+fn test_always_passes(
+    rule: &CompiledRule,
+    access: &Access,
+    kept: &Kept,
+    dummy: &mut Transaction,
+) -> bool {
+    rule.chain.is_none()
+        && !rule.capture
+        && !rule.log
+        && rule.msg.is_none()
+        && rule.logdata.is_none()
+        && !access.reads_matched
+        && !kept.could_steer(rule, false, &[])
+        && first_link_is_constant(rule, kept)
+        && dummy.fold_first_link_matches(rule)
+}
+
+/// Whether `rule`'s first link tests something (not a `SecAction`) that
+/// is the same in every transaction: TX variables named outright that no
+/// rule left in place before it writes, through an operator that changes
+/// nothing.
+fn first_link_is_constant(rule: &CompiledRule, kept: &Kept) -> bool {
+    if rule.variables.is_empty() || writes_state(rule) {
         return false;
     }
     let mut reads = Access::default();
@@ -514,9 +564,7 @@ fn first_link_never_matches(rule: &CompiledRule, kept: &Kept, dummy: &mut Transa
             _ => reads.reads_other = true,
         }
     }
-    !reads.reads_other
-        && !kept.writes.touches_any(&reads.reads)
-        && !dummy.fold_first_link_matches(rule)
+    !reads.reads_other && !kept.writes.touches_any(&reads.reads)
 }
 
 /// The rules `rule`'s skip would pass over, of the `rest` of its phase.

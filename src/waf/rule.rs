@@ -97,6 +97,10 @@ pub struct CompiledRule {
     /// Whether the rule gate may turn this rule away before evaluation
     /// (see `tx::gate`); set with the prefilter.
     pub gated: bool,
+    /// The test is known at load to pass in every transaction (see
+    /// `fold`): evaluation takes it as passed. Only for rules without a
+    /// chain.
+    pub always_passes: bool,
     /// For a gated rule, the targets it reads (its entries but the
     /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
     pub gate_reads: Box<[u32]>,
@@ -283,6 +287,14 @@ impl RuleSet {
         // does not copy.
         let mut rules = Arc::unwrap_or_clone(rules);
         rules.phases = folded.phases;
+        // The unfolded phases are gone, so each rule is held once here.
+        for (phase, at) in folded.always_pass {
+            if let Some(Step::Rule(rule)) = rules.phases.get_mut(phase).and_then(|p| p.get_mut(at))
+                && let Some(rule) = Arc::get_mut(rule)
+            {
+                rule.always_passes = true;
+            }
+        }
         rules.initial_tx = folded.tx;
         // Each transaction's TX is a clone of this, capacity and all:
         // room for the variables requests add (CRS's 920450 adds one per
@@ -548,6 +560,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         needs: None,
         step_gate: None,
         gated: false,
+        always_passes: false,
         gate_reads: Box::default(),
         gate_set: 0,
         transforms,

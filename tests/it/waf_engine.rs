@@ -444,9 +444,12 @@ fn folding_a_gate_respects_a_ctl_that_removes_it() {
 /// A rule whose first link tests only constant TX variables and fails on
 /// them fails in every transaction, whatever its actions read: it is
 /// dropped at load (CRS's 949 score sums for paranoia levels above the
-/// one set). One that tests what a request may set stays.
+/// one set). One whose test passes on them keeps its actions but skips
+/// the test, unless something could tell (a log entry, a `ctl` taking its
+/// target away). Tests of what a request may set, and rules a `skip`
+/// counts, stay as they are.
 #[test]
-fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_state() {
+fn constant_tests_are_settled_at_load_unless_a_request_could_tell() {
     let text = "SecRuleEngine On\n\
         SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
         SecRule ARGS:a \"@rx .\" \"id:2,phase:1,pass,nolog,setvar:tx.score=+5\"\n\
@@ -454,6 +457,9 @@ fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_s
         SecRule TX:level \"@ge 1\" \"id:4,phase:1,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
         SecRule ARGS:lvl \"@rx .\" \"id:5,phase:1,pass,nolog,setvar:tx.level2=%{ARGS.lvl}\"\n\
         SecRule TX:level2 \"@ge 2\" \"id:6,phase:1,pass,nolog,setvar:tx.total=+100\"\n\
+        SecRule TX:level \"@ge 1\" \"id:7,phase:1,pass,log,msg:'level %{MATCHED_VAR}'\"\n\
+        SecRule ARGS:x \"@rx .\" \"id:8,phase:1,pass,nolog,ctl:ruleRemoveTargetById=9;TX:level\"\n\
+        SecRule TX:level \"@ge 1\" \"id:9,phase:1,pass,nolog,setvar:tx.nine=1\"\n\
         SecRule ARGS:s \"@rx .\" \"id:20,phase:2,pass,nolog,skip:1\"\n\
         SecRule TX:level \"@ge 2\" \"id:21,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}\"\n\
         SecRule ARGS:s \"@rx .\" \"id:22,phase:2,pass,nolog,setvar:tx.total=+1000\"\n\
@@ -477,12 +483,26 @@ fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_s
     };
     assert_eq!(
         left(0),
-        [2, 4, 5, 6],
+        [2, 4, 5, 6, 7, 8, 9],
         "1 is folded, 3 dropped, the rest stay"
     );
+    // 4's test passes in every transaction and is taken as passed; 7
+    // logs what it matched, and a request may take 9's target away.
+    let passes: Vec<u64> = folded.phases[0]
+        .iter()
+        .filter_map(|step| match step {
+            Step::Rule(rule) if rule.always_passes => Some(rule.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(passes, [4]);
     // 21 is counted by 20's `skip:1`; 24 is only within 23's skip to a
     // marker, which passes over it the same whether it is there or not.
     assert_eq!(left(1), [20, 21, 22, 23, 25]);
+    for rules in [&folded, &plain] {
+        let (_, tx) = verdict(rules, request("GET", "/?a=x&x=1", &[], ""));
+        assert_eq!(tx.tx_var("nine"), None, "9 lost its only target");
+    }
     for (query, total) in [
         ("a=x", Some(&b"5"[..])),
         ("a=x&lvl=3", Some(&b"105"[..])),
@@ -493,6 +513,7 @@ fn a_rule_whose_constant_test_fails_is_dropped_though_its_actions_read_request_s
         for rules in [&folded, &plain] {
             let (_, tx) = verdict(rules, request("GET", &format!("/?{query}"), &[], ""));
             assert_eq!(tx.tx_var("total"), total, "{query}");
+            assert_eq!(tx.tx_var("nine"), Some(&b"1"[..]), "{query}");
         }
     }
 }
