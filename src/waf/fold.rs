@@ -380,7 +380,7 @@ pub struct Folded {
     pub folded: usize,
     pub dropped: usize,
     /// Where in `phases` (phase index, step index) the rules whose test
-    /// passes in every transaction are (see `test_always_passes`).
+    /// passes in every transaction are (see `may_skip_test`).
     pub always_pass: Vec<(usize, usize)>,
 }
 
@@ -438,7 +438,8 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
             // does nothing.
             let counted = pins.rules > 0;
             pins.rules = pins.rules.saturating_sub(1);
-            if !counted && first_link_never_matches(rule, &kept, &mut dummy) {
+            let settled = settled_test(rule, &kept, &mut dummy);
+            if !counted && settled == Some(false) {
                 folded += 1;
                 continue;
             }
@@ -481,7 +482,8 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
                 }
             }
             // Left in place.
-            if !previous_match_read && test_always_passes(rule, &access, &kept, &mut dummy) {
+            if settled == Some(true) && !previous_match_read && may_skip_test(rule, &access, &kept)
+            {
                 always_pass.push((index, out[index].len()));
             }
             if rule.skip > 0 {
@@ -506,44 +508,36 @@ pub fn fold(phases: &[Vec<Step>; 5], mut dummy: Transaction) -> Folded {
     }
 }
 
-/// Whether `rule` can be dropped because its first link, whatever its
-/// actions and chain read, tests only TX variables no rule left in place
-/// before it writes, and fails on them: then it fails in every
-/// transaction, and does nothing (a failed first link runs nothing).
-/// CRS's 949 rules are of this kind: `TX:BLOCKING_PARANOIA_LEVEL "@ge 2"`
-/// adding up scores the rules left in place write.
-fn first_link_never_matches(rule: &CompiledRule, kept: &Kept, dummy: &mut Transaction) -> bool {
+/// What `rule`'s first link comes to in every transaction, when that is
+/// settled at load: it tests only TX variables no rule left in place
+/// before it writes (see `first_link_is_constant`) and changes nothing
+/// while tested (no `capture`, no per-match `setvar`). `Some(false)`: the
+/// rule fails everywhere and a failed first link runs nothing, so it can
+/// go, whatever its actions and chain read (CRS's 949 rules adding up the
+/// scores of paranoia levels above the one set). `Some(true)`: see
+/// `may_skip_test`.
+fn settled_test(rule: &CompiledRule, kept: &Kept, dummy: &mut Transaction) -> Option<bool> {
     let testing_changes_nothing =
         !rule.capture && (rule.chain.is_none() || rule.set_vars.is_empty());
-    testing_changes_nothing
-        && first_link_is_constant(rule, kept)
-        && !dummy.fold_first_link_matches(rule)
+    (testing_changes_nothing && first_link_is_constant(rule, kept))
+        .then(|| dummy.fold_first_link_matches(rule))
 }
 
-/// Whether `rule`, left in place, may skip its test in every transaction
-/// because it would pass: a rule without a chain that tests only TX
-/// variables no rule left in place before it writes (nor any rule folded
-/// after it, which kept readers stop) and passes on them, where nothing
-/// would tell the difference: no `capture`, no log entry, no message or
-/// action reading what it matched, no `ctl` before it that may remove its
-/// targets. CRS's 949 rules adding up the scores of the paranoia levels
-/// up to the one set are of this kind. The caller checks that no rule
-/// reads the matched variables a previous rule left.
-fn test_always_passes(
-    rule: &CompiledRule,
-    access: &Access,
-    kept: &Kept,
-    dummy: &mut Transaction,
-) -> bool {
+/// Whether `rule`, left in place with a test that passes in every
+/// transaction, may take it as passed: a rule without a chain, where
+/// nothing would tell the difference: no log entry, no message or action
+/// reading what it matched, no `ctl` before it that may remove its
+/// targets (CRS's 949 rules adding up the scores of the paranoia levels up
+/// to the one set). Its TX reads are kept readers, so no rule folded after
+/// it can change what it tests. The caller checks that no rule reads the
+/// matched variables a previous rule left.
+fn may_skip_test(rule: &CompiledRule, access: &Access, kept: &Kept) -> bool {
     rule.chain.is_none()
-        && !rule.capture
         && !rule.log
         && rule.msg.is_none()
         && rule.logdata.is_none()
         && !access.reads_matched
         && !kept.could_steer(rule, false, &[])
-        && first_link_is_constant(rule, kept)
-        && dummy.fold_first_link_matches(rule)
 }
 
 /// Whether `rule`'s first link tests something (not a `SecAction`) that
