@@ -327,6 +327,36 @@ fn ip_collections_persist_across_transactions_per_address() {
     assert_eq!(store.len(), 3);
 }
 
+/// A `multiMatch` rule over the arguments, plain or negated, still leaves
+/// out the arguments its exclusions name, at every step of its chain.
+#[test]
+fn multi_match_rules_pass_over_excluded_arguments() {
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecRule ARGS|!ARGS:skip \"@rx etc/passwd\" \"id:1,phase:1,pass,multiMatch,t:none,t:urlDecode,setvar:tx.found=%{MATCHED_VAR_NAME}\"\n\
+         SecRule ARGS|!ARGS:skip \"!@rx etc/passwd\" \"id:2,phase:1,pass,multiMatch,t:none,t:urlDecode,setvar:tx.lacking=%{MATCHED_VAR_NAME}\"\n",
+    );
+    let (_, tx) = verdict(
+        &rules,
+        request(
+            "GET",
+            "/?a=etc%252fpasswd&b=fine&skip=etc%252fpasswd&skip=fine",
+            &[("Host", "a")],
+            "",
+        ),
+    );
+    assert_eq!(
+        tx.tx_var("found"),
+        Some(&b"ARGS:a"[..]),
+        "etc%2fpasswd decodes to the literal, but not in the excluded argument"
+    );
+    assert_eq!(
+        tx.tx_var("lacking"),
+        Some(&b"ARGS:b"[..]),
+        "the last argument lacking the literal that is not excluded"
+    );
+}
+
 /// The prefilter skips a rule only when its literal is missing from the
 /// value *as the rule sees it*: after the rule's transformations, in any
 /// case, and at every step of a `multiMatch` chain.

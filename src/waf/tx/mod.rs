@@ -639,13 +639,15 @@ impl Transaction {
             // or response list. Most values are turned away by a few bit
             // tests on what the memo already knows of them.
             if rule.prefilter.is_some()
-                && !rule.multi_match
                 && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
                 for of in lists.into_iter().flatten() {
                     let (list, group, names) = of;
-                    if !rule.negated && memo.rule_cannot_match_list(&self.rules, rule, spec, of) {
+                    if !rule.multi_match
+                        && !rule.negated
+                        && memo.rule_cannot_match_list(&self.rules, rule, spec, of)
+                    {
                         continue;
                     }
                     let slots = memo.group(group, list.len());
@@ -656,7 +658,20 @@ impl Transaction {
                         let value: &[u8] = if names { k } else { v };
                         let mut caps = Captures::new();
                         let excluded = || excluded(spec.var, Some(k));
-                        if judge(rule, &self.rules, slot, value, param, &mut caps, excluded) {
+                        let hit = if rule.multi_match {
+                            judge_each_step(
+                                rule,
+                                &self.rules,
+                                slot,
+                                value,
+                                param,
+                                &mut caps,
+                                excluded,
+                            )
+                        } else {
+                            judge(rule, &self.rules, slot, value, param, &mut caps, excluded)
+                        };
+                        if hit {
                             record(spec.var, Some(k), value, caps);
                         }
                     }
@@ -1041,6 +1056,31 @@ fn judge(
         rule.operator
             .matches(input, param, rule.capture.then_some(caps))
             != rule.negated
+    }
+}
+
+/// [`judge`] for a `multiMatch` link: the operator on the value and on
+/// every output its chain makes of it on the way.
+fn judge_each_step(
+    rule: &CompiledRule,
+    rules: &RuleSet,
+    slot: &mut memo::Slot,
+    value: &[u8],
+    param: &[u8],
+    caps: &mut Captures,
+    excluded: impl FnOnce() -> bool,
+) -> bool {
+    if !slot.could_match_any_step(value, rules, rule.chain_id, rule.prefilter) {
+        return rule.negated && !excluded();
+    }
+    if excluded() {
+        return false;
+    }
+    let caps = rule.capture.then_some(caps);
+    if !rule.negated && rules.optimised {
+        multi::each_step(rule, rules, slot, value, param, caps)
+    } else {
+        test_value(rule, value, param, caps, &mut |_| true)
     }
 }
 
