@@ -42,46 +42,56 @@ fn unicode_low_byte(digits: &[u8]) -> u8 {
     c
 }
 
+/// Where the next `%` or `+` is. Form text has a `+` every few bytes,
+/// and below a few dozen bytes memchr's setup costs more than a plain walk.
+fn next_escape(rest: &[u8]) -> Option<usize> {
+    if rest.len() < 32 {
+        rest.iter().position(|b| matches!(b, b'%' | b'+'))
+    } else {
+        memchr::memchr2(b'%', b'+', rest)
+    }
+}
+
 /// `urlDecode` (`uni`: also `%uHHHH`). `+` is a space.
 pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         // Runs without an escape are copied whole: most of a value is one.
-        let Some(run) = memchr::memchr2(b'%', b'+', &input[i..]) else {
+        let Some(run) = next_escape(&input[i..]) else {
             out.extend_from_slice(&input[i..]);
             break;
         };
         out.extend_from_slice(&input[i..i + run]);
         i += run;
-        match input[i] {
-            b'%' => {
-                if uni
-                    && matches!(input.get(i + 1), Some(b'u' | b'U'))
-                    && i + 5 < input.len()
-                    && input[i + 2..i + 6].iter().all(|b| is_hex(*b))
-                {
-                    out.push(unicode_low_byte(&input[i + 2..i + 6]));
-                    i += 6;
-                } else if i + 2 < input.len() && is_hex(input[i + 1]) && is_hex(input[i + 2]) {
-                    out.push(x2c(input[i + 1], input[i + 2]));
-                    i += 3;
-                } else {
-                    out.push(b'%');
-                    i += 1;
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+        let (byte, width) = match input[i] {
+            b'%' => percent(input, i, uni),
+            _ => (b' ', 1),
+        };
+        out.push(byte);
+        i += width;
     }
     out
+}
+
+/// The byte a `%` at `at` decodes to and how many input bytes it takes:
+/// `%HH`, with `uni` also `%uHHHH`; anything else leaves the `%` as is.
+fn percent(input: &[u8], at: usize, uni: bool) -> (u8, usize) {
+    let digits = |from: usize, n: usize| {
+        input
+            .get(from..from + n)
+            .filter(|d| d.iter().all(|b| is_hex(*b)))
+    };
+    if uni
+        && matches!(input.get(at + 1), Some(b'u' | b'U'))
+        && let Some(d) = digits(at + 2, 4)
+    {
+        return (unicode_low_byte(d), 6);
+    }
+    match digits(at + 1, 2) {
+        Some(d) => (x2c(d[0], d[1]), 3),
+        None => (b'%', 1),
+    }
 }
 
 /// `htmlEntityDecode`: `&#DDD;`, `&#xHH;`, and `&quot; &amp; &lt; &gt;

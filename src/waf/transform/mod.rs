@@ -4,6 +4,9 @@
 //! only where something changes.
 
 mod decode;
+/// `urlDecode` as a function, for the parsers of query strings and form
+/// bodies (always a new buffer).
+pub(crate) use decode::url as url_decode;
 pub mod invariants;
 mod text;
 

@@ -1,8 +1,6 @@
 //! The request and response as the rules see them, and the parsers that
 //! fill the argument and cookie collections.
 
-use crate::waf::transform::Transform;
-
 /// A name and its value, both raw bytes.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
@@ -92,9 +90,7 @@ pub struct ResponseData {
 }
 
 fn url_decode(bytes: &[u8]) -> Vec<u8> {
-    Transform::UrlDecode
-        .apply(bytes)
-        .unwrap_or_else(|| bytes.to_vec())
+    crate::waf::transform::url_decode(bytes, false)
 }
 
 /// `a=1&b=2`: names and values URL-decoded; a name without `=` gets an
