@@ -594,6 +594,9 @@ impl PrefilterBuilder {
 /// How much of each literal the automaton looks for (see `build`).
 const PREFIX: usize = 8;
 
+/// How many match states a long scan remembers as done (see `scan_with`).
+const DONE_STATES: usize = 64;
+
 /// From this length on, a scan remembers which literals it has met (see
 /// `scan_with`); shorter values meet too few twice to pay for the set.
 const SEEN_FROM: usize = 256;
@@ -638,14 +641,29 @@ impl Prefilter {
     #[inline]
     fn scan_with(&self, automaton: &impl Automaton, value: &[u8], hits: &mut [u64]) -> Option<()> {
         let mut state = automaton.start_state(Anchored::No).ok()?;
-        let mut seen = if value.len() > SEEN_FROM {
+        let long = value.len() > SEEN_FROM;
+        let mut seen = if long {
             vec![0u64; self.masks_of.len().div_ceil(64)]
         } else {
             Vec::new()
         };
+        // The match states a long value has already been through, every
+        // literal of theirs then seen: asking the automaton for a state's
+        // literals costs several times the step to it, and a form body
+        // meets the same few states thousands of times. Direct-mapped; a
+        // state pushed out is only asked again.
+        let mut done = [usize::MAX; DONE_STATES];
         for &byte in value {
             state = automaton.next_state(Anchored::No, state, byte);
             if automaton.is_special(state) && automaton.is_match(state) {
+                let id = state.as_usize();
+                let at = (id ^ (id >> 7)) % DONE_STATES;
+                if done[at] == id {
+                    continue;
+                }
+                if long {
+                    done[at] = id;
+                }
                 for index in 0..automaton.match_len(state) {
                     let pattern = automaton.match_pattern(state, index).as_usize();
                     if let Some(word) = seen.get_mut(pattern / 64) {
@@ -985,5 +1003,60 @@ mod tests {
         assert!(hit(&hits, union) && hit(&hits, script));
         let hits = filter.scan(b"blue shoes");
         assert!(!hit(&hits, union) && !hit(&hits, script));
+    }
+
+    /// A long value meets the same match states again and again, and the
+    /// scan skips those it has been through: what it finds must still be
+    /// what short scans of all its windows find (a literal is at most
+    /// `PREFIX` long, so each lies whole in some window twice that).
+    #[test]
+    fn long_scans_find_what_short_windows_find() {
+        let path = std::path::Path::new("");
+        let mut builder = PrefilterBuilder::default();
+        for (op, param) in [
+            ("rx", "(?i)union\\s+select"),
+            ("pm", "<script javascript: select"),
+            ("rx", "(?i)\\bor\\s+1=1"),
+            ("pm", "passwd etc/ ../"),
+            ("rx", "eval\\("),
+        ] {
+            builder.add(&Operator::compile(op, param, path).unwrap());
+        }
+        let filter = builder.build();
+        let pieces: [&[u8]; 8] = [
+            b"union select",
+            b"<SCRIPT>",
+            b"or 1=1",
+            b"plain words",
+            b"../etc/passwd",
+            b"javascript:",
+            b"eval(x)",
+            b"select 1",
+        ];
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..100 {
+            let mut value = Vec::new();
+            while value.len() <= SEEN_FROM * 2 {
+                // The longer pieces only now and then, late in the value too.
+                let piece = pieces[(next() % pieces.len() as u64) as usize];
+                if piece.len() > 8 && !next().is_multiple_of(4) {
+                    continue;
+                }
+                value.extend_from_slice(piece);
+                value.push(b' ');
+            }
+            let mut expected = vec![0u64; filter.slot_count().div_ceil(64)];
+            for window in value.windows(2 * PREFIX) {
+                for (e, h) in expected.iter_mut().zip(filter.scan(window).iter()) {
+                    *e |= h;
+                }
+            }
+            assert_eq!(
+                &*filter.scan(&value),
+                &expected[..],
+                "{}",
+                String::from_utf8_lossy(&value)
+            );
+        }
     }
 }
