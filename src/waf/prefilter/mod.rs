@@ -97,6 +97,9 @@ impl ByteSet {
     }
 }
 
+/// What `htmlEntityDecode`'s named entities decode to.
+const NAMED_ENTITIES: ByteSet = ByteSet::of(b"\"&<>\xa0");
+
 /// The whitespace the whitespace transformations act on.
 const fn whitespace() -> ByteSet {
     ByteSet::of(b" \t\n\x0b\x0c\r\xa0")
@@ -175,6 +178,9 @@ impl Transform {
                 | Transform::CmdLine => blank(),
                 // `+` alone decodes to a blank.
                 Transform::UrlDecode | Transform::UrlDecodeUni if !input.contains(b'%') => blank(),
+                // Without `#` only the named entities decode (a form body
+                // has `&` between every field, and rarely a `#`).
+                Transform::HtmlEntityDecode if !input.contains(b'#') => input.union(NAMED_ENTITIES),
                 _ => ByteSet::ALL,
             },
             None => ByteSet::ALL,
@@ -882,8 +888,11 @@ mod tests {
                 .collect();
             // Whole escapes now and then, so decoders really decode.
             if next().is_multiple_of(3) {
-                let escapes: [&[u8]; 6] = [b"%41", b"%u0041", b"&lt;", b"\\x41", b"0x41", b"/*c*/"];
-                value.extend_from_slice(escapes[(next() % 6) as usize]);
+                let escapes: [&[u8]; 10] = [
+                    b"%41", b"%u0041", b"&lt;", b"&quot;", b"&nbsp", b"&#65;", b"&#x41", b"\\x41",
+                    b"0x41", b"/*c*/",
+                ];
+                value.extend_from_slice(escapes[(next() % 10) as usize]);
             }
             let input = ByteSet::of(&value).case_closed();
             for t in crate::waf::transform::all() {
