@@ -211,11 +211,31 @@ impl Transform {
     /// hold some (most form text holds blanks, which `cmdLine` and
     /// `compressWhitespace` leave alone when single). Looks only at
     /// punctuation and blanks, so the answer holds for `input` in any case.
-    pub fn unchanged_but_case(self, input: &[u8]) -> bool {
+    /// `presence`: the bytes of `input`, which settle most values before
+    /// any walk over them.
+    pub fn unchanged_but_case(self, input: &[u8], presence: &ByteSet) -> bool {
         match self {
             Transform::Lowercase | Transform::Uppercase => true,
-            Transform::CompressWhitespace => blanks_and_punctuation(input) & NOT_SINGLE_BLANKS == 0,
-            Transform::CmdLine => blanks_and_punctuation(input) == 0,
+            Transform::CompressWhitespace | Transform::CmdLine => {
+                let cmd_line = self == Transform::CmdLine;
+                let acted_on = if cmd_line {
+                    OTHER_BLANKS.union(CMD_LINE_BYTES)
+                } else {
+                    OTHER_BLANKS
+                };
+                if presence.intersects(&acted_on) {
+                    return false;
+                }
+                if !presence.contains(b' ') {
+                    return true;
+                }
+                // Spaces only: left alone when single, and, for `cmdLine`,
+                // when none comes before a `/` or `(`.
+                if cmd_line && (presence.contains(b'/') || presence.contains(b'(')) {
+                    return blanks_and_punctuation(input) == 0;
+                }
+                !input.windows(2).any(|pair| pair == b"  ")
+            }
             Transform::Trim | Transform::TrimLeft | Transform::TrimRight => {
                 let edge =
                     |b: Option<&u8>| b.is_none_or(|b| BYTE_CLASS[usize::from(*b)] & BLANK == 0);
@@ -259,14 +279,17 @@ const BYTE_CLASS: [u8; 256] = {
     table
 };
 
+/// The blanks other than the space, and the bytes `cmdLine` drops or
+/// turns into a space: any of them, and the transformation acts.
+const OTHER_BLANKS: ByteSet = ByteSet::of(b"\t\n\x0b\x0c\r\xa0");
+const CMD_LINE_BYTES: ByteSet = ByteSet::of(b"\"'\\^,;");
+
 /// What `blanks_and_punctuation` found: a blank other than a space, two
 /// blanks in a row, a space before `/` or `(`, a `cmdLine` character.
 const OTHER_BLANK: u8 = 1;
 const DOUBLE_BLANK: u8 = 2;
 const SPACE_BEFORE_SLASH_OR_PAREN: u8 = 4;
 const CMD_LINE_BYTE: u8 = 8;
-/// The findings `compressWhitespace` acts on.
-const NOT_SINGLE_BLANKS: u8 = OTHER_BLANK | DOUBLE_BLANK;
 
 /// One pass over `input` for everything that makes `compressWhitespace`
 /// or `cmdLine` change more than case.
@@ -398,7 +421,7 @@ impl Transparency {
             let Some((t, triggers)) = by_bit()[index as usize] else {
                 continue;
             };
-            let leaves = !presence.intersects(&triggers) || t.unchanged_but_case(value);
+            let leaves = !presence.intersects(&triggers) || t.unchanged_but_case(value, presence);
             if leaves {
                 self.transparent |= bit;
             }
@@ -956,7 +979,7 @@ mod tests {
                 .copied()
                 .chain(random.iter().map(Vec::as_slice))
             {
-                if t.unchanged_but_case(value) {
+                if t.unchanged_but_case(value, &ByteSet::of(value)) {
                     said_yes += 1;
                     let out = t.apply(value).unwrap_or_else(|| value.to_vec());
                     assert!(
