@@ -685,12 +685,12 @@ impl Prefilter {
         for &byte in value {
             state = automaton.next_state(Anchored::No, state, byte);
             if automaton.is_special(state) && automaton.is_match(state) {
-                let id = state.as_usize();
-                let at = (id ^ (id >> 7)) % DONE_STATES;
-                if done[at] == id {
-                    continue;
-                }
                 if long {
+                    let id = state.as_usize();
+                    let at = (id ^ (id >> 7)) % DONE_STATES;
+                    if done[at] == id {
+                        continue;
+                    }
                     done[at] = id;
                 }
                 for index in 0..automaton.match_len(state) {
