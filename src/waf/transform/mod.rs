@@ -183,9 +183,7 @@ impl Transform {
                 if !input.iter().any(|b| text::is_space(*b)) {
                     return None;
                 }
-                let mut out = Vec::with_capacity(input.len());
-                out.extend(input.iter().copied().filter(|b| !text::is_space(*b)));
-                out
+                text::remove_whitespace(input)
             }
             Transform::SqlHexDecode => decode::sql_hex(input),
             Transform::Trim => text::trim(input, true, true),
