@@ -38,8 +38,9 @@ struct Table {
     /// Word (upper-case) to its token type, fingerprints left out, and
     /// whether it is part of a multi-word keyword: one lookup per word.
     words: Map<Entry>,
-    /// The multi-word keywords, split into their words.
-    phrases: Vec<Vec<&'static [u8]>>,
+    /// The multi-word keywords, as the numbers of their words (see
+    /// `Entry::component`).
+    phrases: Vec<Vec<u16>>,
     /// Indexed by a set of types (see `type_bit`): whether the set spells
     /// some blacklisted fingerprint.
     spells_blacklisted: Vec<bool>,
@@ -51,10 +52,12 @@ struct Table {
 
 const FILTER_WORDS: usize = 16;
 
-/// A word's bit in its length's filter, from three of its bytes.
+/// A word's bit in its length's filter, from three of its bytes, without
+/// ASCII case.
 fn filter_bit(word: &[u8]) -> Option<usize> {
     let (first, last) = (*word.first()?, *word.last()?);
     let middle = word[word.len() / 2];
+    let [first, middle, last] = [first, middle, last].map(|b| b.to_ascii_uppercase());
     Some(
         (usize::from(first) * 31 + usize::from(middle) * 7 + usize::from(last))
             % (FILTER_WORDS * 64),
@@ -64,7 +67,8 @@ fn filter_bit(word: &[u8]) -> Option<usize> {
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     token_type: Option<u8>,
-    component: bool,
+    /// Its number among the words of multi-word keywords, if it is one.
+    component: Option<u16>,
 }
 
 /// The token types this alphabet can produce, case folded as
@@ -77,6 +81,7 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut words: Map<Entry> = Map::default();
         let mut phrases = Vec::new();
+        let mut components: u16 = 0;
         let mut sets: Vec<u16> = Vec::new();
         for k in SQL_KEYWORDS {
             if k.token_type == b'F' {
@@ -92,11 +97,16 @@ fn table() -> &'static Table {
             }
             words.entry(k.word.as_bytes()).or_default().token_type = Some(k.token_type);
             if k.word.contains(' ') {
-                let parts: Vec<&[u8]> = k.word.split(' ').map(str::as_bytes).collect();
-                for w in &parts {
-                    words.entry(*w).or_default().component = true;
+                let mut phrase = Vec::new();
+                for w in k.word.split(' ').map(str::as_bytes) {
+                    let entry = words.entry(w).or_default();
+                    let number = *entry.component.get_or_insert(components);
+                    if number == components {
+                        components += 1;
+                    }
+                    phrase.push(number);
                 }
-                phrases.push(parts);
+                phrases.push(phrase);
             }
         }
         let spells_blacklisted = (0..1u32 << REACHABLE.len())
@@ -119,68 +129,73 @@ fn table() -> &'static Table {
 
 /// One bit per reachable token type (see `REACHABLE`).
 fn type_bit(token_type: u8) -> u16 {
-    let upper = token_type.to_ascii_uppercase();
-    REACHABLE
-        .iter()
-        .position(|t| *t == upper)
-        .map_or(0, |i| 1 << i)
+    TYPE_BITS[usize::from(token_type)]
 }
+
+/// `type_bit` for every byte, made at compile time: it is asked per word.
+const TYPE_BITS: [u16; 256] = {
+    let mut bits = [0u16; 256];
+    let mut i = 0;
+    while i < REACHABLE.len() {
+        let t = REACHABLE[i];
+        bits[t as usize] = 1 << i;
+        bits[t.to_ascii_lowercase() as usize] = 1 << i;
+        i += 1;
+    }
+    bits
+};
 
 /// The word's type in the table (upper-cased lookup), if it has one;
 /// a word that is part of a multi-word keyword is noted in `present`.
 fn word_type(word: &[u8], present: &mut Present) -> Option<u8> {
+    let table = table();
+    let bits = table.filter.get(word.len())?;
+    // The filter first, from the three bytes it reads: most words of
+    // ordinary text are turned away before they are copied.
+    let bit = filter_bit(word)?;
+    if bits[bit / 64] & (1 << (bit % 64)) == 0 {
+        return None;
+    }
     let mut upper = [0u8; 32];
     // Longer than any entry: a plain bareword.
     let buf = upper.get_mut(..word.len())?;
     buf.copy_from_slice(word);
     buf.make_ascii_uppercase();
-    let table = table();
-    let bits = table.filter.get(buf.len())?;
-    let bit = filter_bit(buf)?;
-    if bits[bit / 64] & (1 << (bit % 64)) == 0 {
-        return None;
-    }
     let entry = table.words.get(&*buf).copied()?;
-    if entry.component {
-        present.note(upper);
+    if let Some(number) = entry.component {
+        present.note(number);
     }
     entry.token_type
 }
 
-/// The distinct words of multi-word keywords a value holds, kept in
-/// place: the proof runs on every argument, and a heap list per value
-/// showed in profiles. Past its room the list says so, and the proof
-/// gives up (sound: it only ever answers "not proven").
+/// The words of multi-word keywords a value holds, a bit per word's
+/// number: the proof runs on every argument, and a list per value showed
+/// in profiles. A number past its room makes the proof give up (sound:
+/// it only ever answers "not proven").
+#[derive(Default)]
 struct Present {
-    words: [[u8; 32]; 8],
-    len: usize,
+    words: [u64; 4],
     overflowed: bool,
 }
 
 impl Present {
-    fn new() -> Present {
-        Present {
-            words: [[0; 32]; 8],
-            len: 0,
-            overflowed: false,
-        }
-    }
-
-    fn note(&mut self, word: [u8; 32]) {
-        if self.listed().contains(&word) {
-            return;
-        }
-        match self.words.get_mut(self.len) {
-            Some(slot) => {
-                *slot = word;
-                self.len += 1;
-            }
+    fn note(&mut self, number: u16) {
+        let number = usize::from(number);
+        match self.words.get_mut(number / 64) {
+            Some(word) => *word |= 1 << (number % 64),
             None => self.overflowed = true,
         }
     }
 
-    fn listed(&self) -> &[[u8; 32]] {
-        &self.words[..self.len]
+    fn has(&self, number: u16) -> bool {
+        let number = usize::from(number);
+        self.words
+            .get(number / 64)
+            .is_some_and(|word| word & (1 << (number % 64)) != 0)
+    }
+
+    fn count(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
     }
 }
 
@@ -190,58 +205,111 @@ const ABSORBS_SQL_TYPE: &[u8] = b"n1tfv";
 /// True when `input` provably cannot be flagged (see the module doc).
 /// False means only "not proven".
 pub fn cannot_be_sqli(input: &[u8]) -> bool {
-    if input.is_empty()
-        || input.len() > 512
-        || !input
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b' ')
+    if input.is_empty() || input.len() > 512 {
+        return false;
+    }
+    let mut words = Words::default();
+    // One pass: the alphabet is checked as the words are cut (a byte
+    // outside it ends the proof, whatever the words before it said).
+    let mut start = None;
+    for (i, &b) in input.iter().enumerate() {
+        match BYTE_CLASS[usize::from(b)] {
+            WORD => {
+                start.get_or_insert(i);
+            }
+            SPACE => {
+                if let Some(from) = start.take()
+                    && !words.add(&input[from..i])
+                {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    if let Some(from) = start
+        && !words.add(&input[from..])
     {
         return false;
     }
-    let mut types = 0u16;
-    let mut present = Present::new();
-    // A SQL type ended the previous word and may survive folding.
-    let mut pending_sql_type = false;
-    for word in input.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
+    words.cannot_be_flagged()
+}
+
+/// The proof's alphabet: word bytes (ASCII letters, digits, `_`), the
+/// space between words, and the rest, which it does not cover.
+const BYTE_CLASS: [u8; 256] = {
+    let mut class = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            class[b] = WORD;
+        }
+        b += 1;
+    }
+    class[b' ' as usize] = SPACE;
+    class
+};
+const OTHER: u8 = 0;
+const WORD: u8 = 1;
+const SPACE: u8 = 2;
+
+/// What the words of a value seen so far make of its fingerprint.
+#[derive(Default)]
+struct Words {
+    types: u16,
+    present: Present,
+    /// A SQL type ended the previous word and may survive folding.
+    pending_sql_type: bool,
+}
+
+impl Words {
+    /// Takes in the next word; false gives the proof up.
+    fn add(&mut self, word: &[u8]) -> bool {
         if word[0].is_ascii_digit() {
             // A number (or `0x`, `1e`: barewords) first, which absorbs a
             // SQL type before it; then perhaps a word: any of its tails.
-            types |= type_bit(b'1') | type_bit(b'n');
-            pending_sql_type = false;
+            self.types |= type_bit(b'1') | type_bit(b'n');
+            self.pending_sql_type = false;
             // A tail word starts with a letter or `_` (digits continue
             // the number).
             for i in (1..word.len()).filter(|i| !word[*i].is_ascii_digit()) {
                 let tail = &word[i..];
-                match word_type(tail, &mut present) {
+                match word_type(tail, &mut self.present) {
                     Some(b'A') => return false,
-                    Some(b't') => pending_sql_type = true,
-                    Some(t) => types |= type_bit(t) | in_as_bareword(t, tail),
+                    Some(b't') => self.pending_sql_type = true,
+                    Some(t) => self.types |= type_bit(t) | in_as_bareword(t, tail),
                     None => {}
                 }
             }
         } else {
-            let t = word_type(word, &mut present).unwrap_or(b'n');
+            let t = word_type(word, &mut self.present).unwrap_or(b'n');
             if t == b'A' {
                 // COLLATE: turns the next bareword into a SQL type.
                 return false;
             }
-            if pending_sql_type && !ABSORBS_SQL_TYPE.contains(&t) {
-                types |= type_bit(b't');
+            if self.pending_sql_type && !ABSORBS_SQL_TYPE.contains(&t) {
+                self.types |= type_bit(b't');
             }
-            pending_sql_type = t == b't';
+            self.pending_sql_type = t == b't';
             if t != b't' {
-                types |= type_bit(t) | in_as_bareword(t, word);
+                self.types |= type_bit(t) | in_as_bareword(t, word);
             }
         }
+        true
     }
-    if pending_sql_type {
-        // The last token: nothing to fold into.
-        types |= type_bit(b't');
+
+    fn cannot_be_flagged(mut self) -> bool {
+        if self.pending_sql_type {
+            // The last token: nothing to fold into.
+            self.types |= type_bit(b't');
+        }
+        let present = &self.present;
+        if present.overflowed || (present.count() >= 2 && could_merge(present)) {
+            return false;
+        }
+        !table().spells_blacklisted[usize::from(self.types)]
     }
-    if present.overflowed || (present.len >= 2 && could_merge(present.listed())) {
-        return false;
-    }
-    !table().spells_blacklisted[usize::from(types)]
 }
 
 /// `IN` is a keyword folded into a bareword when no `(` follows.
@@ -254,16 +322,11 @@ fn in_as_bareword(token_type: u8, word: &[u8]) -> u16 {
 }
 
 /// Whether every word of some multi-word keyword is among `present`.
-fn could_merge(present: &[[u8; 32]]) -> bool {
-    let has = |w: &[u8]| {
-        present
-            .iter()
-            .any(|p| p.get(..w.len()) == Some(w) && p.get(w.len()).is_none_or(|b| *b == 0))
-    };
+fn could_merge(present: &Present) -> bool {
     table()
         .phrases
         .iter()
-        .any(|words| words.iter().all(|w| has(w)))
+        .any(|words| words.iter().all(|w| present.has(*w)))
 }
 
 #[cfg(test)]
