@@ -20,7 +20,7 @@
 
 pub mod literals;
 
-use aho_corasick::automaton::Automaton;
+use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, MatchKind, dfa, nfa};
 
 use super::operator::Operator;
@@ -674,45 +674,18 @@ impl Prefilter {
     /// pattern that ends at each position: the crate's overlapping
     /// iterator costs several times more per byte, and only which slots
     /// hit matters here, not where. `None` if the automaton cannot search.
-    ///
-    /// In a long value the same short literals turn up again and again
-    /// (`or`, `=`, `&` in a form body), each needed by many slots: a
-    /// literal's slots are set the first time only.
     #[inline]
     fn scan_with(&self, automaton: &impl Automaton, value: &[u8], hits: &mut [u64]) -> Option<()> {
         let mut state = automaton.start_state(Anchored::No).ok()?;
-        let long = value.len() > SEEN_FROM;
-        let mut seen = if long {
-            vec![0u64; self.masks_of.len().div_ceil(64)]
-        } else {
-            Vec::new()
-        };
-        // The match states a long value has already been through, every
-        // literal of theirs then seen: asking the automaton for a state's
-        // literals costs several times the step to it, and a form body
-        // meets the same few states thousands of times. Direct-mapped; a
-        // state pushed out is only asked again.
-        let mut done = [usize::MAX; DONE_STATES];
+        if value.len() > SEEN_FROM {
+            self.scan_long(automaton, state, value, hits);
+            return Some(());
+        }
         for &byte in value {
             state = automaton.next_state(Anchored::No, state, byte);
             if automaton.is_special(state) && automaton.is_match(state) {
-                if long {
-                    let id = state.as_usize();
-                    let at = (id ^ (id >> 7)) % DONE_STATES;
-                    if done[at] == id {
-                        continue;
-                    }
-                    done[at] = id;
-                }
                 for index in 0..automaton.match_len(state) {
                     let pattern = automaton.match_pattern(state, index).as_usize();
-                    if let Some(word) = seen.get_mut(pattern / 64) {
-                        let bit = 1u64 << (pattern % 64);
-                        if *word & bit != 0 {
-                            continue;
-                        }
-                        *word |= bit;
-                    }
                     for &(word, mask) in &self.masks_of[pattern] {
                         hits[word as usize] |= mask;
                     }
@@ -720,6 +693,75 @@ impl Prefilter {
             }
         }
         Some(())
+    }
+
+    /// `scan_with` for a long value (a form body), from `start`.
+    ///
+    /// Each step waits for the one before it (the next state is read from
+    /// the last): the value is walked as two halves side by side, whose
+    /// steps do not wait for each other. The first half runs on past the
+    /// middle by a literal's length less one, so a literal across the
+    /// middle lies whole in one of the halves.
+    ///
+    /// The same short literals turn up again and again (`or`, `=`, `&` in
+    /// a form body), each needed by many slots: a literal's slots are set
+    /// the first time only.
+    fn scan_long(&self, automaton: &impl Automaton, start: StateID, value: &[u8], hits: &mut [u64]) {
+        let mut seen = vec![0u64; self.masks_of.len().div_ceil(64)];
+        // The match states already been through, every literal of theirs
+        // then seen: asking the automaton for a state's literals costs
+        // several times the step to it, and a form body meets the same few
+        // states thousands of times. Direct-mapped; a state pushed out is
+        // only asked again.
+        let mut done = [usize::MAX; DONE_STATES];
+        let mut on_match = |state: StateID| {
+            let id = state.as_usize();
+            let at = (id ^ (id >> 7)) % DONE_STATES;
+            if done[at] == id {
+                return;
+            }
+            done[at] = id;
+            for index in 0..automaton.match_len(state) {
+                let pattern = automaton.match_pattern(state, index).as_usize();
+                if let Some(word) = seen.get_mut(pattern / 64) {
+                    let bit = 1u64 << (pattern % 64);
+                    if *word & bit != 0 {
+                        continue;
+                    }
+                    *word |= bit;
+                }
+                for &(word, mask) in &self.masks_of[pattern] {
+                    hits[word as usize] |= mask;
+                }
+            }
+        };
+        let middle = value.len() / 2;
+        let first = &value[..(middle + PREFIX - 1).min(value.len())];
+        let second = &value[middle..];
+        let (mut state, mut other) = (start, start);
+        for (&a, &b) in first.iter().zip(second) {
+            state = automaton.next_state(Anchored::No, state, a);
+            other = automaton.next_state(Anchored::No, other, b);
+            if automaton.is_special(state) && automaton.is_match(state) {
+                on_match(state);
+            }
+            if automaton.is_special(other) && automaton.is_match(other) {
+                on_match(other);
+            }
+        }
+        let paired = first.len().min(second.len());
+        for &byte in &first[paired..] {
+            state = automaton.next_state(Anchored::No, state, byte);
+            if automaton.is_special(state) && automaton.is_match(state) {
+                on_match(state);
+            }
+        }
+        for &byte in &second[paired..] {
+            other = automaton.next_state(Anchored::No, other, byte);
+            if automaton.is_special(other) && automaton.is_match(other) {
+                on_match(other);
+            }
+        }
     }
 }
 
@@ -1100,6 +1142,20 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&value)
             );
+        }
+        // A long value is walked as two halves: a literal across the
+        // middle, at every offset, is still found.
+        for length in [SEEN_FROM + 1, SEEN_FROM + 2, 4 * SEEN_FROM + 1] {
+            for shift in 0..16 {
+                let mut value = vec![b' '; length];
+                let at = length / 2 + 4 - shift;
+                value[at..at + 12].copy_from_slice(b"union select");
+                assert_eq!(
+                    filter.scan(&value),
+                    filter.scan(b"union select"),
+                    "length {length}, literal at {at}"
+                );
+            }
         }
     }
 }
