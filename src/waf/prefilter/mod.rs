@@ -706,7 +706,13 @@ impl Prefilter {
     /// The same short literals turn up again and again (`or`, `=`, `&` in
     /// a form body), each needed by many slots: a literal's slots are set
     /// the first time only.
-    fn scan_long(&self, automaton: &impl Automaton, start: StateID, value: &[u8], hits: &mut [u64]) {
+    fn scan_long(
+        &self,
+        automaton: &impl Automaton,
+        start: StateID,
+        value: &[u8],
+        hits: &mut [u64],
+    ) {
         let mut seen = vec![0u64; self.masks_of.len().div_ceil(64)];
         // The match states already been through, every literal of theirs
         // then seen: asking the automaton for a state's literals costs

@@ -377,7 +377,9 @@ mod tests {
 
     #[test]
     fn remove_whitespace_drops_every_space_byte_and_keeps_the_rest_in_order() {
-        let all: Vec<u8> = (0..=255u8).chain(b" a\tb\r\n c\xa0d ".iter().copied()).collect();
+        let all: Vec<u8> = (0..=255u8)
+            .chain(b" a\tb\r\n c\xa0d ".iter().copied())
+            .collect();
         let expected: Vec<u8> = all.iter().copied().filter(|b| !is_space(*b)).collect();
         assert_eq!(remove_whitespace(&all), expected);
         assert_eq!(remove_whitespace(b""), b"");
