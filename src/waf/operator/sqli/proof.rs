@@ -353,6 +353,16 @@ mod tests {
             }
         }
         assert!(fingerprints > 1000, "the table has fingerprints");
+        // Every word of a multi-word keyword has its bit in `Present`
+        // (one past its room would make the proof give up on the word).
+        let room = 64 * Present::default().words.len();
+        assert!(
+            table()
+                .phrases
+                .iter()
+                .flatten()
+                .all(|n| usize::from(*n) < room)
+        );
         // Barewords and numbers alone spell nothing: the base case.
         let plain = type_bit(b'n') | type_bit(b'1');
         assert!(!table().spells_blacklisted[usize::from(plain)]);
