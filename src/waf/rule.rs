@@ -91,6 +91,9 @@ pub struct CompiledRule {
     /// match (see `Operator::needed_bytes`, `Prefilter::may_hit`); set
     /// with the prefilter, never on a negated operator.
     pub needs: Option<ByteSet>,
+    /// Byte sets the operator's input must hold a member of, each of them
+    /// (see `literals::required_byte_sets`); never on a negated operator.
+    pub needs_each: Box<[ByteSet]>,
     /// For a `multiMatch` link with literals, its own literal test for
     /// the outputs its chain's steps make (see `StepGate`).
     pub step_gate: Option<StepGate>,
@@ -413,6 +416,13 @@ fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
         Some(slot) => prefilter.required(slot),
         None => rule.operator.needed_bytes(),
     };
+    rule.needs_each = match &rule.operator {
+        _ if rule.negated => Box::default(),
+        Operator::Rx(re) | Operator::RxGlobal(re) => {
+            crate::waf::prefilter::literals::required_byte_sets(re.as_str()).into()
+        }
+        _ => Box::default(),
+    };
     rule.gated = crate::waf::tx::admits_gate(rule);
     if let Some(link) = rule.chain.as_deref_mut() {
         assign_slots(link, prefilter);
@@ -558,6 +568,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         chain_id: 0,
         prefilter: Slots::default(),
         needs: None,
+        needs_each: Box::default(),
         step_gate: None,
         gated: false,
         always_passes: false,

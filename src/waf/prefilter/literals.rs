@@ -20,6 +20,8 @@
 
 use regex_syntax::hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition};
 
+use super::ByteSet;
+
 /// Finite sets larger than this are given up on.
 const MAX_SET: usize = 64;
 /// A requirement may be this many literals: CRS's command lists name a
@@ -72,6 +74,78 @@ pub fn necessary_literals(pattern: &str) -> Option<Set> {
 /// cannot occur and each command must appear spelled out.
 pub fn necessary_literals_within(pattern: &str, allowed: &ClassBytes) -> Option<Set> {
     literals_of(&restrict(&parse(pattern)?, allowed, 0))
+}
+
+/// Byte sets every match of `pattern` holds a member of, each of them
+/// (where the necessary literals ask for one of a set): a value lacking
+/// every byte of one of these sets cannot match. CRS's `^\(\s*\)\s+\{`
+/// needs `(`, `)` and `{`, its literal only `(`. The smallest few, smallest
+/// first.
+pub fn required_byte_sets(pattern: &str) -> Vec<ByteSet> {
+    let Some(hir) = parse(pattern) else {
+        return Vec::new();
+    };
+    let mut sets = Vec::new();
+    required_bytes(&hir, &mut sets, 0);
+    sets.sort_by_key(|set| (set.count(), set.0));
+    sets.dedup();
+    sets.truncate(MAX_REQUIRED_SETS);
+    sets
+}
+
+/// How many required byte sets a rule keeps (see `required_byte_sets`).
+const MAX_REQUIRED_SETS: usize = 3;
+/// A required set with more bytes than this filters too little to keep.
+const MAX_REQUIRED_BYTES: u32 = 8;
+
+/// Pushes onto `out` the byte sets every match of `hir` holds a member of.
+fn required_bytes(hir: &Hir, out: &mut Vec<ByteSet>, depth: usize) {
+    if depth > 200 {
+        return;
+    }
+    let mut keep = |set: ByteSet| {
+        if (1..=MAX_REQUIRED_BYTES).contains(&set.count()) {
+            out.push(set);
+        }
+    };
+    match hir.kind() {
+        HirKind::Literal(lit) => {
+            for &b in lit.0.iter() {
+                keep(ByteSet::of(&[b]));
+            }
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            let mut set = ByteSet::EMPTY;
+            for range in class.iter() {
+                for b in range.start()..=range.end() {
+                    set.insert(b);
+                }
+            }
+            keep(set);
+        }
+        HirKind::Capture(Capture { sub, .. }) => required_bytes(sub, out, depth + 1),
+        HirKind::Repetition(rep) if rep.min >= 1 => required_bytes(&rep.sub, out, depth + 1),
+        HirKind::Concat(parts) => {
+            for part in parts {
+                required_bytes(part, out, depth + 1);
+            }
+        }
+        // Each branch holds one of its own sets: the union of each
+        // branch's smallest is required, if every branch has one.
+        HirKind::Alternation(branches) => {
+            let mut union = ByteSet::EMPTY;
+            for branch in branches {
+                let mut own = Vec::new();
+                required_bytes(branch, &mut own, depth + 1);
+                match own.into_iter().min_by_key(|set| set.count()) {
+                    Some(set) => union = union.union(set),
+                    None => return,
+                }
+            }
+            keep(union);
+        }
+        _ => {}
+    }
 }
 
 fn parse(pattern: &str) -> Option<Hir> {
@@ -411,6 +485,45 @@ fn best(a: Option<Set>, b: Option<Set>) -> Option<Set> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn required(p: &str) -> Vec<Vec<u8>> {
+        required_byte_sets(p)
+            .iter()
+            .map(|set| (0..=255u8).filter(|b| set.contains(*b)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn required_bytes_are_those_every_match_passes_through() {
+        // CRS 932170: its literal is `(`; `)` and `{` are required too.
+        let shellshock = required(r"^\(\s*\)\s+\{");
+        for b in [b'(', b')', b'{'] {
+            assert!(shellshock.contains(&vec![b]), "{shellshock:?}");
+        }
+        // An alternation requires one of its branches' bytes.
+        assert_eq!(required("(?:ab|cd)"), vec![vec![b'a', b'c']]);
+        // Optional parts and large classes require nothing.
+        assert_eq!(required("x?y*.+"), Vec::<Vec<u8>>::new());
+        // Case-insensitive letters require either case.
+        assert_eq!(required("(?i)q"), vec![vec![b'Q', b'q']]);
+        // A branch without a requirement leaves the alternation none.
+        assert_eq!(required("(?:a|.)"), Vec::<Vec<u8>>::new());
+        // Every match of each pattern holds a byte of each set.
+        for (pattern, matching) in [
+            (r"^\(\s*\)\s+\{", &b"() { :; }"[..]),
+            ("(?:ab|cd)e+", b"xcdeee"),
+            ("(?i)on[a-z]{3}=", b"ONFOO="),
+        ] {
+            assert!(
+                regex::bytes::Regex::new(pattern)
+                    .unwrap()
+                    .is_match(matching)
+            );
+            for set in required_byte_sets(pattern) {
+                assert!(matching.iter().any(|b| set.contains(*b)), "{pattern}");
+            }
+        }
+    }
 
     fn lits(p: &str) -> Option<Vec<String>> {
         necessary_literals(p).map(|s| {
