@@ -87,13 +87,13 @@ pub struct CompiledRule {
     /// This rule's bits in the prefilter's scan results, when its operator
     /// needs one of a set of literals (see `prefilter`).
     pub prefilter: Slots,
-    /// Bytes of which the operator's input must hold one for this link to
-    /// match (see `Operator::needed_bytes`, `Prefilter::may_hit`); set
-    /// with the prefilter, never on a negated operator.
-    pub needs: Option<ByteSet>,
-    /// Byte sets the operator's input must hold a member of, each of them
-    /// (see `literals::required_byte_sets`); never on a negated operator.
-    pub needs_each: Box<[ByteSet]>,
+    /// Byte sets the operator's input must hold a member of, each of them,
+    /// for this link to match: the bytes its literals need (see
+    /// `Operator::needed_bytes`, `Prefilter::may_hit`), then those every
+    /// match of its regex passes through (see
+    /// `literals::required_byte_sets`). Set with the prefilter, never on a
+    /// negated operator.
+    pub needs: Box<[ByteSet]>,
     /// For a `multiMatch` link with literals, its own literal test for
     /// the outputs its chain's steps make (see `StepGate`).
     pub step_gate: Option<StepGate>,
@@ -134,6 +134,14 @@ pub struct CompiledRule {
 }
 
 /// One step of a phase: a rule or a marker.
+impl CompiledRule {
+    /// Whether values that may hold the bytes `reach` may hold what the
+    /// operator needs: a member of each of its needed sets.
+    pub fn may_reach_needs(&self, reach: &ByteSet) -> bool {
+        self.needs.iter().all(|set| reach.intersects(set))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Step {
     Rule(Arc<CompiledRule>),
@@ -411,17 +419,20 @@ fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     if rule.multi_match && rule.prefilter.any.is_some() {
         rule.step_gate = StepGate::new(&rule.operator);
     }
-    rule.needs = match rule.prefilter.any {
-        _ if rule.negated => None,
-        Some(slot) => prefilter.required(slot),
-        None => rule.operator.needed_bytes(),
-    };
-    rule.needs_each = match &rule.operator {
-        _ if rule.negated => Box::default(),
-        Operator::Rx(re) | Operator::RxGlobal(re) => {
-            crate::waf::prefilter::literals::required_byte_sets(re.as_str()).into()
-        }
-        _ => Box::default(),
+    rule.needs = if rule.negated {
+        Box::default()
+    } else {
+        let needed = match rule.prefilter.any {
+            Some(slot) => prefilter.required(slot),
+            None => rule.operator.needed_bytes(),
+        };
+        let required = match &rule.operator {
+            Operator::Rx(re) | Operator::RxGlobal(re) => {
+                crate::waf::prefilter::literals::required_byte_sets(re.as_str())
+            }
+            _ => Vec::new(),
+        };
+        needed.into_iter().chain(required).collect()
     };
     rule.gated = crate::waf::tx::admits_gate(rule);
     if let Some(link) = rule.chain.as_deref_mut() {
@@ -567,8 +578,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
             .map(|t| t.static_text()),
         chain_id: 0,
         prefilter: Slots::default(),
-        needs: None,
-        needs_each: Box::default(),
+        needs: Box::default(),
         step_gate: None,
         gated: false,
         always_passes: false,

@@ -88,12 +88,12 @@ impl ByteSet {
         out
     }
 
-    /// The set with every ASCII letter in both cases.
     /// How many bytes the set holds.
     pub fn count(&self) -> u32 {
         self.0.iter().map(|w| w.count_ones()).sum()
     }
 
+    /// The set with every ASCII letter in both cases.
     pub fn case_closed(self) -> ByteSet {
         // Bits 65..=90 (A-Z) and 97..=122 (a-z) sit in word 1, 32 apart.
         const UPPER: u64 = 0x07ff_fffe;

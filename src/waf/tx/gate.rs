@@ -43,7 +43,7 @@ pub fn admits_gate(rule: &CompiledRule) -> bool {
     let mut targets = rule.variables.iter().filter(|v| !v.exclude).peekable();
     !rule.negated
         && !rule.multi_match
-        && (rule.prefilter.is_some() || rule.needs.is_some() || !rule.needs_each.is_empty())
+        && (rule.prefilter.is_some() || !rule.needs.is_empty())
         && targets.peek().is_some()
         && targets.all(|spec| !spec.count && reads_request_or_response(spec.var))
 }
@@ -86,11 +86,10 @@ impl Transaction {
         // Rules with the same targets (CRS has families of them) share
         // what their values may reach: a rule needing none of those bytes
         // is turned away in one test.
-        if rule.needs.is_some() || !rule.needs_each.is_empty() {
-            let reach = self.read_set_reach(&mut memo, rules, rule);
-            if !reaches_needs(rule, &reach) {
-                return Gate::Shut;
-            }
+        if !rule.needs.is_empty()
+            && !rule.may_reach_needs(&self.read_set_reach(&mut memo, rules, rule))
+        {
+            return Gate::Shut;
         }
         let mut settled = 0u64;
         let mut open = false;
@@ -145,7 +144,7 @@ impl Transaction {
         let Some(summary) = self.target(memo, rules, id) else {
             return false;
         };
-        if !reaches_needs(rule, &summary.reach) {
+        if !rule.may_reach_needs(&summary.reach) {
             return true;
         }
         if !rule.prefilter.is_some() {
@@ -393,13 +392,6 @@ impl Transaction {
             Some(Cow::Owned(_)) => false,
         }
     }
-}
-
-/// Whether values that may hold the bytes `reach` may hold what `rule`'s
-/// operator needs: one of its needed bytes, and one of each required set.
-fn reaches_needs(rule: &CompiledRule, reach: &ByteSet) -> bool {
-    rule.needs.is_none_or(|needs| reach.intersects(&needs))
-        && rule.needs_each.iter().all(|set| reach.intersects(set))
 }
 
 /// What the bytes of a target's values say of an operator's prefilter

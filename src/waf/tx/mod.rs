@@ -620,10 +620,10 @@ impl Transaction {
                 self.lists(spec.var)
             };
             // A list none of whose values, however the chain transforms
-            // them, can hold a byte the operator needs: passed over whole.
+            // them, can hold what the operator needs: passed over whole.
             // (A chain with a transformation that may output any byte, a
             // hash or a base64 decoder, puts every byte within reach.)
-            if let Some(needs) = &rule.needs
+            if !rule.needs.is_empty()
                 && self.rules.chain_is_bounded(rule.chain_id)
                 && let Some(lists) = lists
             {
@@ -631,7 +631,7 @@ impl Transaction {
                 let mut reaches = lists.into_iter().flatten().map(|list| {
                     memo.list_reach(list, &self.rules, rule.chain_id, &rule.transforms)
                 });
-                if reaches.all(|reach| !reach.intersects(needs)) {
+                if reaches.all(|reach| !rule.may_reach_needs(&reach)) {
                     continue;
                 }
             }
