@@ -456,6 +456,7 @@ impl Lookup<'_> {
                 .collect(),
             extra: self.extra.to_vec(),
             encoded: Default::default(),
+            file: None,
         };
         let ttl = stored.freshness.ttl(timing.response_time);
         if let Some(full) = body
@@ -598,6 +599,7 @@ fn refresh(
         vary: stored.vary.clone(),
         extra: stored.extra.clone(),
         encoded: Default::default(),
+        file: stored.file.clone(),
     }
 }
 

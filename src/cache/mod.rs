@@ -15,6 +15,7 @@ pub mod exchange;
 pub use exchange::CachedAnswer;
 mod fill;
 pub mod key;
+pub mod memfile;
 pub mod policy;
 pub mod serve;
 pub mod store;
@@ -142,7 +143,13 @@ impl Cache {
     }
 
     /// Stores `stored` under the URI `key`, in place of its variant.
-    pub fn insert(&self, key: &str, stored: store::Stored) -> Arc<store::Stored> {
+    pub fn insert(&self, key: &str, mut stored: store::Stored) -> Arc<store::Stored> {
+        if stored.file.is_none()
+            && let Some((body, file)) = memfile::BodyFile::hold(&stored.body)
+        {
+            stored.body = body;
+            stored.file = Some(file);
+        }
         let stored = Arc::new(stored);
         self.store.insert(key, Arc::clone(&stored));
         self.metrics.stores.inc();

@@ -65,7 +65,7 @@ pub fn answer(
     let body = if head_only || body.is_empty() {
         ResponseBody::empty()
     } else {
-        ResponseBody::full(body)
+        ResponseBody::full(body).with_file(stored.file.clone())
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

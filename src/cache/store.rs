@@ -37,6 +37,9 @@ pub struct Stored {
     /// The body in each content coding, made on first demand (by the
     /// compression step) and kept as long as the response is.
     pub encoded: [std::sync::OnceLock<Bytes>; 3],
+    /// The memory file `body` is read from, for a large body (see
+    /// `memfile`): plain HTTP/1 sends it from there with `sendfile`.
+    pub file: Option<Arc<super::memfile::BodyFile>>,
 }
 
 impl Stored {
@@ -250,6 +253,7 @@ mod tests {
             vary,
             extra: Vec::new(),
             encoded: Default::default(),
+            file: None,
         })
     }
 

@@ -4,8 +4,10 @@
 //! dropped (the client went away).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::cache::memfile::BodyFile;
 use crate::framing::OriginFields;
 use crate::upstream::h1::UpstreamBody;
 use bytes::Bytes;
@@ -25,6 +27,9 @@ pub struct ResponseBody {
     /// Sees every data frame as it passes (the cache storing a response
     /// while it streams to the client).
     sink: Option<Box<dyn BodySink>>,
+    /// The memory file the body's bytes are read from (a large cache
+    /// hit): a plain HTTP/1 writer sends them from it with `sendfile`.
+    file: Option<Arc<BodyFile>>,
 }
 
 /// A listener on a streaming body. `data` sees each chunk in order; `end`
@@ -83,6 +88,7 @@ impl ResponseBody {
             log: None,
             origin_fields: None,
             sink: None,
+            file: None,
         }
     }
 
@@ -92,6 +98,7 @@ impl ResponseBody {
             log: None,
             origin_fields: None,
             sink: None,
+            file: None,
         }
     }
 
@@ -104,6 +111,7 @@ impl ResponseBody {
             log: None,
             origin_fields: None,
             sink: None,
+            file: None,
         }
     }
 
@@ -117,6 +125,7 @@ impl ResponseBody {
             log: None,
             origin_fields: None,
             sink: None,
+            file: None,
         }
     }
 
@@ -130,6 +139,7 @@ impl ResponseBody {
             log: None,
             origin_fields: None,
             sink: None,
+            file: None,
         }
     }
 
@@ -140,6 +150,19 @@ impl ResponseBody {
             self.mark_complete();
         }
         drop(self.log.take());
+    }
+
+    /// The body as read from `file` (see `file`).
+    pub fn with_file(mut self, file: Option<Arc<BodyFile>>) -> Self {
+        self.file = file;
+        self
+    }
+
+    /// The memory file this body's bytes lie in, if they do: a writer
+    /// that finds a frame's bytes in it (`BodyFile::region`) may send them
+    /// from the file instead.
+    pub fn file(&self) -> Option<&Arc<BodyFile>> {
+        self.file.as_ref()
     }
 
     /// Lets `sink` see the rest of this body as it is sent.

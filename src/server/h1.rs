@@ -16,6 +16,7 @@
 //! through the eventfd on most requests.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -857,9 +858,24 @@ async fn write_response<S: Transport>(
             // the client has its answer sees this request.
             body.end_log();
         }
-        io.stream
-            .write_parts([head, &chunk_line, &data, finish], mode.stall)
-            .await?;
+        // A cache hit kept in a memory file goes from the file (the
+        // transport decides how); anything else as bytes.
+        let file = body
+            .file()
+            .filter(|_| !chunked)
+            .and_then(|f| Some((Arc::clone(f), f.region(&data)?)));
+        match file {
+            Some((file, (offset, len))) if len > 0 => {
+                io.stream
+                    .write_file(head, &file, offset, len, mode.stall)
+                    .await?
+            }
+            _ => {
+                io.stream
+                    .write_parts([head, &chunk_line, &data, finish], mode.stall)
+                    .await?
+            }
+        }
         head_sent = true;
         if ended {
             return Ok(());

@@ -6,9 +6,11 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use crate::cache::memfile::BodyFile;
 
 /// A client connection's stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -21,6 +23,24 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         parts: [&[u8]; 4],
         stall: Duration,
     ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes `head`, then the `len` bytes of `file` from `offset`, as
+    /// `write_parts` would. By default the bytes go from the file's
+    /// mapping like any others; plain TCP has the kernel send them from
+    /// the file.
+    fn write_file(
+        &mut self,
+        head: &[u8],
+        file: &BodyFile,
+        offset: u64,
+        len: usize,
+        stall: Duration,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let body = mapped(file, offset, len)?;
+            self.write_parts([head, body, &[], &[]], stall).await
+        }
+    }
 }
 
 impl Transport for TcpStream {
@@ -50,6 +70,74 @@ impl Transport for TcpStream {
             advance(&mut parts, written)?;
         }
     }
+
+    /// The head is sent with `MSG_MORE`, so that it leaves in one segment
+    /// with the start of the body; the body goes from the file's pages
+    /// to the socket with `sendfile`, never copied through user space.
+    async fn write_file(
+        &mut self,
+        head: &[u8],
+        file: &BodyFile,
+        offset: u64,
+        len: usize,
+        stall: Duration,
+    ) -> io::Result<()> {
+        use rustix::net::SendFlags;
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&end| end <= file.len() as u64)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let mut head = head;
+        while !head.is_empty() {
+            let sent = self.try_io(Interest::WRITABLE, || {
+                rustix::net::send(&*self, head, SendFlags::MORE | SendFlags::NOSIGNAL)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => head = &head[n.min(head.len())..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(self, stall).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut at = offset;
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(usize::MAX);
+            let sent = self.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(&*self, file.fd(), Some(&mut at), want)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                // `sendfile` moved `at` past what it sent.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(self, stall).await?,
+                // A kernel or file system that cannot: the rest as bytes.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    let rest = mapped(file, at, (end - at) as usize)?;
+                    return self.write_parts([rest, &[], &[], &[]], stall).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the socket takes bytes again, for at most `stall`.
+async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
+    match tokio::time::timeout(stall, stream.writable()).await {
+        Ok(ready) => ready,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// `len` bytes of `file` from `offset`, read through its mapping.
+fn mapped(file: &BodyFile, offset: u64, len: usize) -> io::Result<&[u8]> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| file.as_slice().get(start..start.checked_add(len)?))
+        .ok_or_else(|| io::ErrorKind::InvalidInput.into())
 }
 
 impl Transport for TlsStream<TcpStream> {

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::{Origin, Proxy, Reply, Seen, get, raw, send};
 
@@ -595,7 +596,6 @@ async fn stale_if_error_serves_stale_when_the_origin_is_unreachable() {
     std_listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
     let server = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf).await;
@@ -986,4 +986,123 @@ async fn an_absolute_form_target_cannot_key_one_host_and_fetch_another() {
     )
     .await;
     assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+}
+
+/// A body of `len` ASCII bytes in which every 8-byte block names its own
+/// offset, so a byte sent from the wrong place shows.
+fn numbered_body(len: usize) -> String {
+    let mut body: String = (0..len.div_ceil(8))
+        .map(|i| format!("{:07x}.", i * 8))
+        .collect();
+    body.truncate(len);
+    body
+}
+
+/// An origin answering every path with `body`, cacheable for a minute.
+async fn large_origin(body: &str) -> Origin {
+    let body = body.to_string();
+    Origin::start(move |_| Reply::ok(body.clone()).header("cache-control", "max-age=60")).await
+}
+
+#[tokio::test]
+async fn large_hits_sent_from_their_memory_file_keep_the_connection_in_step() {
+    let body = numbered_body(300 * 1024 + 5);
+    let origin = large_origin(&body).await;
+    let proxy = cached(&origin, "").await;
+    get(proxy.addr, "site", "/big", &[]).await;
+    // Three hits on one connection: each must end exactly where its
+    // Content-Length says, or the next answer does not parse.
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("/big")
+            .header("host", "site")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert!(
+            response.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("hit")
+        );
+        let got = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(got == body.as_bytes(), "a hit's body differs");
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_range_of_a_large_hit_comes_from_the_right_place_in_its_file() {
+    let body = numbered_body(256 * 1024);
+    let origin = large_origin(&body).await;
+    let proxy = cached(&origin, "").await;
+    get(proxy.addr, "site", "/big", &[]).await;
+    let part = get(
+        proxy.addr,
+        "site",
+        "/big",
+        &[("range", "bytes=40001-200000")],
+    )
+    .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, body[40001..=200000]);
+    let head = send(
+        proxy.addr,
+        Request::head("/big")
+            .header("host", "site")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.body, "");
+    assert_eq!(head.headers["content-length"], body.len().to_string());
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_a_large_hit_whole_once_the_socket_drains() {
+    let body = numbered_body(1024 * 1024);
+    let origin = large_origin(&body).await;
+    let proxy = cached(&origin, "").await;
+    get(proxy.addr, "site", "/big", &[]).await;
+    // A small receive window and slow reads: the proxy's socket fills and
+    // the send must wait for room, many times over.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("the whole answer within 20 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() % (64 * 1024) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&out[..split]);
+    assert!(head.contains("cache-status: palisade; hit"), "{head}");
+    assert!(
+        &out[split..] == body.as_bytes(),
+        "the slow hit's body differs"
+    );
 }
