@@ -59,6 +59,7 @@ pub fn run(path: &Path) -> u8 {
         }
     };
     init_logging(&config.log.level);
+    raise_descriptor_limit();
     let Some(runtime) = tokio_runtime() else {
         return 1;
     };
@@ -89,9 +90,30 @@ pub fn run(path: &Path) -> u8 {
     })
 }
 
+/// Lifts the soft limit on open files to the hard one, as Go's runtime
+/// does and nginx's `worker_rlimit_nofile` is set for: each connection,
+/// upstream socket and large stored body (`cache::memfile`) takes a
+/// descriptor, and services are still often started with 1024.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit is not a value the soft one may take.
+    let most = limit.maximum.unwrap_or(1 << 20);
+    if limit.current.is_some_and(|soft| soft < most) {
+        let raised = Rlimit {
+            current: Some(most),
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("open files limit stays {:?}: {e}", limit.current);
+        }
+    }
+}
+
 /// `palisade demo`: the sample app and the proxy in front of it.
 pub fn demo() -> u8 {
     init_logging("info");
+    raise_descriptor_limit();
     let Some(runtime) = tokio_runtime() else {
         return 1;
     };

@@ -171,3 +171,51 @@ async fn reload_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
         "old config still serves"
     );
 }
+
+#[tokio::test]
+async fn a_proxy_started_under_a_low_open_files_limit_raises_it_to_the_hard_limit() {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap();
+    if hard == "unlimited" || hard.parse::<u64>().unwrap() <= 256 {
+        // Nothing to raise to on this machine.
+        return;
+    }
+    let port = dead_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"{port}\"]\nadmin_listen = \"off\"\n\
+             [[upstreams]]\nname = \"app\"\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nupstream = \"app\"\n[log]\naccess = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    // A shell lowers the soft limit, then becomes the proxy.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -Sn 256 && exec \"{BIN}\" run -c \"$0\""))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(port).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap();
+    assert_eq!(soft, hard, "{limits}");
+}
