@@ -5,6 +5,26 @@ use crate::util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
+/// Waits (at most 10 s) for a proxy just spawned to accept on `port`.
+async fn until_listening(port: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(port).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The soft (`column` 3) or hard (4) open-files limit in a
+/// `/proc/PID/limits` text.
+fn open_files_limit(limits: &str, column: usize) -> String {
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(column))
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn config_errors_are_all_reported_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,11 +133,7 @@ async fn graceful_drain_lets_the_request_in_flight_finish_after_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(port).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listening(port).await;
     let in_flight = tokio::spawn(async move { get(port, "site.test", "/", &[]).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     // SAFETY: kill(2) on our own child's pid.
@@ -174,13 +190,8 @@ async fn reload_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
 
 #[tokio::test]
 async fn a_proxy_started_under_a_low_open_files_limit_raises_it_to_the_hard_limit() {
-    let hard = std::fs::read_to_string("/proc/self/limits")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .unwrap();
-    if hard == "unlimited" || hard.parse::<u64>().unwrap() <= 256 {
+    let hard = open_files_limit(&std::fs::read_to_string("/proc/self/limits").unwrap(), 4);
+    if hard.parse::<u64>().map_or(true, |n| n <= 256) {
         // Nothing to raise to on this machine.
         return;
     }
@@ -204,18 +215,9 @@ async fn a_proxy_started_under_a_low_open_files_limit_raises_it_to_the_hard_limi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(port).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listening(port).await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .unwrap();
-    assert_eq!(soft, hard, "{limits}");
+    assert_eq!(open_files_limit(&limits, 3), hard, "{limits}");
 }
