@@ -87,11 +87,17 @@ impl Transport for TcpStream {
             .checked_add(len as u64)
             .filter(|&end| end <= file.len() as u64)
             .ok_or(io::ErrorKind::InvalidInput)?;
+        // Held back for the body only when a body follows: a head sent
+        // with `MSG_MORE` and nothing after it would wait in the socket.
+        let flags = if len > 0 {
+            SendFlags::MORE | SendFlags::NOSIGNAL
+        } else {
+            SendFlags::NOSIGNAL
+        };
         let mut head = head;
         while !head.is_empty() {
             let sent = self.try_io(Interest::WRITABLE, || {
-                rustix::net::send(&*self, head, SendFlags::MORE | SendFlags::NOSIGNAL)
-                    .map_err(io::Error::from)
+                rustix::net::send(&*self, head, flags).map_err(io::Error::from)
             });
             match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

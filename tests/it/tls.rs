@@ -790,3 +790,45 @@ async fn a_certificate_expiring_within_14_days_is_warned_about_at_start_and_at_r
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_cache_hits_over_tls_and_h2_read_their_stored_body_whole() {
+    // Large enough to be kept in a memory file: TLS and HTTP/2 read it
+    // through the mapping, where plain HTTP/1 would use sendfile.
+    let body: String = (0..40_000).map(|i| format!("{:05}", i % 99_991)).collect();
+    let origin = {
+        let body = body.clone();
+        Origin::start(move |_| Reply::ok(body.clone()).header("cache-control", "max-age=60")).await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Test Root");
+    let (cert, key) = pki.leaf(&["site.test"]).write(dir.path(), "site");
+    let config = format!(
+        "{}\n[cache]\nmax_size = \"16MiB\"\n",
+        base_config(origin.addr, &https_entry(&cert, &key))
+    );
+    let (_proxy, https) = start_from_file(dir.path(), &config).await;
+
+    let http1 = handshake(https, "site.test", &client(pki.roots(), &[], true))
+        .await
+        .unwrap();
+    let (status, first, _, mut sender) = get_over(http1, "site.test", "/big").await;
+    assert_eq!(status, 200);
+    assert!(first == body, "the stored response's own answer differs");
+    let (_, hit, headers) = request(&mut sender, "site.test", "/big").await;
+    assert!(headers["cache-status"].to_str().unwrap().contains("hit"));
+    assert!(hit == body, "an HTTP/1.1 hit over TLS differs");
+
+    let h2 = handshake(https, "site.test", &client(pki.roots(), &[b"h2"], true))
+        .await
+        .unwrap();
+    let mut sender = h2_client(h2).await;
+    let response = sender
+        .send_request(empty_get("https://site.test/big"))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let got = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(got == body.as_bytes(), "an h2 hit differs");
+    assert_eq!(origin.hits(), 1);
+}
