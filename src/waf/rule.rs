@@ -198,8 +198,6 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut rule_count = 0;
         let mut chains: HashMap<Vec<Transform>, u32> = HashMap::new();
-        let mut prefilter = PrefilterBuilder::default();
-        let mut gate_targets = GateTargets::default();
         for item in source.items {
             match item {
                 Item::Marker { name, .. } => {
@@ -211,13 +209,6 @@ impl RuleSet {
                 Item::Rule(ast) => match compile_rule(&ast, None) {
                     Ok(mut rule) => {
                         number_chains(&mut rule, &mut chains);
-                        if optimise {
-                            assign_slots(&mut rule, &mut prefilter);
-                            if rule.gated {
-                                rule.gate_reads = gate_targets.of(&rule);
-                                rule.gate_set = gate_targets.read_set(&rule.gate_reads);
-                            }
-                        }
                         rule_count += 1;
                         let phase = usize::from(rule.phase) - 1;
                         phases[phase].push(Step::Rule(Arc::new(rule)));
@@ -229,7 +220,6 @@ impl RuleSet {
                 },
             }
         }
-        let prefilter = prefilter.build();
         let mut chain_masks = vec![None; chains.len()];
         let mut chain_triggers = vec![None; chains.len()];
         let mut step_masks = vec![0; chains.len()];
@@ -247,19 +237,23 @@ impl RuleSet {
             settings: source.settings,
             phases,
             rule_count,
-            prefilter,
+            prefilter: PrefilterBuilder::default().build(),
             chain_masks,
             step_masks,
             chain_triggers,
             used_transforms,
-            gate_targets: gate_targets.targets,
-            gate_selections: gate_targets.selections,
-            gate_read_set_count: gate_targets.read_set_numbers.len(),
+            gate_targets: Vec::new(),
+            gate_selections: Vec::new(),
+            gate_read_set_count: 0,
             initial_tx: VarMap::default(),
             folded_rules: 0,
             optimised: optimise,
         };
-        Ok(if optimise { rules.folded() } else { rules })
+        Ok(if optimise {
+            rules.folded().prefiltered()
+        } else {
+            rules
+        })
     }
 
     /// The bytes chain `chain_id` (`chain`) may output for input bytes
@@ -313,6 +307,35 @@ impl RuleSet {
         rules.initial_tx.reserve(TX_ROOM);
         rules.folded_rules = folded.folded + folded.dropped;
         rules
+    }
+}
+
+impl RuleSet {
+    /// Gives the rules left after folding their prefilter slots and gate
+    /// targets. Done after folding, so that the literals of the rules it
+    /// dropped (CRS's paranoia levels above the one set) stay out of the
+    /// automaton every value is scanned with, and out of the gate.
+    fn prefiltered(mut self) -> RuleSet {
+        let mut prefilter = PrefilterBuilder::default();
+        let mut gate_targets = GateTargets::default();
+        for step in self.phases.iter_mut().flatten() {
+            // Held once each here (see `folded`); a rule held elsewhere
+            // would only go without the prefilter, which is never wrong.
+            if let Step::Rule(rule) = step
+                && let Some(rule) = Arc::get_mut(rule)
+            {
+                assign_slots(rule, &mut prefilter);
+                if rule.gated {
+                    rule.gate_reads = gate_targets.of(rule);
+                    rule.gate_set = gate_targets.read_set(&rule.gate_reads);
+                }
+            }
+        }
+        self.prefilter = prefilter.build();
+        self.gate_targets = gate_targets.targets;
+        self.gate_selections = gate_targets.selections;
+        self.gate_read_set_count = gate_targets.read_set_numbers.len();
+        self
     }
 }
 
