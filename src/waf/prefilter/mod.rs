@@ -57,6 +57,32 @@ impl ByteSet {
         set
     }
 
+    /// The bytes `value` holds, as `of` finds them; a long value is
+    /// marked in a table first, one store per byte with none waiting on
+    /// another, and the table folded into the set.
+    #[inline]
+    pub fn in_value(value: &[u8]) -> ByteSet {
+        if value.len() < TABLE_FROM {
+            return ByteSet::of(value);
+        }
+        let mut seen = [0u8; 256];
+        for &b in value {
+            seen[usize::from(b)] = 1;
+        }
+        let mut set = ByteSet::EMPTY;
+        for (word, marks) in set.0.iter_mut().zip(seen.chunks_exact(64)) {
+            for (k, eight) in marks.chunks_exact(8).enumerate() {
+                let mut group = [0u8; 8];
+                group.copy_from_slice(eight);
+                // Eight marks of 0 or 1, one per byte, gathered into the
+                // top byte (each partial product lands on its own bit).
+                let bits = u64::from_le_bytes(group).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                *word |= bits << (8 * k);
+            }
+        }
+        set
+    }
+
     pub const fn range(from: u8, to: u8) -> ByteSet {
         let mut set = ByteSet::EMPTY;
         let mut b = from;
@@ -112,6 +138,10 @@ impl ByteSet {
             != 0
     }
 }
+
+/// From this length on, `ByteSet::in_value` marks a table rather than
+/// setting bits: the table's fixed cost is then paid back.
+const TABLE_FROM: usize = 32;
 
 /// What `htmlEntityDecode`'s named entities decode to.
 const NAMED_ENTITIES: ByteSet = ByteSet::of(b"\"&<>\xa0");
@@ -843,6 +873,23 @@ fn selective(set: &[Vec<u8>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_values_bytes_from_the_table_are_those_bit_by_bit() {
+        let mut next = crate::test_rng::xorshift(0x5851_f42d_4c95_7f2d);
+        for len in (0..300).chain([1024, 4096]) {
+            // Narrow alphabets too, so that whole groups of eight stay
+            // unmarked or all marked.
+            let span = [256u64, 64, 8, 1][len % 4];
+            let low = next() % 256;
+            let value: Vec<u8> = (0..len)
+                .map(|_| ((low + next() % span) % 256) as u8)
+                .collect();
+            assert_eq!(ByteSet::in_value(&value), ByteSet::of(&value), "len {len}");
+        }
+        let every: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(ByteSet::in_value(&every), ByteSet::ALL);
+    }
 
     #[test]
     fn every_transformation_has_a_bit() {

@@ -631,7 +631,9 @@ impl Slot {
             if let Some((others, entry)) = split_entry(&mut self.chains, at)
                 && let Some(output) = &entry.output
             {
-                let presence = *entry.presence.get_or_insert_with(|| ByteSet::of(output));
+                let presence = *entry
+                    .presence
+                    .get_or_insert_with(|| ByteSet::in_value(output));
                 let hits = &mut entry.hits;
                 return admits(rules, slots, &presence, || {
                     &**hits.get_or_insert_with(|| scan_output(others, output, rules))
@@ -663,7 +665,9 @@ impl Slot {
         if !self.transparent(value, rules, chain_id) {
             let entry = self.entry(chain_id, chain, value);
             if let Some(output) = &entry.output {
-                return *entry.presence.get_or_insert_with(|| ByteSet::of(output));
+                return *entry
+                    .presence
+                    .get_or_insert_with(|| ByteSet::in_value(output));
             }
         }
         self.presence(value)
@@ -706,7 +710,9 @@ impl Slot {
     }
 
     pub fn presence(&mut self, value: &[u8]) -> ByteSet {
-        *self.presence.get_or_insert_with(|| ByteSet::of(value))
+        *self
+            .presence
+            .get_or_insert_with(|| ByteSet::in_value(value))
     }
 
     /// What the prefilter says of the value itself (no transformation).

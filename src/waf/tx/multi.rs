@@ -51,7 +51,7 @@ pub(super) fn each_step(
                 if !t.changes_case()
                     && let Some(triggers) = triggers_of(t)
                     && !presence
-                        .get_or_insert_with(|| ByteSet::of(out))
+                        .get_or_insert_with(|| ByteSet::in_value(out))
                         .intersects(&triggers)
                 {
                     continue;
@@ -60,7 +60,7 @@ pub(super) fn each_step(
             }
         };
         let Some(next) = next else { continue };
-        let bytes = *presence.insert(ByteSet::of(&next));
+        let bytes = *presence.insert(ByteSet::in_value(&next));
         let output = current.insert(next);
         if memo::admits_step(rules, slots, gate, output, &bytes)
             && rule.operator.matches(output, param, caps.as_deref_mut())
