@@ -50,11 +50,11 @@ impl BodyFile {
         if body.len() < MIN_FILE_BODY || !reserve_descriptor() {
             return None;
         }
-        let made = Self::create(body);
-        if made.is_none() {
+        let Some(made) = Self::create(body) else {
             LIVE.fetch_sub(1, Ordering::Relaxed);
-        }
-        let file = Arc::new(made?);
+            return None;
+        };
+        let file = Arc::new(made);
         let bytes = Bytes::from_owner(Mapped(Arc::clone(&file)));
         Some((bytes, file))
     }
@@ -131,7 +131,8 @@ impl BodyFile {
     /// of the file's own mapping, such as the whole body or a range of it.
     pub fn region(&self, data: &[u8]) -> Option<(u64, usize)> {
         let start = (data.as_ptr() as usize).checked_sub(self.map as usize)?;
-        (start + data.len() <= self.len).then_some((start as u64, data.len()))
+        let end = start.checked_add(data.len())?;
+        (end <= self.len).then_some((start as u64, data.len()))
     }
 }
 

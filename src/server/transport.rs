@@ -120,7 +120,9 @@ impl Transport for TcpStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(self, stall).await?,
                 // A kernel or file system that cannot: the rest as bytes.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                    let rest = mapped(file, at, (end - at) as usize)?;
+                    let rest_len =
+                        usize::try_from(end - at).map_err(|_| io::ErrorKind::InvalidInput)?;
+                    let rest = mapped(file, at, rest_len)?;
                     return self.write_parts([rest, &[], &[], &[]], stall).await;
                 }
                 Err(e) => return Err(e),

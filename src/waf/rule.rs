@@ -308,9 +308,7 @@ impl RuleSet {
         rules.folded_rules = folded.folded + folded.dropped;
         rules
     }
-}
 
-impl RuleSet {
     /// Gives the rules left after folding their prefilter slots and gate
     /// targets. Done after folding, so that the literals of the rules it
     /// dropped (CRS's paranoia levels above the one set) stay out of the
