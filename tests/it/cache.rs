@@ -1019,6 +1019,8 @@ async fn large_hits_sent_from_their_memory_file_keep_the_connection_in_step() {
             .unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
+        // The connection task may still be finishing the last exchange.
+        sender.ready().await.expect("the connection stays open");
         let req = Request::get("/big")
             .header("host", "site")
             .body(Full::new(Bytes::new()))

@@ -815,6 +815,9 @@ async fn large_cache_hits_over_tls_and_h2_read_their_stored_body_whole() {
     let (status, first, _, mut sender) = get_over(http1, "site.test", "/big").await;
     assert_eq!(status, 200);
     assert!(first == body, "the stored response's own answer differs");
+    // The client's connection task may still be finishing the first
+    // exchange: the next request waits for it.
+    sender.ready().await.expect("the connection stays open");
     let (_, hit, headers) = request(&mut sender, "site.test", "/big").await;
     assert!(headers["cache-status"].to_str().unwrap().contains("hit"));
     assert!(hit == body, "an HTTP/1.1 hit over TLS differs");
