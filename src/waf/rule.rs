@@ -438,7 +438,7 @@ impl GateTargets {
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
     if rule.multi_match && rule.prefilter.any.is_some() {
-        rule.step_gate = StepGate::new(&rule.operator);
+        rule.step_gate = StepGate::new(&rule.operator, &rule.transforms);
     }
     rule.needs = if rule.negated {
         Box::default()

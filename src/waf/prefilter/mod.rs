@@ -849,24 +849,103 @@ pub fn hit(hits: &[u64], slot: u32) -> bool {
 /// literals, stopping at the first, costs a fraction of the full scan,
 /// which sets every rule's slots.
 #[derive(Debug, Clone)]
-pub struct StepGate(dfa::DFA);
+pub struct StepGate {
+    dfa: dfa::DFA,
+    /// Per byte, what it says of an output holding it (see
+    /// [`StepClasses`]): one table lookup per byte of each output, where a
+    /// `ByteSet` of the output would cost several times that.
+    classes: Option<Box<StepClasses>>,
+}
+
+/// Per byte, for one `multiMatch` link: bit `j` when the byte is among the
+/// triggers of step `j` of its chain (without one, the step leaves a value
+/// unchanged), bit [`StepClasses::LITERAL`] when it is the rarest byte of
+/// one of the operator's literals (without one, no literal is there).
+#[derive(Debug, Clone)]
+pub struct StepClasses {
+    table: [u16; 256],
+    /// The steps that a value lacking their bit leaves unchanged.
+    skippable: u16,
+}
+
+impl StepClasses {
+    const LITERAL: u16 = 1 << 15;
+
+    fn new(literals: &[Vec<u8>], chain: &[Transform]) -> Option<StepClasses> {
+        if chain.len() >= 15 {
+            return None;
+        }
+        let mut sets = Vec::with_capacity(chain.len() + 1);
+        let mut skippable = 0u16;
+        for (j, &t) in chain.iter().enumerate() {
+            match triggers_of(t) {
+                Some(triggers) if !t.changes_case() => {
+                    skippable |= 1 << j;
+                    sets.push((1u16 << j, triggers));
+                }
+                _ => {}
+            }
+        }
+        let required = literals
+            .iter()
+            .fold(ByteSet::EMPTY, |set, l| set.union(rarest(l)));
+        sets.push((Self::LITERAL, required));
+        let mut table = [0u16; 256];
+        for (b, classes) in table.iter_mut().enumerate() {
+            for (bit, set) in &sets {
+                if set.contains(b as u8) {
+                    *classes |= bit;
+                }
+            }
+        }
+        Some(StepClasses { table, skippable })
+    }
+
+    /// The classes of the bytes of `value`, together.
+    #[inline]
+    pub fn of(&self, value: &[u8]) -> u16 {
+        value
+            .iter()
+            .fold(0, |all, &b| all | self.table[usize::from(b)])
+    }
+
+    /// Whether step `j` may change a value whose classes are `classes`.
+    #[inline]
+    pub fn may_change(&self, j: usize, classes: u16) -> bool {
+        let bit = 1u16.checked_shl(j as u32).unwrap_or(0);
+        self.skippable & bit == 0 || classes & bit != 0
+    }
+}
 
 impl StepGate {
-    /// The gate for `operator`, if it has literals worth a slot.
-    pub fn new(operator: &Operator) -> Option<StepGate> {
+    /// The gate for `operator`, if it has literals worth a slot; with the
+    /// byte classes for `chain`, the link's transformations.
+    pub fn new(operator: &Operator, chain: &[Transform]) -> Option<StepGate> {
         let literals = necessary(operator)?;
-        dfa::DFA::builder()
+        let dfa = dfa::DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .build(&literals)
-            .ok()
-            .map(StepGate)
+            .ok()?;
+        let classes = StepClasses::new(&literals, chain).map(Box::new);
+        Some(StepGate { dfa, classes })
+    }
+
+    pub fn classes(&self) -> Option<&StepClasses> {
+        self.classes.as_deref()
+    }
+
+    /// False proves the operator cannot match a value whose classes are
+    /// `classes` (see [`StepClasses::of`]).
+    #[inline]
+    pub fn admits_classed(&self, classes: u16, value: &[u8]) -> bool {
+        classes & StepClasses::LITERAL != 0 && self.admits(value)
     }
 
     /// False proves the operator cannot match `value`.
     #[inline]
     pub fn admits(&self, value: &[u8]) -> bool {
-        let dfa = &self.0;
+        let dfa = &self.dfa;
         let Ok(mut state) = dfa.start_state(Anchored::No) else {
             return true;
         };
@@ -1156,7 +1235,7 @@ mod tests {
     fn a_step_gate_admits_exactly_the_values_holding_a_literal() {
         let base = std::path::Path::new("");
         let op = Operator::compile("rx", "(?:child_process|eval\\()", base).unwrap();
-        let gate = StepGate::new(&op).unwrap();
+        let gate = StepGate::new(&op, &[]).unwrap();
         for value in [
             &b"x require('CHILD_PROCESS')"[..],
             b"EVAL(1)",
@@ -1168,7 +1247,52 @@ mod tests {
             assert!(!gate.admits(value), "{value:?}");
         }
         let no_literals = Operator::compile("rx", "\\d+", base).unwrap();
-        assert!(StepGate::new(&no_literals).is_none());
+        assert!(StepGate::new(&no_literals, &[]).is_none());
+    }
+
+    #[test]
+    fn step_classes_say_which_steps_may_change_an_output_and_whether_a_literal_may_be_in_it() {
+        let base = std::path::Path::new("");
+        let op = Operator::compile("rx", "(?:child_process|eval\\()", base).unwrap();
+        let chain = [
+            Transform::UrlDecodeUni,
+            Transform::Lowercase,
+            Transform::RemoveWhitespace,
+        ];
+        let gate = StepGate::new(&op, &chain).unwrap();
+        let classes = gate.classes().unwrap();
+        let plain = classes.of(b"ab c");
+        assert!(
+            !classes.may_change(0, plain),
+            "no % or +: urlDecodeUni idles"
+        );
+        assert!(
+            classes.may_change(1, plain),
+            "a case change is never ruled out"
+        );
+        assert!(
+            classes.may_change(2, plain),
+            "a blank: removeWhitespace acts"
+        );
+        assert!(classes.may_change(0, classes.of(b"a%41")));
+        assert!(!classes.may_change(2, classes.of(b"abc")));
+        // Against the step gate itself, over values with and without the
+        // literals' rarest bytes.
+        for value in [
+            &b"EVAL(1)"[..],
+            b"child_process",
+            b"child process",
+            b"evaluate",
+            b"",
+        ] {
+            let held = classes.of(value);
+            assert_eq!(
+                gate.admits_classed(held, value),
+                gate.admits(value),
+                "{value:?}"
+            );
+        }
+        assert!(StepClasses::new(&[b"x(".to_vec()], &[Transform::UrlDecodeUni; 15]).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::memo::{self, Slot};
 use crate::waf::operator::Captures;
-use crate::waf::prefilter::{ByteSet, transform_bit, triggers_of};
+use crate::waf::prefilter::{ByteSet, StepClasses, StepGate, transform_bit, triggers_of};
 use crate::waf::rule::{CompiledRule, RuleSet};
 
 /// Whether `rule`'s operator matches `value` (the memo keeps it in
@@ -37,6 +37,11 @@ pub(super) fn each_step(
         .copied()
         .unwrap_or(0);
     let unchanged_raw = slot.transparent_steps(value, steps);
+    if let Some(gate) = gate
+        && let Some(classes) = gate.classes()
+    {
+        return classed_steps(rule, gate, classes, unchanged_raw, value, param, caps);
+    }
     let mut current: Option<Vec<u8>> = None;
     let mut presence: Option<ByteSet> = None;
     for &t in rule.transforms.iter() {
@@ -63,6 +68,47 @@ pub(super) fn each_step(
         let bytes = *presence.insert(ByteSet::in_value(&next));
         let output = current.insert(next);
         if memo::admits_step(rules, slots, gate, output, &bytes)
+            && rule.operator.matches(output, param, caps.as_deref_mut())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`each_step`] past the value itself, for a link whose step gate knows
+/// its chain's byte classes: each output is read once, for the classes of
+/// its bytes, which say both which of the next steps may change it and
+/// whether the operator's literals may be in it.
+fn classed_steps(
+    rule: &CompiledRule,
+    gate: &StepGate,
+    classes: &StepClasses,
+    unchanged_raw: u64,
+    value: &[u8],
+    param: &[u8],
+    mut caps: Option<&mut Captures>,
+) -> bool {
+    let mut current: Option<(Vec<u8>, u16)> = None;
+    for (j, &t) in rule.transforms.iter().enumerate() {
+        let next = match &current {
+            None => {
+                if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
+                    continue;
+                }
+                t.apply(value)
+            }
+            Some((out, held)) => {
+                if !classes.may_change(j, *held) {
+                    continue;
+                }
+                t.apply(out)
+            }
+        };
+        let Some(next) = next else { continue };
+        let held = classes.of(&next);
+        let (output, held) = current.insert((next, held));
+        if gate.admits_classed(*held, output)
             && rule.operator.matches(output, param, caps.as_deref_mut())
         {
             return true;
