@@ -1050,9 +1050,13 @@ fn judge(
         return false;
     }
     !could || {
-        let input = slot
-            .transformed(value, rule.chain_id, &rule.transforms)
-            .unwrap_or(value);
+        // `t:none` alone: the value itself, with no entry in the memo.
+        let input = if rule.transforms.is_empty() {
+            value
+        } else {
+            slot.transformed(value, rule.chain_id, &rule.transforms)
+                .unwrap_or(value)
+        };
         rule.operator
             .matches(input, param, rule.capture.then_some(caps))
             != rule.negated
