@@ -310,7 +310,7 @@ impl Transform {
                 if cmd_line && (presence.contains(b'/') || presence.contains(b'(')) {
                     return blanks_and_punctuation(input) == 0;
                 }
-                !input.windows(2).any(|pair| pair == b"  ")
+                !crate::waf::transform::text::has_double_space(input)
             }
             Transform::Trim | Transform::TrimLeft | Transform::TrimRight => {
                 let edge =

@@ -8,7 +8,7 @@ mod decode;
 /// bodies (always a new buffer).
 pub(crate) use decode::url as url_decode;
 pub mod invariants;
-mod text;
+pub(crate) mod text;
 
 /// One transformation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,7 +229,7 @@ impl Transform {
             Transform::NormalisePathWin => none_of(b"./\\"),
             Transform::CompressWhitespace => {
                 !input.iter().any(|b| *b != b' ' && text::is_space(*b))
-                    && !input.windows(2).any(|w| w == b"  ")
+                    && !text::has_double_space(input)
             }
             Transform::Trim => {
                 input

@@ -8,6 +8,38 @@ pub fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0)
 }
 
+/// Whether two spaces stand side by side in `input`: what decides whether
+/// `compressWhitespace` and `cmdLine` leave a value of words alone. Asked
+/// of every argument of a form, so eight bytes at a time: each space
+/// becomes a mark (exact, no false marks), and two marks side by side,
+/// within a word or across two, are a double space.
+pub fn has_double_space(input: &[u8]) -> bool {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    let mut chunks = input.chunks_exact(8);
+    let mut last_was_space = false;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ SPACES;
+        // The top bit of each byte of `x` that is zero, and of no other.
+        let marks = !(((x & LOW7).wrapping_add(LOW7)) | x) & HIGH;
+        if marks & (marks << 8) != 0 || (last_was_space && marks & 0x80 != 0) {
+            return true;
+        }
+        last_was_space = marks >> 63 != 0;
+    }
+    for &b in chunks.remainder() {
+        let space = b == b' ';
+        if space && last_was_space {
+            return true;
+        }
+        last_was_space = space;
+    }
+    false
+}
+
 /// `input` without its whitespace. Every byte is written and the cursor
 /// moves past the kept ones only: no branch per byte (`extend` with a
 /// filter checked the capacity at each one, and showed in profiles of
@@ -373,6 +405,25 @@ pub fn php_args_names(input: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    /// Against the plain definition, over values of spaces and other bytes
+    /// at every length and offset (chunk edges included).
+    #[test]
+    fn has_double_space_finds_exactly_two_spaces_side_by_side() {
+        let mut next = crate::test_rng::xorshift(0x51ce_5eed_0000_0001);
+        let alphabet = b"  a\t\xa0!\x00\x20";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let value: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let expected = value.windows(2).any(|w| w == b"  ");
+            assert_eq!(has_double_space(&value), expected, "{value:?}");
+        }
+        assert!(has_double_space(b"1234567  "));
+        assert!(has_double_space(b"1234567 8 ... x  "));
+        assert!(!has_double_space(b"some ordinary form text value 12"));
+    }
+
     use super::*;
 
     #[test]
