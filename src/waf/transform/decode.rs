@@ -54,18 +54,26 @@ fn next_escape(rest: &[u8]) -> Option<usize> {
 
 /// `urlDecode` (`uni`: also `%uHHHH`). `+` is a space.
 pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    url_into(input, uni, &mut out);
+    out
+}
+
+/// [`url`] into `out` (its contents replaced): `multiMatch` steps reuse
+/// one buffer across values instead of allocating per step.
+pub fn url_into(input: &[u8], uni: bool, out: &mut Vec<u8>) {
+    out.clear();
     // Most values hold no `%`: a copy with each `+` made a space, in one
     // pass that compiles to vector code, beats copying the runs between.
     if memchr::memchr(b'%', input).is_none() {
-        let mut out = input.to_vec();
-        for b in &mut out {
+        out.extend_from_slice(input);
+        for b in out.iter_mut() {
             if *b == b'+' {
                 *b = b' ';
             }
         }
-        return out;
+        return;
     }
-    let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         // Runs without an escape are copied whole: most of a value is one.
@@ -82,7 +90,6 @@ pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
         out.push(byte);
         i += width;
     }
-    out
 }
 
 /// The byte a `%` at `at` decodes to and how many input bytes it takes:
@@ -212,6 +219,13 @@ fn octal(input: &[u8], at: usize, clamp: bool) -> (u8, usize) {
 /// one-letter escapes, and `\c` for any other `c`.
 pub fn js(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    js_into(input, &mut out);
+    out
+}
+
+/// [`js`] into `out` (its contents replaced).
+pub fn js_into(input: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut i = 0;
     while i < input.len() {
         let Some(run) = memchr::memchr(b'\\', &input[i..]) else {
@@ -246,7 +260,6 @@ pub fn js(input: &[u8]) -> Vec<u8> {
             i += 1;
         }
     }
-    out
 }
 
 /// `escapeSeqDecode`: ANSI C escapes (`\n`, `\xHH`, `\OOO`, ...); an
@@ -390,6 +403,13 @@ const NOT_BASE64_BIT: u8 = 0x80;
 /// `base64DecodeExt` (`forgiving`) skips such characters. Both stop at `=`.
 pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    base64_into(input, forgiving, &mut out);
+    out
+}
+
+/// [`base64`] into `out` (its contents replaced).
+pub fn base64_into(input: &[u8], forgiving: bool, out: &mut Vec<u8>) {
+    out.clear();
     // Whole groups of four alphabet characters first, three bytes each;
     // `base64_by_character` takes over at the first `=` or stranger.
     let mut rest = input;
@@ -406,8 +426,7 @@ pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
         out.extend_from_slice(&group.to_be_bytes()[1..]);
         rest = tail;
     }
-    base64_by_character(rest, forgiving, &mut out);
-    out
+    base64_by_character(rest, forgiving, out);
 }
 
 /// One character at a time, as ModSecurity's decoder reads them.

@@ -126,6 +126,39 @@ impl Transform {
         self.compute(input)
     }
 
+    /// [`Self::apply`] into `out` (its contents replaced), which holds the
+    /// output when this returns true; false when the value is unchanged.
+    /// The decoders `multiMatch` chains run on every value write into the
+    /// caller's buffer; the rest allocate as `apply` does.
+    pub fn apply_into(self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.leaves_unchanged(input) {
+            return false;
+        }
+        match self {
+            Transform::Base64Decode => decode::base64_into(input, false, out),
+            Transform::Base64DecodeExt => decode::base64_into(input, true, out),
+            Transform::JsDecode => decode::js_into(input, out),
+            Transform::UrlDecode => decode::url_into(input, false, out),
+            Transform::UrlDecodeUni => decode::url_into(input, true, out),
+            Transform::RemoveWhitespace => {
+                if !input.iter().any(|b| text::is_space(*b)) {
+                    return false;
+                }
+                text::remove_whitespace_into(input, out);
+            }
+            _ => {
+                return match self.compute(input) {
+                    Some(output) => {
+                        *out = output;
+                        true
+                    }
+                    None => false,
+                };
+            }
+        }
+        out.as_slice() != input
+    }
+
     /// The transformation without the quick unchanged-check.
     pub(crate) fn compute(self, input: &[u8]) -> Option<Vec<u8>> {
         let out = match self {
@@ -248,6 +281,36 @@ impl Transform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply_into` with one buffer reused across values and
+    /// transformations must give what `apply` gives, whatever the buffer
+    /// held before.
+    #[test]
+    fn apply_into_a_reused_buffer_matches_apply() {
+        let inputs: [&[u8]; 10] = [
+            b"",
+            b"plain",
+            b"a+b%20c%u0041",
+            b"cmVxdWlyZSgnY2hpbGRf cHJvY2Vzcycp",
+            b"\\x41\\u0042\\101 tail",
+            b"  spaced\tout\n ",
+            b"QUJD==extra",
+            b"%zz%2",
+            b"MiXeD CaSe",
+            b"\x00\xff%00",
+        ];
+        let mut buffer = b"left over from before".to_vec();
+        for t in all() {
+            for input in inputs {
+                let expected = t.apply(input);
+                let changed = t.apply_into(input, &mut buffer);
+                assert_eq!(changed, expected.is_some(), "{t:?} on {input:?}");
+                if let Some(expected) = expected {
+                    assert_eq!(buffer, expected, "{t:?} on {input:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_name_resolves_back_to_itself() {

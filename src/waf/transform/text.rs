@@ -45,7 +45,15 @@ pub fn has_double_space(input: &[u8]) -> bool {
 /// filter checked the capacity at each one, and showed in profiles of
 /// CRS's `multiMatch` chains).
 pub fn remove_whitespace(input: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; input.len()];
+    let mut out = Vec::new();
+    remove_whitespace_into(input, &mut out);
+    out
+}
+
+/// [`remove_whitespace`] into `out` (its contents replaced).
+pub fn remove_whitespace_into(input: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(input.len(), 0);
     let mut kept = 0;
     for &b in input {
         if let Some(slot) = out.get_mut(kept) {
@@ -54,7 +62,6 @@ pub fn remove_whitespace(input: &[u8]) -> Vec<u8> {
         kept += usize::from(!is_space(b));
     }
     out.truncate(kept);
-    out
 }
 
 pub fn compress_whitespace(input: &[u8]) -> Vec<u8> {

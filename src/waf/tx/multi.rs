@@ -79,7 +79,8 @@ pub(super) fn each_step(
 /// [`each_step`] past the value itself, for a link whose step gate knows
 /// its chain's byte classes: each output is read once, for the classes of
 /// its bytes, which say both which of the next steps may change it and
-/// whether the operator's literals may be in it.
+/// whether the operator's literals may be in it. Outputs are written into
+/// two buffers kept per thread, not allocated per step.
 fn classed_steps(
     rule: &CompiledRule,
     gate: &StepGate,
@@ -87,32 +88,90 @@ fn classed_steps(
     unchanged_raw: u64,
     value: &[u8],
     param: &[u8],
-    mut caps: Option<&mut Captures>,
+    caps: Option<&mut Captures>,
 ) -> bool {
-    let mut current: Option<(Vec<u8>, u16)> = None;
-    for (j, &t) in rule.transforms.iter().enumerate() {
-        let next = match &current {
-            None => {
-                if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
-                    continue;
+    let link = Link {
+        rule,
+        gate,
+        classes,
+        param,
+    };
+    STEP_BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let (current, scratch) = &mut *buffers;
+            let matched = link.walk(unchanged_raw, value, caps, current, scratch);
+            // A huge value's buffers are not kept for the thread's life.
+            for buffer in [current, scratch] {
+                if buffer.capacity() > KEPT_BUFFER {
+                    *buffer = Vec::new();
                 }
-                t.apply(value)
             }
-            Some((out, held)) => {
-                if !classes.may_change(j, *held) {
-                    continue;
-                }
-                t.apply(out)
-            }
-        };
-        let Some(next) = next else { continue };
-        let held = classes.of(&next);
-        let (output, held) = current.insert((next, held));
-        if gate.admits_classed(*held, output)
-            && rule.operator.matches(output, param, caps.as_deref_mut())
-        {
-            return true;
+            matched
         }
+        // Never nested; should it be, fresh buffers.
+        Err(_) => link.walk(unchanged_raw, value, caps, &mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// The largest step buffer a thread keeps between values.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    static STEP_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A `multiMatch` link with byte classes, as [`classed_steps`] walks it.
+struct Link<'a> {
+    rule: &'a CompiledRule,
+    gate: &'a StepGate,
+    classes: &'a StepClasses,
+    param: &'a [u8],
+}
+
+impl Link<'_> {
+    /// The steps past `value` (those `unchanged_raw` proves idle on it
+    /// skipped), each output written to `current` by way of `scratch`.
+    fn walk(
+        &self,
+        unchanged_raw: u64,
+        value: &[u8],
+        mut caps: Option<&mut Captures>,
+        current: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        // The classes of `current`, once a step has written an output to it.
+        let mut held: Option<u16> = None;
+        for (j, &t) in self.rule.transforms.iter().enumerate() {
+            let changed = match held {
+                None => {
+                    if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
+                        continue;
+                    }
+                    t.apply_into(value, scratch)
+                }
+                Some(held) => {
+                    if !self.classes.may_change(j, held) {
+                        continue;
+                    }
+                    t.apply_into(current, scratch)
+                }
+            };
+            if !changed {
+                continue;
+            }
+            std::mem::swap(current, scratch);
+            let now = self.classes.of(current);
+            held = Some(now);
+            if self.gate.admits_classed(now, current)
+                && self
+                    .rule
+                    .operator
+                    .matches(current, self.param, caps.as_deref_mut())
+            {
+                return true;
+            }
+        }
+        false
     }
-    false
 }
