@@ -637,8 +637,10 @@ impl Transaction {
             }
             // The common case, kept tight: a prefiltered rule over a request
             // or response list. Most values are turned away by a few bit
-            // tests on what the memo already knows of them.
-            if rule.prefilter.is_some()
+            // tests on what the memo already knows of them. A `multiMatch`
+            // rule without literals (CRS's `@detectSQLi` on every argument)
+            // walks the list the same way, its slots fetched once.
+            if (rule.prefilter.is_some() || (rule.multi_match && self.rules.optimised))
                 && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
@@ -1074,7 +1076,9 @@ fn judge_each_step(
     caps: &mut Captures,
     excluded: impl FnOnce() -> bool,
 ) -> bool {
-    if !slot.could_match_any_step(value, rules, rule.chain_id, rule.prefilter) {
+    if rule.prefilter.is_some()
+        && !slot.could_match_any_step(value, rules, rule.chain_id, rule.prefilter)
+    {
         return rule.negated && !excluded();
     }
     if excluded() {
