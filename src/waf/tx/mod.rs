@@ -635,18 +635,18 @@ impl Transaction {
                     continue;
                 }
             }
-            // The common case, kept tight: a prefiltered rule over a request
-            // or response list. Most values are turned away by a few bit
-            // tests on what the memo already knows of them. A `multiMatch`
-            // rule without literals (CRS's `@detectSQLi` on every argument)
-            // walks the list the same way, its slots fetched once.
-            if (rule.prefilter.is_some() || (rule.multi_match && self.rules.optimised))
+            // The common case, kept tight: a rule over a request or response
+            // list walks it with the list's slots fetched once. Most values
+            // of a prefiltered rule are turned away by a few bit tests on
+            // what the memo already knows of them.
+            if (rule.prefilter.is_some() || self.rules.optimised)
                 && let Some(lists) = lists
             {
                 let mut memo = self.memo.borrow_mut();
                 for of in lists.into_iter().flatten() {
                     let (list, group, names) = of;
-                    if !rule.multi_match
+                    if rule.prefilter.is_some()
+                        && !rule.multi_match
                         && !rule.negated
                         && memo.rule_cannot_match_list(&self.rules, rule, spec, of)
                     {
