@@ -470,6 +470,12 @@ pub struct Transparency {
 }
 
 impl Transparency {
+    /// [`Self::of`] when every transformation of `mask` has been learnt.
+    #[inline]
+    pub fn known(&self, mask: u64) -> Option<u64> {
+        (mask & !self.known == 0).then_some(mask & self.transparent)
+    }
+
     /// Whether every transformation of chain `mask` leaves `value` (whose
     /// bytes are `presence`) unchanged but for case.
     #[inline]

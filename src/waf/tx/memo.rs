@@ -698,7 +698,13 @@ impl Slot {
 
     /// Which transformations of `mask` leave the value unchanged but for
     /// ASCII case, as a mask (learnt once per value and transformation).
+    #[inline]
     pub fn transparent_steps(&mut self, value: &[u8], mask: u64) -> u64 {
+        // Known already (every rule after the first asks the same): the
+        // value's bytes are not needed.
+        if let Some(known) = self.transparency.known(mask) {
+            return known;
+        }
         let presence = self.presence(value);
         self.transparency.of(mask, value, &presence)
     }
