@@ -38,6 +38,10 @@ struct Table {
     /// Word (upper-case) to its token type, fingerprints left out, and
     /// whether it is part of a multi-word keyword: one lookup per word.
     words: Map<Entry>,
+    /// The same for words of up to eight bytes of the proof's alphabet,
+    /// keyed by the word packed into a `u64` (see `packed_upper`): most
+    /// keywords, looked up without a copy or a byte-wise hash.
+    short: ShortWords,
     /// The multi-word keywords, as the numbers of their words (see
     /// `Entry::component`).
     phrases: Vec<Vec<u16>>,
@@ -118,8 +122,10 @@ fn table() -> &'static Table {
                 bits[bit / 64] |= 1 << (bit % 64);
             }
         }
+        let short = ShortWords::new(&words);
         Table {
             words,
+            short,
             phrases,
             spells_blacklisted,
             filter,
@@ -156,16 +162,87 @@ fn word_type(word: &[u8], present: &mut Present) -> Option<u8> {
     if bits[bit / 64] & (1 << (bit % 64)) == 0 {
         return None;
     }
-    let mut upper = [0u8; 32];
-    // Longer than any entry: a plain bareword.
-    let buf = upper.get_mut(..word.len())?;
-    buf.copy_from_slice(word);
-    buf.make_ascii_uppercase();
-    let entry = table.words.get(&*buf).copied()?;
+    let entry = match packed_upper(word) {
+        Some(key) => table.short.get(key)?,
+        None => {
+            let mut upper = [0u8; 32];
+            // Longer than any entry: a plain bareword.
+            let buf = upper.get_mut(..word.len())?;
+            buf.copy_from_slice(word);
+            buf.make_ascii_uppercase();
+            table.words.get(&*buf).copied()?
+        }
+    };
     if let Some(number) = entry.component {
         present.note(number);
     }
     entry.token_type
+}
+
+/// A word of one to eight bytes of the proof's alphabet (ASCII letters,
+/// digits, `_`: no zero byte, so the packing keeps the length), upper-cased
+/// and packed little-endian into a `u64`; `None` for any other word.
+fn packed_upper(word: &[u8]) -> Option<u64> {
+    if word.is_empty() || word.len() > 8 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    bytes[..word.len()].copy_from_slice(word);
+    let packed = u64::from_le_bytes(bytes);
+    // In this alphabet exactly the lower-case letters have both 0x40 and
+    // 0x20 set; clearing 0x20 wherever 0x40 is set upper-cases them and
+    // leaves `_`, digits and capitals as they are.
+    Some(packed & !((packed & 0x4040_4040_4040_4040) >> 1))
+}
+
+/// Open addressing over packed words (see `packed_upper`), at most half
+/// full; the empty key is 0, which no word packs to.
+struct ShortWords {
+    keys: Vec<u64>,
+    entries: Vec<Entry>,
+    shift: u32,
+}
+
+impl ShortWords {
+    fn new(words: &Map<Entry>) -> ShortWords {
+        let alphabet = |w: &[u8]| w.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        let short: Vec<(u64, Entry)> = words
+            .iter()
+            .filter(|(w, _)| alphabet(w) && w.iter().all(|b| !b.is_ascii_lowercase()))
+            .filter_map(|(w, e)| Some((packed_upper(w)?, *e)))
+            .collect();
+        let size = (short.len() * 2).next_power_of_two().max(16);
+        let mut table = ShortWords {
+            keys: vec![0; size],
+            entries: vec![Entry::default(); size],
+            shift: 64 - size.trailing_zeros(),
+        };
+        for (key, entry) in short {
+            let mut at = table.home(key);
+            while table.keys[at] != 0 {
+                at = (at + 1) & (size - 1);
+            }
+            table.keys[at] = key;
+            table.entries[at] = entry;
+        }
+        table
+    }
+
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    fn get(&self, key: u64) -> Option<Entry> {
+        let mask = self.keys.len() - 1;
+        let mut at = self.home(key);
+        loop {
+            match *self.keys.get(at)? {
+                0 => return None,
+                k if k == key => return self.entries.get(at).copied(),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
 }
 
 /// The words of multi-word keywords a value holds, a bit per word's
@@ -332,6 +409,46 @@ fn could_merge(present: &Present) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packed table answers as the map does, for every keyword in any
+    /// case and for random words of the alphabet.
+    #[test]
+    fn short_words_answer_as_the_keyword_map_does() {
+        let table = table();
+        let lookup = |word: &[u8]| {
+            let upper = word.to_ascii_uppercase();
+            table
+                .words
+                .get(&*upper)
+                .map(|e| (e.token_type, e.component))
+        };
+        let mut checked = 0;
+        for word in table.words.keys() {
+            let Some(key) = packed_upper(&word.to_ascii_lowercase()) else {
+                continue;
+            };
+            if !word.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+                continue;
+            }
+            let got = table.short.get(key).map(|e| (e.token_type, e.component));
+            assert_eq!(got, lookup(word), "{}", String::from_utf8_lossy(word));
+            checked += 1;
+        }
+        assert!(checked > 100, "the table has short keywords to check");
+        let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+        let mut next = crate::test_rng::xorshift(0x0dd5_eed5_1234_5678);
+        for _ in 0..50_000 {
+            let len = 1 + (next() % 8) as usize;
+            let word: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let key = packed_upper(&word).unwrap();
+            let got = table.short.get(key).map(|e| (e.token_type, e.component));
+            assert_eq!(got, lookup(&word), "{}", String::from_utf8_lossy(&word));
+        }
+        assert_eq!(packed_upper(b""), None);
+        assert_eq!(packed_upper(b"NINEBYTES"), None);
+    }
 
     /// The premises about the table: fingerprints are '0' and up to five
     /// token types; every word's type is one whose folding the proof
