@@ -10,7 +10,9 @@ use std::sync::Arc;
 use super::fold;
 use super::macros::Template;
 use super::operator::Operator;
-use super::prefilter::{ByteSet, Prefilter, PrefilterBuilder, Slots, StepGate, chain_mask};
+use super::prefilter::{
+    ByteSet, Prefilter, PrefilterBuilder, Slots, StepClasses, StepGate, chain_mask,
+};
 use super::seclang::ast::{Action, Item, Origin, RuleAst, Selector, Var, VarSpec};
 use super::seclang::parse::{Diag, severity_level};
 use super::seclang::{EngineSettings, RuleSource};
@@ -97,6 +99,9 @@ pub struct CompiledRule {
     /// For a `multiMatch` link with literals, its own literal test for
     /// the outputs its chain's steps make (see `StepGate`).
     pub step_gate: Option<StepGate>,
+    /// For a `multiMatch` link, what the bytes of a step's output say of
+    /// the next steps and of its literals (see `StepClasses`).
+    pub step_classes: Option<Box<StepClasses>>,
     /// Whether the rule gate may turn this rule away before evaluation
     /// (see `tx::gate`); set with the prefilter.
     pub gated: bool,
@@ -438,7 +443,11 @@ impl GateTargets {
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
     if rule.multi_match && rule.prefilter.any.is_some() {
-        rule.step_gate = StepGate::new(&rule.operator, &rule.transforms);
+        rule.step_gate = StepGate::new(&rule.operator);
+    }
+    if rule.multi_match {
+        let required = rule.step_gate.as_ref().map(StepGate::required);
+        rule.step_classes = Some(Box::new(StepClasses::new(required, &rule.transforms)));
     }
     rule.needs = if rule.negated {
         Box::default()
@@ -601,6 +610,7 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         prefilter: Slots::default(),
         needs: Box::default(),
         step_gate: None,
+        step_classes: None,
         gated: false,
         always_passes: false,
         gate_reads: Box::default(),

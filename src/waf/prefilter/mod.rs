@@ -857,16 +857,17 @@ pub fn hit(hits: &[u64], slot: u32) -> bool {
 #[derive(Debug, Clone)]
 pub struct StepGate {
     dfa: dfa::DFA,
-    /// Per byte, what it says of an output holding it (see
-    /// [`StepClasses`]): one table lookup per byte of each output, where a
-    /// `ByteSet` of the output would cost several times that.
-    classes: Option<Box<StepClasses>>,
+    /// The rarest byte of each literal, both cases: a value holding none
+    /// holds no literal.
+    required: ByteSet,
 }
 
 /// Per byte, for one `multiMatch` link: bit `j` when the byte is among the
 /// triggers of step `j` of its chain (without one, the step leaves a value
 /// unchanged), bit [`StepClasses::LITERAL`] when it is the rarest byte of
-/// one of the operator's literals (without one, no literal is there).
+/// one of the operator's literals (without one, no literal is there). Each
+/// step output is read once for these, where a `ByteSet` of it would cost
+/// several times that. Steps past the fifteenth are never skipped.
 #[derive(Debug, Clone)]
 pub struct StepClasses {
     table: [u16; 256],
@@ -875,15 +876,14 @@ pub struct StepClasses {
 }
 
 impl StepClasses {
-    const LITERAL: u16 = 1 << 15;
+    pub const LITERAL: u16 = 1 << 15;
 
-    fn new(literals: &[Vec<u8>], chain: &[Transform]) -> Option<StepClasses> {
-        if chain.len() >= 15 {
-            return None;
-        }
+    /// The classes for a link with transformations `chain` whose literals
+    /// need one of `required` (a link without a step gate: none).
+    pub fn new(required: Option<ByteSet>, chain: &[Transform]) -> StepClasses {
         let mut sets = Vec::with_capacity(chain.len() + 1);
         let mut skippable = 0u16;
-        for (j, &t) in chain.iter().enumerate() {
+        for (j, &t) in chain.iter().enumerate().take(15) {
             match triggers_of(t) {
                 Some(triggers) if !t.changes_case() => {
                     skippable |= 1 << j;
@@ -892,10 +892,7 @@ impl StepClasses {
                 _ => {}
             }
         }
-        let required = literals
-            .iter()
-            .fold(ByteSet::EMPTY, |set, l| set.union(rarest(l)));
-        sets.push((Self::LITERAL, required));
+        sets.extend(required.map(|required| (Self::LITERAL, required)));
         let mut table = [0u16; 256];
         for (b, classes) in table.iter_mut().enumerate() {
             for (bit, set) in &sets {
@@ -904,7 +901,7 @@ impl StepClasses {
                 }
             }
         }
-        Some(StepClasses { table, skippable })
+        StepClasses { table, skippable }
     }
 
     /// The classes of the bytes of `value`, together.
@@ -924,21 +921,23 @@ impl StepClasses {
 }
 
 impl StepGate {
-    /// The gate for `operator`, if it has literals worth a slot; with the
-    /// byte classes for `chain`, the link's transformations.
-    pub fn new(operator: &Operator, chain: &[Transform]) -> Option<StepGate> {
+    /// The gate for `operator`, if it has literals worth a slot.
+    pub fn new(operator: &Operator) -> Option<StepGate> {
         let literals = necessary(operator)?;
         let dfa = dfa::DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .build(&literals)
             .ok()?;
-        let classes = StepClasses::new(&literals, chain).map(Box::new);
-        Some(StepGate { dfa, classes })
+        let required = literals
+            .iter()
+            .fold(ByteSet::EMPTY, |set, l| set.union(rarest(l)));
+        Some(StepGate { dfa, required })
     }
 
-    pub fn classes(&self) -> Option<&StepClasses> {
-        self.classes.as_deref()
+    /// Bytes of which a value must hold one to hold a literal.
+    pub fn required(&self) -> ByteSet {
+        self.required
     }
 
     /// False proves the operator cannot match a value whose classes are
@@ -1241,7 +1240,7 @@ mod tests {
     fn a_step_gate_admits_exactly_the_values_holding_a_literal() {
         let base = std::path::Path::new("");
         let op = Operator::compile("rx", "(?:child_process|eval\\()", base).unwrap();
-        let gate = StepGate::new(&op, &[]).unwrap();
+        let gate = StepGate::new(&op).unwrap();
         for value in [
             &b"x require('CHILD_PROCESS')"[..],
             b"EVAL(1)",
@@ -1253,7 +1252,7 @@ mod tests {
             assert!(!gate.admits(value), "{value:?}");
         }
         let no_literals = Operator::compile("rx", "\\d+", base).unwrap();
-        assert!(StepGate::new(&no_literals, &[]).is_none());
+        assert!(StepGate::new(&no_literals).is_none());
     }
 
     #[test]
@@ -1265,8 +1264,8 @@ mod tests {
             Transform::Lowercase,
             Transform::RemoveWhitespace,
         ];
-        let gate = StepGate::new(&op, &chain).unwrap();
-        let classes = gate.classes().unwrap();
+        let gate = StepGate::new(&op).unwrap();
+        let classes = &StepClasses::new(Some(gate.required()), &chain);
         let plain = classes.of(b"ab c");
         assert!(
             !classes.may_change(0, plain),
@@ -1298,7 +1297,11 @@ mod tests {
                 "{value:?}"
             );
         }
-        assert!(StepClasses::new(&[b"x(".to_vec()], &[Transform::UrlDecodeUni; 15]).is_none());
+        // A chain longer than the table's bits: its later steps are never
+        // skipped, its earlier ones still are.
+        let long = StepClasses::new(Some(gate.required()), &[Transform::UrlDecodeUni; 20]);
+        assert!(long.may_change(15, long.of(b"abc")) && long.may_change(19, 0));
+        assert!(!long.may_change(14, long.of(b"abc")));
     }
 
     #[test]

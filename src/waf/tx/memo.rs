@@ -9,7 +9,7 @@
 //! true while the data does not change; the transaction clears the memo
 //! when it does.
 
-use super::super::prefilter::{ByteSet, Hits, Slots, StepGate, Transparency, hit, triggered_by};
+use super::super::prefilter::{ByteSet, Hits, Slots, Transparency, hit, triggered_by};
 use super::super::rule::{CompiledRule, RuleSet};
 use super::super::seclang::ast::{Selector, VarSpec};
 use super::super::transform::Transform;
@@ -178,24 +178,14 @@ pub(super) fn not_plain() -> &'static ByteSet {
 }
 
 /// What the prefilter says of a value the memo does not keep (an
-/// intermediate step of a `multiMatch` chain), whose bytes are
-/// `presence`: the rule's own literal test (`gate`) when it has one,
-/// after the rarest-byte check; otherwise the full scan.
-pub fn admits_step(
-    rules: &RuleSet,
-    slots: Slots,
-    gate: Option<&StepGate>,
-    value: &[u8],
-    presence: &ByteSet,
-) -> bool {
-    if let (Some(any), Some(gate)) = (slots.any, gate) {
-        return rules.prefilter.may_hit(presence, any) && gate.admits(value);
-    }
+/// intermediate step of a `multiMatch` chain without a literal test of
+/// its own): the full scan, after the rarest-byte check.
+pub fn admits_step(rules: &RuleSet, slots: Slots, value: &[u8]) -> bool {
     if !slots.is_some() {
         return true;
     }
     let mut scan = None;
-    admits(rules, slots, presence, || {
+    admits(rules, slots, &ByteSet::in_value(value), || {
         &**scan.get_or_insert_with(|| rules.prefilter.scan(value))
     })
 }

@@ -4,14 +4,19 @@
 //! Most steps of CRS's long `multiMatch` chains leave most values alone
 //! (`urlDecodeUni` on text without `%` or `+`), and the memo already knows
 //! which (see `Transparency`), so those steps cost a bit test, not a
-//! search. A step that does change the value is followed by the bytes of
-//! its output, which settle the next steps the same way. Each new output
-//! goes through the rule's own literal test before the operator.
+//! search. A step that does change the value is followed by the byte
+//! classes of its output (`StepClasses`), which settle the next steps the
+//! same way and say whether the rule's literals may be in it; an output
+//! that may hold them goes through the rule's own literal test before the
+//! operator. Outputs are written into two buffers kept per thread, not
+//! allocated per step.
 
 use super::memo::{self, Slot};
+use super::test_value;
 use crate::waf::operator::Captures;
-use crate::waf::prefilter::{ByteSet, StepClasses, StepGate, transform_bit, triggers_of};
+use crate::waf::prefilter::{StepClasses, StepGate, transform_bit};
 use crate::waf::rule::{CompiledRule, RuleSet};
+use crate::waf::transform::Transform;
 
 /// Whether `rule`'s operator matches `value` (the memo keeps it in
 /// `slot`) or any output its transformation chain makes of it on the way.
@@ -25,81 +30,40 @@ pub(super) fn each_step(
     mut caps: Option<&mut Captures>,
 ) -> bool {
     let slots = rule.prefilter;
-    let gate = rule.step_gate.as_ref();
     if (!slots.is_some() || slot.raw_admits(value, rules, slots))
         && rule.operator.matches(value, param, caps.as_deref_mut())
     {
         return true;
     }
+    // Given to every `multiMatch` link of an optimised rule set; without
+    // them, the plain walk.
+    let Some(classes) = rule.step_classes.as_deref() else {
+        return test_value(rule, value, param, caps, &mut |_| true);
+    };
     let steps = rules
         .step_masks
         .get(rule.chain_id as usize)
         .copied()
         .unwrap_or(0);
     let unchanged_raw = slot.transparent_steps(value, steps);
-    if let Some(gate) = gate
-        && let Some(classes) = gate.classes()
-    {
-        return classed_steps(rule, gate, classes, unchanged_raw, value, param, caps);
+    // Every step idle on the value (most of CRS's `detectSQLi` chain on
+    // plain text): no output, no buffers.
+    let idle = |t: &Transform| !t.changes_case() && unchanged_raw & transform_bit(*t) != 0;
+    if rule.transforms.iter().all(idle) {
+        return false;
     }
-    let mut current: Option<Vec<u8>> = None;
-    let mut presence: Option<ByteSet> = None;
-    for &t in rule.transforms.iter() {
-        let next = match &current {
-            None => {
-                if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
-                    continue;
-                }
-                t.apply(value)
-            }
-            Some(out) => {
-                if !t.changes_case()
-                    && let Some(triggers) = triggers_of(t)
-                    && !presence
-                        .get_or_insert_with(|| ByteSet::in_value(out))
-                        .intersects(&triggers)
-                {
-                    continue;
-                }
-                t.apply(out)
-            }
-        };
-        let Some(next) = next else { continue };
-        let bytes = *presence.insert(ByteSet::in_value(&next));
-        let output = current.insert(next);
-        if memo::admits_step(rules, slots, gate, output, &bytes)
-            && rule.operator.matches(output, param, caps.as_deref_mut())
-        {
-            return true;
-        }
-    }
-    false
-}
-
-/// [`each_step`] past the value itself, for a link whose step gate knows
-/// its chain's byte classes: each output is read once, for the classes of
-/// its bytes, which say both which of the next steps may change it and
-/// whether the operator's literals may be in it. Outputs are written into
-/// two buffers kept per thread, not allocated per step.
-fn classed_steps(
-    rule: &CompiledRule,
-    gate: &StepGate,
-    classes: &StepClasses,
-    unchanged_raw: u64,
-    value: &[u8],
-    param: &[u8],
-    caps: Option<&mut Captures>,
-) -> bool {
     let link = Link {
         rule,
-        gate,
+        rules,
+        gate: rule.step_gate.as_ref(),
         classes,
         param,
+        unchanged_raw,
     };
     STEP_BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
         Ok(mut buffers) => {
             let (current, scratch) = &mut *buffers;
-            let matched = link.walk(unchanged_raw, value, caps, current, scratch);
+            let matched = link.walk(value, caps, current, scratch);
             // A huge value's buffers are not kept for the thread's life.
             for buffer in [current, scratch] {
                 if buffer.capacity() > KEPT_BUFFER {
@@ -109,7 +73,7 @@ fn classed_steps(
             matched
         }
         // Never nested; should it be, fresh buffers.
-        Err(_) => link.walk(unchanged_raw, value, caps, &mut Vec::new(), &mut Vec::new()),
+        Err(_) => link.walk(value, caps, &mut Vec::new(), &mut Vec::new()),
     })
 }
 
@@ -121,20 +85,22 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A `multiMatch` link with byte classes, as [`classed_steps`] walks it.
+/// A `multiMatch` link as [`each_step`] walks it past the value itself.
 struct Link<'a> {
     rule: &'a CompiledRule,
-    gate: &'a StepGate,
+    rules: &'a RuleSet,
+    gate: Option<&'a StepGate>,
     classes: &'a StepClasses,
     param: &'a [u8],
+    /// The steps the memo proves leave the value itself unchanged.
+    unchanged_raw: u64,
 }
 
 impl Link<'_> {
-    /// The steps past `value` (those `unchanged_raw` proves idle on it
-    /// skipped), each output written to `current` by way of `scratch`.
+    /// The steps past `value`, each output written to `current` by way of
+    /// `scratch`.
     fn walk(
         &self,
-        unchanged_raw: u64,
         value: &[u8],
         mut caps: Option<&mut Captures>,
         current: &mut Vec<u8>,
@@ -145,7 +111,7 @@ impl Link<'_> {
         for (j, &t) in self.rule.transforms.iter().enumerate() {
             let changed = match held {
                 None => {
-                    if !t.changes_case() && unchanged_raw & transform_bit(t) != 0 {
+                    if !t.changes_case() && self.unchanged_raw & transform_bit(t) != 0 {
                         continue;
                     }
                     t.apply_into(value, scratch)
@@ -163,7 +129,7 @@ impl Link<'_> {
             std::mem::swap(current, scratch);
             let now = self.classes.of(current);
             held = Some(now);
-            if self.gate.admits_classed(now, current)
+            if self.admits(now, current)
                 && self
                     .rule
                     .operator
@@ -173,5 +139,14 @@ impl Link<'_> {
             }
         }
         false
+    }
+
+    /// False proves the operator cannot match `output`, whose classes are
+    /// `held`: from the link's own literal test, else from the prefilter.
+    fn admits(&self, held: u16, output: &[u8]) -> bool {
+        match self.gate {
+            Some(gate) => gate.admits_classed(held, output),
+            None => memo::admits_step(self.rules, self.rule.prefilter, output),
+        }
     }
 }
