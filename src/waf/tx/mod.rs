@@ -18,6 +18,7 @@ pub(crate) use gate::admits_gate;
 mod memo;
 mod multi;
 pub mod request;
+mod varmap;
 mod vars;
 
 use std::cell::RefCell;
@@ -31,6 +32,8 @@ use super::operator::{Captures, atoi};
 use super::rule::{AllowScope, CompiledRule, Disruptive, RuleSet, SetVar, Step};
 use super::seclang::ast::{EngineMode, LimitAction, Selector, Var, VarSpec};
 use request::{Pair, RequestData, ResponseData, parse_cookies, parse_urlencoded};
+pub(super) use varmap::VarMap;
+use varmap::{VarName, VarValue, name_text, push_i64};
 
 /// What the rules decided to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,8 @@ pub struct Transaction {
     spare_matches: Vec<(String, Vec<u8>)>,
     /// `set_var`'s buffer for the variable's expanded name.
     name_buf: Vec<u8>,
+    /// The same for a `setvar`'s value.
+    value_buf: Vec<u8>,
     removed_rules: Vec<RuleFilter>,
     removed_targets: Vec<(RuleFilter, VarSpec)>,
     allowed: Option<AllowScope>,
@@ -116,11 +121,6 @@ pub struct Transaction {
     memo: RefCell<memo::ValueMemo>,
     pub matches: Vec<RuleMatch>,
 }
-
-/// The variables of one collection, names lower-cased. Names come from
-/// requests (`setvar:tx.%{MATCHED_VAR_NAME}`), so the hasher is seeded
-/// per process; foldhash, since SipHash showed in every profile.
-pub(super) type VarMap = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
 
 /// TX, IP, GLOBAL, ...: one map per collection, found by position.
 #[derive(Default)]
@@ -195,6 +195,7 @@ impl Transaction {
             matched_vars: Vec::new(),
             spare_matches: Vec::new(),
             name_buf: Vec::new(),
+            value_buf: Vec::new(),
             removed_rules: Vec::new(),
             removed_targets: Vec::new(),
             allowed: None,
@@ -427,11 +428,12 @@ impl Transaction {
                 .map(|map| {
                     map.iter()
                         .map(|(name, value)| {
+                            let name = name_text(name);
                             let expires = self.expiries.get(&(var, name.clone())).copied();
                             (
-                                name.clone(),
+                                name,
                                 StoredVar {
-                                    value: value.clone(),
+                                    value: value.to_vec(),
                                     expires,
                                 },
                             )
@@ -454,7 +456,10 @@ impl Transaction {
             if let Some(expires) = stored.expires {
                 self.expiries.insert((var, name.clone()), expires);
             }
-            map.insert(name, stored.value);
+            map.insert(
+                VarName::from_slice(name.as_bytes()),
+                VarValue::from_vec(stored.value),
+            );
         }
         self.opened.retain(|(v, _)| *v != var);
         self.opened.push((var, key.to_string()));
@@ -467,7 +472,7 @@ impl Transaction {
             .get(&Var::Tx)
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (name_text(k), v.to_vec()))
             .collect();
         vars.sort();
         vars
@@ -477,8 +482,8 @@ impl Transaction {
     pub fn tx_var(&self, name: &str) -> Option<&[u8]> {
         self.collections
             .get(&Var::Tx)
-            .and_then(|m| m.get(&name.to_ascii_lowercase()))
-            .map(Vec::as_slice)
+            .and_then(|m| m.get(name.to_ascii_lowercase().as_bytes()))
+            .map(|v| v.as_slice())
     }
 
     fn expose_request_body(&self) -> bool {
@@ -778,10 +783,16 @@ impl Transaction {
         const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
         let tx = self.collections.map_mut(Var::Tx);
         for (i, c) in caps.into_iter().enumerate() {
-            match NAMES.get(i).and_then(|name| tx.get_mut(*name)) {
-                Some(slot) => *slot = c,
+            match NAMES.get(i).and_then(|name| tx.get_mut(name.as_bytes())) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.extend_from_slice(&c);
+                }
                 None => {
-                    tx.insert(i.to_string(), c);
+                    tx.insert(
+                        VarName::from_slice(i.to_string().as_bytes()),
+                        VarValue::from_vec(c),
+                    );
                 }
             }
         }
@@ -803,9 +814,10 @@ impl Transaction {
             }
             for (name, value) in &link.set_env {
                 let value = value.expand(self);
-                self.collections
-                    .map_mut(Var::Env)
-                    .insert(name.to_ascii_lowercase(), value);
+                self.collections.map_mut(Var::Env).insert(
+                    VarName::from_slice(name.to_ascii_lowercase().as_bytes()),
+                    VarValue::from_vec(value),
+                );
             }
             for (var, name, secs) in &link.expire_vars {
                 let name = String::from_utf8_lossy(&name.expand(self)).to_ascii_lowercase();
@@ -924,17 +936,26 @@ impl Transaction {
         let var: &str = &lossy;
         match sv {
             SetVar::Delete { .. } => {
-                self.collections.map_mut(key).remove(var);
+                self.collections.map_mut(key).remove(var.as_bytes());
             }
             SetVar::Set { value, .. } => {
-                let new_value = value.expand(self);
+                let mut new_value = std::mem::take(&mut self.value_buf);
+                new_value.clear();
+                value.expand_into(self, &mut new_value);
                 let map = self.collections.map_mut(key);
-                match map.get_mut(var) {
-                    Some(slot) => *slot = new_value,
+                match map.get_mut(var.as_bytes()) {
+                    Some(slot) => {
+                        slot.clear();
+                        slot.extend_from_slice(&new_value);
+                    }
                     None => {
-                        map.insert(var.to_string(), new_value);
+                        map.insert(
+                            VarName::from_slice(var.as_bytes()),
+                            VarValue::from_slice(&new_value),
+                        );
                     }
                 }
+                self.value_buf = new_value;
             }
             SetVar::Add { value, .. } | SetVar::Sub { value, .. } => {
                 let delta = atoi(&value.expand(self));
@@ -947,16 +968,16 @@ impl Transaction {
                         current.saturating_sub(delta)
                     }
                 };
-                match map.get_mut(var) {
+                match map.get_mut(var.as_bytes()) {
                     Some(slot) => {
                         let result = combine(atoi(slot));
                         slot.clear();
-                        crate::decimal::push_i64(slot, result);
+                        push_i64(slot, result);
                     }
                     None => {
-                        let mut slot = Vec::new();
-                        crate::decimal::push_i64(&mut slot, combine(0));
-                        map.insert(var.to_string(), slot);
+                        let mut value = VarValue::new();
+                        push_i64(&mut value, combine(0));
+                        map.insert(VarName::from_slice(var.as_bytes()), value);
                     }
                 }
             }
@@ -1174,7 +1195,7 @@ impl Resolve for Transaction {
         if let Some(key) = &reference.key_lower
             && let Some(map) = self.collections.get(&var)
         {
-            if let Some(v) = map.get(key.as_str()) {
+            if let Some(v) = map.get(key.as_bytes()) {
                 out.extend_from_slice(v);
             }
             return;

@@ -159,7 +159,7 @@ impl Transaction {
             | Var::Geo => {
                 if let Some(map) = self.collections.get(&var) {
                     for (k, v) in map {
-                        f(k.as_bytes(), v, None);
+                        f(k, v, None);
                     }
                 }
             }
@@ -292,16 +292,16 @@ impl Transaction {
             // Names are kept lower-cased, as are the names compiled rules
             // pick (`rule::lowered_collection_key`): looked up as they are,
             // and lowered here only when that misses.
-            let found = map.get_key_value(key.as_str()).or_else(|| {
+            let found = map.get_key_value(key.as_bytes()).or_else(|| {
                 if !key.bytes().any(|b| b.is_ascii_uppercase()) {
                     return None;
                 }
-                map.get_key_value(key.to_ascii_lowercase().as_str())
+                map.get_key_value(key.to_ascii_lowercase().as_bytes())
             });
             if spec.count {
                 f(None, if found.is_some() { b"1" } else { b"0" }, None);
             } else if let Some((k, v)) = found {
-                f(Some(k.as_bytes()), v, None);
+                f(Some(k), v, None);
             }
             return;
         }
