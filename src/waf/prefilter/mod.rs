@@ -511,10 +511,8 @@ impl Transparency {
     }
 }
 
-/// What a value's scan found: one bit per slot. Inline up to 256 slots
-/// (CRS at paranoia level 1 has about 200): a transaction keeps some
-/// eighty of these, and each was an allocation of its own.
-pub type Hits = smallvec::SmallVec<[u64; 4]>;
+/// What a value's scan found: one bit per slot.
+pub type Hits = Box<[u64]>;
 
 /// An automaton the scan walks itself: the DFA, or, should the DFA not
 /// build, the contiguous NFA.
@@ -731,7 +729,7 @@ impl Prefilter {
     /// The slots whose literals occur in `value` (without ASCII case).
     pub fn scan(&self, value: &[u8]) -> Hits {
         let words = self.slot_count.div_ceil(64);
-        let mut hits = Hits::from_elem(0, words);
+        let mut hits = vec![0u64; words].into_boxed_slice();
         let found = match &self.automaton {
             Some(Scanner::Dfa(dfa)) => self.scan_with(dfa, value, &mut hits),
             Some(Scanner::Nfa(nfa)) => self.scan_with(nfa, value, &mut hits),

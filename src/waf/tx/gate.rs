@@ -260,7 +260,7 @@ impl Transaction {
             .flatten();
         let hits = shared.unwrap_or_else(|| {
             let (chain_id, chain) = (target.chain_id, &*target.transforms);
-            let mut all = Hits::from_elem(0, rules.prefilter.slot_count().div_ceil(64));
+            let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
             self.each_part(selection, &mut |part| {
                 let one = match part {
                     Part::List(list) if transparent => memo.raw_hits(list, rules),
@@ -274,7 +274,7 @@ impl Transaction {
                     *a |= b;
                 }
             });
-            let hits: Hits = all;
+            let hits: Hits = all.into_boxed_slice();
             if transparent && let Some(summary) = memo.selection(target.selection) {
                 summary.hits = Some(hits.clone());
             }

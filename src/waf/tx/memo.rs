@@ -548,13 +548,13 @@ fn union_of_scans(
     values: &mut [Slot],
     mut scan: impl for<'s> FnMut(&Pair, &'s mut Slot) -> &'s [u64],
 ) -> Hits {
-    let mut all = Hits::from_elem(0, rules.prefilter.slot_count().div_ceil(64));
+    let mut all = vec![0u64; rules.prefilter.slot_count().div_ceil(64)];
     for (pair, slot) in list.iter().zip(values.iter_mut()) {
         for (a, one) in all.iter_mut().zip(scan(pair, slot)) {
             *a |= one;
         }
     }
-    all
+    all.into_boxed_slice()
 }
 
 /// The value a list member stands for: its key for the `_NAMES` lists.
