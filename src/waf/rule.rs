@@ -71,18 +71,24 @@ pub struct Ctl {
 }
 
 #[derive(Debug)]
+// Declared in this order, the fields the gate reads of every rule of a
+// phase come first, most within one cache line: a rule is nearly a
+// kilobyte, and the compiler's own order left them lines apart.
+#[repr(C)]
 pub struct CompiledRule {
-    pub id: u64,
-    pub phase: u8,
-    pub origin: Origin,
-    pub variables: Vec<VarSpec>,
-    pub operator: Operator,
+    /// Whether the rule gate may turn this rule away before evaluation
+    /// (see `tx::gate`); set with the prefilter.
+    pub gated: bool,
+    /// The test is known at load to pass in every transaction (see
+    /// `fold`): evaluation takes it as passed. Only for rules without a
+    /// chain.
+    pub always_passes: bool,
     pub negated: bool,
-    /// The operator's parameter, for operators that expand macros.
-    pub param: Template,
-    /// The parameter's text when it has no macros (most rules).
-    pub param_static: Option<Vec<u8>>,
-    pub transforms: Vec<Transform>,
+    pub multi_match: bool,
+    pub capture: bool,
+    /// The number rules with the same `gate_reads` share (below
+    /// `RuleSet::gate_read_set_count`).
+    pub gate_set: u32,
     /// Rules with equal transformation chains share this number (the key
     /// of the per-transaction transformation cache).
     pub chain_id: u32,
@@ -96,27 +102,26 @@ pub struct CompiledRule {
     /// `literals::required_byte_sets`). Set with the prefilter, never on a
     /// negated operator.
     pub needs: Box<[ByteSet]>,
-    /// For a `multiMatch` link with literals, its own literal test for
-    /// the outputs its chain's steps make (see `StepGate`).
-    pub step_gate: Option<StepGate>,
-    /// For a `multiMatch` link, what the bytes of a step's output say of
-    /// the next steps and of its literals (see `StepClasses`).
-    pub step_classes: Option<Box<StepClasses>>,
-    /// Whether the rule gate may turn this rule away before evaluation
-    /// (see `tx::gate`); set with the prefilter.
-    pub gated: bool,
-    /// The test is known at load to pass in every transaction (see
-    /// `fold`): evaluation takes it as passed. Only for rules without a
-    /// chain.
-    pub always_passes: bool,
     /// For a gated rule, the targets it reads (its entries but the
     /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
     pub gate_reads: Box<[u32]>,
-    /// The number rules with the same `gate_reads` share (below
-    /// `RuleSet::gate_read_set_count`).
-    pub gate_set: u32,
-    pub multi_match: bool,
-    pub capture: bool,
+    pub variables: Vec<VarSpec>,
+    /// The parameter's text when it has no macros (most rules).
+    pub param_static: Option<Vec<u8>>,
+    pub transforms: Vec<Transform>,
+    /// For a `multiMatch` link, what the bytes of a step's output say of
+    /// the next steps and of its literals (see `StepClasses`).
+    pub step_classes: Option<Box<StepClasses>>,
+    /// For a `multiMatch` link with literals, its own literal test for
+    /// the outputs its chain's steps make (see `StepGate`).
+    pub step_gate: Option<Box<StepGate>>,
+    pub operator: Operator,
+    pub chain: Option<Box<CompiledRule>>,
+    pub id: u64,
+    pub phase: u8,
+    pub origin: Origin,
+    /// The operator's parameter, for operators that expand macros.
+    pub param: Template,
     pub disruptive: Option<Disruptive>,
     /// The default disruptive action of the phase (what `block` means).
     pub default_disruptive: Disruptive,
@@ -135,7 +140,6 @@ pub struct CompiledRule {
     pub logdata: Option<Template>,
     pub severity: Option<u8>,
     pub tags: Vec<String>,
-    pub chain: Option<Box<CompiledRule>>,
 }
 
 /// One step of a phase: a rule or a marker.
@@ -443,10 +447,10 @@ impl GateTargets {
 fn assign_slots(rule: &mut CompiledRule, prefilter: &mut PrefilterBuilder) {
     rule.prefilter = prefilter.add(&rule.operator);
     if rule.multi_match && rule.prefilter.any.is_some() {
-        rule.step_gate = StepGate::new(&rule.operator);
+        rule.step_gate = StepGate::new(&rule.operator).map(Box::new);
     }
     if rule.multi_match {
-        let required = rule.step_gate.as_ref().map(StepGate::required);
+        let required = rule.step_gate.as_deref().map(StepGate::required);
         rule.step_classes = Some(Box::new(StepClasses::new(required, &rule.transforms)));
     }
     rule.needs = if rule.negated {

@@ -55,7 +55,7 @@ pub(super) fn each_step(
     let link = Link {
         rule,
         rules,
-        gate: rule.step_gate.as_ref(),
+        gate: rule.step_gate.as_deref(),
         classes,
         param,
         unchanged_raw,
