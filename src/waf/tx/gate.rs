@@ -161,10 +161,10 @@ impl Transaction {
             Needed::Proved => return true,
             Needed::Scan(needed) => needed,
         };
-        if summary.hits.is_none() {
+        if memo.target_hits(id).is_some_and(|h| h.is_none()) {
             self.learn_hits(memo, rules, id);
         }
-        let Some(hits) = memo.target(id).and_then(|t| t.hits.as_deref()) else {
+        let Some(hits) = memo.target_hits(id).and_then(|h| h.as_deref()) else {
             return false;
         };
         needed.iter().flatten().any(|slot| !hit(hits, *slot))
@@ -204,7 +204,6 @@ impl Transaction {
                     transparent: true,
                     reach: presence.case_closed(),
                     outputs: presence,
-                    hits: None,
                 },
                 false => TargetSummary {
                     learnt: Learnt::Reach,
@@ -212,7 +211,6 @@ impl Transaction {
                     // All bytes, for a chain that may output any.
                     reach: rules.chain_reach(target.chain_id, &target.transforms, presence),
                     outputs: ByteSet::ALL,
-                    hits: None,
                 },
             },
         };
@@ -280,8 +278,8 @@ impl Transaction {
             }
             hits
         });
-        if let Some(summary) = memo.target(id) {
-            summary.hits = Some(hits);
+        if let Some(known) = memo.target_hits(id) {
+            *known = Some(hits);
         }
     }
 

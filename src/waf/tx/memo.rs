@@ -41,6 +41,10 @@ pub struct ValueMemo {
     /// `RuleSet::gate_targets`), what the gate has learnt of it.
     selections: Vec<SelectionSummary>,
     targets: Vec<TargetSummary>,
+    /// Per gate target, the union of its outputs' scans, once needed:
+    /// kept apart from `targets`, whose summaries then own nothing, so
+    /// that dropping them does not read through all of them.
+    target_hits: Vec<Option<Hits>>,
     /// Per read set (see `CompiledRule::gate_set`), the bytes its values
     /// may reach, once known.
     read_sets: Vec<Option<ByteSet>>,
@@ -103,8 +107,6 @@ pub struct TargetSummary {
     pub reach: ByteSet,
     /// The bytes the chain's outputs hold (from `Learnt::Outputs` on).
     pub outputs: ByteSet,
-    /// The union of the outputs' scans.
-    pub hits: Option<Hits>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -224,6 +226,7 @@ impl ValueMemo {
         self.reaches.clear();
         self.selections.clear();
         self.targets.clear();
+        self.target_hits.clear();
         self.read_sets.clear();
     }
 
@@ -234,6 +237,7 @@ impl ValueMemo {
         if self.targets.len() < rules.gate_targets.len() {
             self.targets
                 .resize_with(rules.gate_targets.len(), TargetSummary::default);
+            self.target_hits.resize(rules.gate_targets.len(), None);
             self.selections
                 .resize_with(rules.gate_selections.len(), SelectionSummary::default);
             self.read_sets.resize(rules.gate_read_set_count, None);
@@ -256,6 +260,12 @@ impl ValueMemo {
     #[inline]
     pub fn target(&mut self, id: u32) -> Option<&mut TargetSummary> {
         self.targets.get_mut(id as usize)
+    }
+
+    /// The union of target `id`'s outputs' scans, once learnt.
+    #[inline]
+    pub fn target_hits(&mut self, id: u32) -> Option<&mut Option<Hits>> {
+        self.target_hits.get_mut(id as usize)
     }
 
     /// The bytes the values of list `group` may hold after chain
