@@ -31,12 +31,20 @@ pub fn digits(mut n: u64) -> Digits {
     }
 }
 
+/// `n` in decimal, with its sign (`i64::MIN` has 19 digits: the sign
+/// still fits the buffer).
+pub fn signed(n: i64) -> Digits {
+    let mut d = digits(n.unsigned_abs());
+    if n < 0 {
+        d.start -= 1;
+        d.buf[d.start] = b'-';
+    }
+    d
+}
+
 /// Appends `n` in decimal, with its sign.
 pub fn push_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(digits(n.unsigned_abs()).as_bytes());
+    out.extend_from_slice(signed(n).as_bytes());
 }
 
 #[cfg(test)]

@@ -80,10 +80,7 @@ pub fn name_text(name: &[u8]) -> String {
 
 /// Appends `n` in decimal, with its sign (`setvar` arithmetic).
 pub fn push_i64(out: &mut VarValue, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(crate::decimal::digits(n.unsigned_abs()).as_bytes());
+    out.extend_from_slice(crate::decimal::signed(n).as_bytes());
 }
 
 #[cfg(test)]
