@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use palisade::waf::operator::Operator;
+use palisade::waf::operator::{Captures, Operator};
 use palisade::waf::transform;
 
 fn sts_dir() -> PathBuf {
@@ -246,7 +246,7 @@ fn every_operator_case_of_the_secrules_test_set() {
             }
         };
         let input = unescape(&case.input);
-        let mut captures = Vec::new();
+        let mut captures = Captures::new();
         let matched = operator.matches(&input, param.as_bytes(), Some(&mut captures));
         let ok = matched == (case.ret == 1);
         results.push((

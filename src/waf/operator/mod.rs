@@ -26,8 +26,98 @@ pub use simple::{atoi, validate_url_encoding};
 pub const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
 
 /// What a successful match can hand to `capture`: the whole match and its
-/// groups (up to TX.9).
-pub type Captures = Vec<Vec<u8>>;
+/// groups (up to TX.9), one after another in one buffer. A rule matching
+/// many values (CRS's 920450 captures every header name) reuses one
+/// buffer instead of allocating a vector per group per value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Captures {
+    bytes: Vec<u8>,
+    /// Where each group ends in `bytes`.
+    ends: [u32; MAX_GROUPS],
+    count: u8,
+}
+
+/// TX:0 to TX:9.
+const MAX_GROUPS: usize = 10;
+
+impl Captures {
+    pub const fn new() -> Self {
+        Captures {
+            bytes: Vec::new(),
+            ends: [0; MAX_GROUPS],
+            count: 0,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    /// Appends the next group; past the tenth, or past 4 GiB in all (no
+    /// value the engine inspects is that long), groups are not kept.
+    pub fn push(&mut self, group: &[u8]) {
+        let at = usize::from(self.count);
+        let Some(end) = self
+            .bytes
+            .len()
+            .checked_add(group.len())
+            .and_then(|end| u32::try_from(end).ok())
+        else {
+            return;
+        };
+        if let Some(slot) = self.ends.get_mut(at) {
+            *slot = end;
+            if self.bytes.capacity() == 0 {
+                // One allocation for the groups of most matches.
+                self.bytes.reserve(group.len().max(64));
+            }
+            self.bytes.extend_from_slice(group);
+            self.count += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Group `index` (0: the whole match).
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        if index >= self.len() {
+            return None;
+        }
+        let end = *self.ends.get(index)? as usize;
+        let start = match index {
+            0 => 0,
+            _ => *self.ends.get(index - 1)? as usize,
+        };
+        self.bytes.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+impl Clone for Captures {
+    fn clone(&self) -> Self {
+        Captures {
+            bytes: self.bytes.clone(),
+            ends: self.ends,
+            count: self.count,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.bytes.clone_from(&source.bytes);
+        self.ends = source.ends;
+        self.count = source.count;
+    }
+}
 
 /// A compiled operator.
 #[derive(Debug, Clone)]
@@ -201,7 +291,7 @@ impl Operator {
                     None => false,
                     Some(m) => {
                         out.clear();
-                        out.push(m.as_bytes().to_vec());
+                        out.push(m.as_bytes());
                         true
                     }
                 },
@@ -209,8 +299,8 @@ impl Operator {
                     None => false,
                     Some(caps) => {
                         out.clear();
-                        for group in caps.iter().take(10) {
-                            out.push(group.map_or_else(Vec::new, |m| m.as_bytes().to_vec()));
+                        for group in caps.iter().take(MAX_GROUPS) {
+                            out.push(group.map_or(&[][..], |m| m.as_bytes()));
                         }
                         true
                     }
@@ -221,7 +311,7 @@ impl Operator {
                 Some(m) => {
                     if let Some(out) = captures {
                         out.clear();
-                        out.push(input[m.range()].to_vec());
+                        out.push(input.get(m.range()).unwrap_or_default());
                     }
                     true
                 }
@@ -230,7 +320,7 @@ impl Operator {
                 Some(fingerprint) => {
                     if let Some(out) = captures {
                         out.clear();
-                        out.push(fingerprint.into_bytes());
+                        out.push(fingerprint.as_bytes());
                     }
                     true
                 }
@@ -250,7 +340,7 @@ impl Operator {
             Operator::WholeInput => {
                 if let Some(out) = captures {
                     out.clear();
-                    out.push(input.to_vec());
+                    out.push(input);
                 }
                 true
             }
@@ -463,7 +553,11 @@ mod tests {
                 let matched = op.matches(input, b"", Some(&mut caps));
                 let found = re.find(input).map(|m| m.as_bytes().to_vec());
                 assert_eq!(matched, found.is_some(), "{pattern} on {input:?}");
-                assert_eq!(caps.first().cloned(), found, "{pattern} on {input:?}");
+                assert_eq!(
+                    caps.get(0).map(<[u8]>::to_vec),
+                    found,
+                    "{pattern} on {input:?}"
+                );
             }
         }
     }

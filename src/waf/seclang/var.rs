@@ -222,8 +222,29 @@ impl Var {
     }
 
     pub fn name(self) -> &'static str {
-        VARS.iter()
-            .find(|(_, v)| *v == self)
-            .map_or("?", |(n, _)| n)
+        // `VARS` lists the variables in the enum's order (a test holds it
+        // to that), so the name is found by index; the search is a
+        // fallback, never a wrong name.
+        match VARS.get(self as usize) {
+            Some((name, var)) if *var == self => name,
+            _ => VARS
+                .iter()
+                .find(|(_, v)| *v == self)
+                .map_or("?", |(n, _)| n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_listed_in_the_enums_order_and_round_trip() {
+        for (index, (name, var)) in VARS.iter().enumerate() {
+            assert_eq!(*var as usize, index, "{name} is out of the enum's order");
+            assert_eq!(var.name(), *name);
+            assert_eq!(Var::from_name(&name.to_ascii_lowercase()), Some(*var));
+        }
     }
 }

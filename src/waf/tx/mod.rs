@@ -15,6 +15,8 @@
 mod gate;
 use gate::Gate;
 pub(crate) use gate::admits_gate;
+mod matches;
+use matches::Matches;
 mod memo;
 mod multi;
 pub mod request;
@@ -95,10 +97,13 @@ pub struct Transaction {
     /// TX, IP, GLOBAL, ... : names lower-cased.
     collections: Collections,
     matched_var: Vec<u8>,
-    matched_var_name: String,
-    matched_vars: Vec<(String, Vec<u8>)>,
+    /// Text (see `Matches`), kept as bytes as it is read as a value.
+    matched_var_name: Vec<u8>,
+    matched_vars: Matches,
     /// An empty buffer for the next rule's matches (see `evaluate_one`).
-    spare_matches: Vec<(String, Vec<u8>)>,
+    spare_matches: Matches,
+    /// The operator's captures of the value being tested, reused.
+    spare_captures: Captures,
     /// `set_var`'s buffer for the variable's expanded name.
     name_buf: Vec<u8>,
     /// The same for a `setvar`'s value.
@@ -191,9 +196,10 @@ impl Transaction {
             body_truncated: false,
             collections,
             matched_var: Vec::new(),
-            matched_var_name: String::new(),
-            matched_vars: Vec::new(),
-            spare_matches: Vec::new(),
+            matched_var_name: Vec::new(),
+            matched_vars: Matches::default(),
+            spare_matches: Matches::default(),
+            spare_captures: Captures::new(),
             name_buf: Vec::new(),
             value_buf: Vec::new(),
             removed_rules: Vec::new(),
@@ -583,7 +589,7 @@ impl Transaction {
         // The last rule's matches lend their buffer: most rules that match
         // match once, and an allocation per match showed in profiles.
         let mut found = std::mem::take(&mut self.spare_matches);
-        let mut captured: Option<Captures> = None;
+        let mut caps = std::mem::take(&mut self.spare_captures);
         let removed = &self.removed_targets;
         let excluded = |var: Var, key: Option<&[u8]>| {
             rule.variables
@@ -599,20 +605,12 @@ impl Transaction {
         // link is tested (ModSecurity's and Coraza's order; CRS 920450
         // tests in its chain the variables its starter sets).
         let per_match = rule.chain.is_some() && !rule.set_vars.is_empty();
-        let mut each: Vec<(usize, Captures)> = Vec::new();
-        let mut record = |var: Var, key: Option<&[u8]>, value: &[u8], caps: Captures| {
+        // Captures are kept with each match when the chain's `setvar`s run
+        // per match, else with the first only (they become TX:0-9).
+        let mut record = |var: Var, key: Option<&[u8]>, value: &[u8], caps: &Captures| {
             matched_any = true;
-            found.push((Self::value_name(var, key), value.to_vec()));
-            let first = rule.capture && captured.is_none();
-            if per_match {
-                // The first match's groups are kept twice; the rest, once.
-                if first {
-                    captured = Some(caps.clone());
-                }
-                each.push((found.len() - 1, caps));
-            } else if first {
-                captured = Some(caps);
-            }
+            let keep = rule.capture && (per_match || found.is_empty());
+            found.push(var, key, value, keep.then_some(caps));
         };
         for (i, spec) in rule.variables.iter().filter(|v| !v.exclude).enumerate() {
             if settled & 1u64.checked_shl(i as u32).unwrap_or(0) != 0 {
@@ -663,7 +661,7 @@ impl Transaction {
                             continue;
                         }
                         let value: &[u8] = if names { k } else { v };
-                        let mut caps = Captures::new();
+                        caps.clear();
                         let excluded = || excluded(spec.var, Some(k));
                         let hit = if rule.multi_match {
                             judge_each_step(
@@ -679,14 +677,14 @@ impl Transaction {
                             judge(rule, &self.rules, slot, value, param, &mut caps, excluded)
                         };
                         if hit {
-                            record(spec.var, Some(k), value, caps);
+                            record(spec.var, Some(k), value, &caps);
                         }
                     }
                 }
                 continue;
             }
             self.visit(spec, &mut |key, value, slot| {
-                let mut caps = Captures::new();
+                caps.clear();
                 let hit = match slot {
                     Some(id) if !rule.multi_match => {
                         let mut memo = self.memo.borrow_mut();
@@ -745,53 +743,64 @@ impl Transaction {
                     }
                 };
                 if hit {
-                    record(spec.var, key, value, caps);
+                    record(spec.var, key, value, &caps);
                 }
             });
         }
         if matched_any && per_match {
-            for (at, caps) in each {
+            for at in 0..found.len() {
+                let Some(one) = found.get(at) else {
+                    continue;
+                };
                 if rule.capture {
-                    self.set_captures(caps);
+                    self.set_captures(one.groups());
                 }
-                if let Some((name, value)) = found.get(at) {
-                    self.matched_var_name.clone_from(name);
-                    self.matched_var.clone_from(value);
-                }
+                self.set_matched(one.name, one.value);
                 for sv in &rule.set_vars {
                     self.set_var(sv);
                 }
             }
         }
         if matched_any {
-            if let Some(caps) = captured {
-                self.set_captures(caps);
+            if rule.capture
+                && let Some(first) = found.get(0)
+            {
+                self.set_captures(first.groups());
             }
-            if let Some((name, value)) = found.last() {
-                self.matched_var_name.clone_from(name);
-                self.matched_var.clone_from(value);
+            if let Some(last) = found.last() {
+                self.set_matched(last.name, last.value);
             }
             std::mem::swap(&mut self.matched_vars, &mut found);
         }
         found.clear();
         self.spare_matches = found;
+        caps.clear();
+        self.spare_captures = caps;
         matched_any
     }
 
+    /// MATCHED_VAR_NAME and MATCHED_VAR.
+    fn set_matched(&mut self, name: &[u8], value: &[u8]) {
+        self.matched_var_name.clear();
+        self.matched_var_name.extend_from_slice(name);
+        self.matched_var.clear();
+        self.matched_var.extend_from_slice(value);
+    }
+
     /// `capture`: the operator's groups into TX:0–TX:9.
-    fn set_captures(&mut self, caps: Captures) {
+    fn set_captures<'g>(&mut self, groups: impl Iterator<Item = &'g [u8]>) {
         const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
         let tx = self.collections.map_mut(Var::Tx);
-        for (i, c) in caps.into_iter().enumerate() {
-            match NAMES.get(i).and_then(|name| tx.get_mut(name.as_bytes())) {
+        for (name, group) in NAMES.iter().zip(groups) {
+            match tx.get_mut(name.as_bytes()) {
                 Some(slot) => {
                     slot.clear();
-                    slot.extend_from_slice(&c);
+                    slot.extend_from_slice(group);
                 }
                 None => {
                     tx.insert(
-                        VarName::from_slice(i.to_string().as_bytes()),
-                        VarValue::from_vec(c),
+                        VarName::from_slice(name.as_bytes()),
+                        VarValue::from_slice(group),
                     );
                 }
             }

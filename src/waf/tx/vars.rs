@@ -140,13 +140,13 @@ impl Transaction {
                 keys(&self.response.headers, group::RESPONSE_HEADERS_NAMES, f)
             }
             Var::MatchedVars => {
-                for (n, v) in &self.matched_vars {
-                    f(n.as_bytes(), v, None);
+                for m in self.matched_vars.iter() {
+                    f(m.name, m.value, None);
                 }
             }
             Var::MatchedVarsNames => {
-                for (n, _) in &self.matched_vars {
-                    f(n.as_bytes(), n.as_bytes(), None);
+                for m in self.matched_vars.iter() {
+                    f(m.name, m.name, None);
                 }
             }
             Var::Tx
@@ -221,7 +221,7 @@ impl Transaction {
             | Var::MultipartMissingSemicolon => b("0"),
             Var::MultipartFilename | Var::MultipartName => b(""),
             Var::MatchedVar => Cow::Borrowed(self.matched_var.as_slice()),
-            Var::MatchedVarName => Cow::Borrowed(self.matched_var_name.as_bytes()),
+            Var::MatchedVarName => Cow::Borrowed(self.matched_var_name.as_slice()),
             Var::ResponseStatus => num(u64::from(self.response.status)),
             Var::ResponseProtocol => Cow::Borrowed(self.response.protocol.as_slice()),
             Var::ResponseBody => Cow::Borrowed(self.response.body.as_slice()),
@@ -334,25 +334,6 @@ impl Transaction {
                 index: spec.var as u32,
             });
             f(None, &value, slot);
-        }
-    }
-
-    /// The name ModSecurity reports for a value (`ARGS:id`, `REQUEST_URI`).
-    pub fn value_name(var: Var, key: Option<&[u8]>) -> String {
-        let name = var.name();
-        match key {
-            Some(k) => {
-                let k = match std::str::from_utf8(k) {
-                    Ok(k) => Cow::Borrowed(k),
-                    Err(_) => String::from_utf8_lossy(k),
-                };
-                let mut full = String::with_capacity(name.len() + 1 + k.len());
-                full.push_str(name);
-                full.push(':');
-                full.push_str(&k);
-                full
-            }
-            None => name.to_string(),
         }
     }
 
