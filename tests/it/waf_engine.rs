@@ -756,6 +756,27 @@ fn multi_match_tests_outputs_after_steps_that_change_nothing() {
     }
 }
 
+/// A selection with no value at all has no output through any chain, but
+/// an empty value does: `t:length` makes "0" of it.
+#[test]
+fn gate_tells_a_selection_with_no_value_from_one_with_an_empty_value() {
+    let rules = rules_from(
+        "SecRuleEngine On\n\
+         SecRule ARGS \"@streq 0\" \"id:1,phase:1,deny,status:406,t:none,t:length\"\n\
+         SecRule ARGS_NAMES \"@rx ^0$\" \"id:2,phase:1,deny,status:407,t:none,t:length\"\n",
+    );
+    let cases = [
+        ("/", None),
+        ("/?a=x", None),
+        ("/?a=", Some(406)),
+        ("/?=x", Some(407)),
+    ];
+    for (target, expected) in cases {
+        let (status, _) = verdict(&rules, request("GET", target, &[], ""));
+        assert_eq!(status, expected, "{target}");
+    }
+}
+
 /// The rule gate learns once per transaction what holds for each target
 /// (a variable, a selector, a chain) and for each set of targets rules
 /// share; a rule must still be judged by its own literals, through its

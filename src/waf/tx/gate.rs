@@ -193,10 +193,18 @@ impl Transaction {
             return;
         };
         let known = self.selection_summary(memo, target.selection, selection);
+        let empty = memo.selection(target.selection).is_some_and(|s| s.empty);
         let learnt = match known {
             None => TargetSummary {
                 learnt: Learnt::Unreadable,
                 ..TargetSummary::default()
+            },
+            // No value, so no output, whatever the chain.
+            Some(_) if empty => TargetSummary {
+                learnt: Learnt::Outputs,
+                transparent: true,
+                reach: ByteSet::EMPTY,
+                outputs: ByteSet::EMPTY,
             },
             Some(presence) => match self.chain_transparent(memo, rules, target, selection) {
                 true => TargetSummary {
@@ -293,16 +301,24 @@ impl Transaction {
     ) -> Option<ByteSet> {
         if !memo.selection(id)?.learnt {
             let mut presence = ByteSet::EMPTY;
+            let mut empty = true;
             let readable = self.each_part(selection, &mut |part| {
                 presence = presence.union(match part {
-                    Part::List(list) => memo.list_presence(list),
-                    Part::Value(id, value) => memo.slot(id).presence(value),
+                    Part::List(list) => {
+                        empty &= list.0.is_empty();
+                        memo.list_presence(list)
+                    }
+                    Part::Value(id, value) => {
+                        empty = false;
+                        memo.slot(id).presence(value)
+                    }
                 });
             });
             *memo.selection(id)? = SelectionSummary {
                 learnt: true,
                 unreadable: !readable,
                 presence,
+                empty,
                 steps: StepsKnown::default(),
                 hits: None,
             };

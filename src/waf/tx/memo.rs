@@ -89,6 +89,9 @@ pub struct SelectionSummary {
     /// the asking): the gate cannot judge it.
     pub unreadable: bool,
     pub presence: ByteSet,
+    /// It selects no value at all (XML of a request without a body, a
+    /// header the request lacks): every chain's output is nothing.
+    pub empty: bool,
     pub steps: StepsKnown,
     pub hits: Option<Hits>,
 }
