@@ -42,6 +42,10 @@ pub struct KeyRegex {
     /// For `^literal` (as in CRS's `TX:/^header_name_920450_/`, tried on
     /// every TX variable), the literal: a prefix test without the regex.
     prefix: Option<Box<[u8]>>,
+    /// Literals (lower-cased ASCII) one of which every matching key holds
+    /// in some case (CRS's `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`): most
+    /// keys are turned away by a substring test.
+    required: Option<Box<[Box<[u8]>]>>,
 }
 
 impl KeyRegex {
@@ -57,10 +61,20 @@ impl KeyRegex {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             })
             .map(|lit| lit.to_ascii_lowercase().into_bytes().into());
+        // An anchored regex turns a key away at its first bytes already;
+        // an unanchored one without case walks every key whole. Non-ASCII
+        // literals are left to the regex: its case folding is Unicode's,
+        // the substring test's only ASCII's.
+        let required = (!pattern.starts_with('^'))
+            .then(|| crate::waf::prefilter::literals::necessary_literals(pattern))
+            .flatten()
+            .filter(|set| set.iter().all(|l| !l.is_empty() && l.is_ascii()))
+            .map(|set| set.into_iter().map(Vec::into_boxed_slice).collect());
         Ok(KeyRegex {
             pattern: pattern.to_string(),
             regex: Arc::new(regex),
             prefix,
+            required,
         })
     }
 
@@ -70,19 +84,43 @@ impl KeyRegex {
         self.prefix.as_deref()
     }
 
-    /// Whether `key` matches, without ASCII case.
-    #[inline]
+    /// Whether `key` matches, without case. The literal tests answer for
+    /// ASCII keys only: the regex folds case as Unicode does, where `ſ`
+    /// is an `s`.
     pub fn is_match(&self, key: &[u8]) -> bool {
-        match &self.prefix {
+        if let Some(lit) = &self.prefix {
             // The first byte alone turns most keys away (TX names differ
-            // early), before the case-blind compare of the rest.
-            Some(lit) => key.get(..lit.len()).is_some_and(|head| {
-                head.first().map(u8::to_ascii_lowercase) == lit.first().copied()
-                    && head.eq_ignore_ascii_case(lit)
-            }),
-            None => self.regex.is_match(key),
+            // early): an ASCII byte folds to its other case only.
+            if let (Some(k), Some(l)) = (key.first(), lit.first())
+                && k.is_ascii()
+                && k.to_ascii_lowercase() != *l
+            {
+                return false;
+            }
+            if key.is_ascii() {
+                return key
+                    .get(..lit.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(lit));
+            }
+        } else if key.is_ascii()
+            && let Some(required) = &self.required
+            && !required.iter().any(|lit| holds_ignoring_case(key, lit))
+        {
+            return false;
         }
+        self.regex.is_match(key)
     }
+}
+
+/// Whether `haystack` holds `needle` (lower-case) in any ASCII case.
+fn holds_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    haystack.len() >= needle.len()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
 }
 
 impl PartialEq for KeyRegex {
@@ -253,7 +291,11 @@ mod tests {
     use super::KeyRegex;
 
     #[test]
-    fn a_literal_prefix_key_regex_matches_as_its_regex_does() {
+    fn a_literal_key_regex_matches_as_its_regex_does() {
+        // The tests below take the literal paths for these.
+        assert!(KeyRegex::new("^x-").unwrap().prefix.is_some());
+        let multipart = KeyRegex::new("MULTIPART_HEADERS_CONTENT_TYPES_*").unwrap();
+        assert!(multipart.required.is_some());
         for pattern in [
             "^header_name_920450_",
             "^x-",
@@ -262,6 +304,10 @@ mod tests {
             "^ab.c",
             "^a$",
             "id",
+            "MULTIPART_HEADERS_CONTENT_TYPES_*",
+            "(?:foo|bar)_[0-9]+",
+            "^s",
+            "k$",
         ] {
             let key = KeyRegex::new(pattern).unwrap();
             for name in [
@@ -276,6 +322,16 @@ mod tests {
                 "",
                 "bid",
                 "xheader_name_920450_",
+                "multipart_headers_content_types_a",
+                "x_Multipart_Headers_Content_Type",
+                "tx.MULTIPART_HEADERS_CONTENT_TYPES",
+                "FOO_12",
+                "bar_",
+                "xbAr_9y",
+                // Unicode case folding: ſ is an s, K (Kelvin) a k.
+                "\u{17f}omething",
+                "wor\u{212a}",
+                "\u{17f}",
             ] {
                 assert_eq!(
                     key.is_match(name.as_bytes()),

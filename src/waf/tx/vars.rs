@@ -33,6 +33,8 @@ pub(super) mod group {
 }
 
 /// Whether a collection key is selected (names compared without case).
+// Inlined: most calls ask of `All` and are answered at once.
+#[inline(always)]
 pub(super) fn accepts(selector: &Selector, key: &[u8]) -> bool {
     match selector {
         Selector::All => true,
