@@ -30,7 +30,7 @@ use super::memo::{
 };
 use super::vars::{self, ListRef, group};
 use crate::waf::prefilter::{ByteSet, Hits, Slots, hit};
-use crate::waf::rule::{CompiledRule, GateSelection, GateTarget, RuleSet};
+use crate::waf::rule::{CompiledRule, GateRecord, GateSelection, GateTarget, RuleSet};
 use crate::waf::seclang::ast::{Selector, Var};
 
 /// Whether a rule may go through the gate at all: it is set at load (see
@@ -75,26 +75,31 @@ enum Part<'a> {
 }
 
 impl Transaction {
-    /// The gate's verdict on `rule` in this transaction as it stands.
-    pub(super) fn gate(&self, rule: &CompiledRule) -> Gate {
-        if !rule.gated {
+    /// The gate's verdict, in this transaction as it stands, on the rule
+    /// whose record (`RuleSet::gate_record`) is `record`.
+    pub(super) fn gate(&self, record: Option<&GateRecord>) -> Gate {
+        let Some(rule) = record.filter(|r| r.gated) else {
             return Gate::Open(0);
-        }
+        };
         let rules = &*self.rules;
+        let (needs, reads) = (rules.gate_needs(rule), rules.gate_reads(rule));
         let mut memo = self.memo.borrow_mut();
         memo.size_gate(rules);
         // Rules with the same targets (CRS has families of them) share
         // what their values may reach: a rule needing none of those bytes
         // is turned away in one test.
-        if !rule.needs.is_empty()
-            && !rule.may_reach_needs(&self.read_set_reach(&mut memo, rules, rule))
+        if !needs.is_empty()
+            && !may_reach(
+                needs,
+                &self.read_set_reach(&mut memo, rules, rule.set, reads),
+            )
         {
             return Gate::Shut;
         }
         let mut settled = 0u64;
         let mut open = false;
-        for (i, &id) in rule.gate_reads.iter().enumerate() {
-            if self.target_cannot_match(&mut memo, rules, rule, id) {
+        for (i, &id) in reads.iter().enumerate() {
+            if self.target_cannot_match(&mut memo, rules, needs, rule.prefilter, id) {
                 settled |= 1u64.checked_shl(i as u32).unwrap_or(0);
             } else {
                 open = true;
@@ -113,18 +118,19 @@ impl Transaction {
         &self,
         memo: &mut ValueMemo,
         rules: &RuleSet,
-        rule: &CompiledRule,
+        set: u32,
+        reads: &[u32],
     ) -> ByteSet {
-        if let Some(Some(reach)) = memo.read_set(rule.gate_set) {
+        if let Some(Some(reach)) = memo.read_set(set) {
             return *reach;
         }
-        let reach = rule.gate_reads.iter().fold(ByteSet::EMPTY, |all, &id| {
+        let reach = reads.iter().fold(ByteSet::EMPTY, |all, &id| {
             all.union(
                 self.target(memo, rules, id)
                     .map_or(ByteSet::ALL, |t| t.reach),
             )
         });
-        if let Some(known) = memo.read_set(rule.gate_set) {
+        if let Some(known) = memo.read_set(set) {
             *known = Some(reach);
         }
         reach
@@ -138,16 +144,17 @@ impl Transaction {
         &self,
         memo: &mut ValueMemo,
         rules: &RuleSet,
-        rule: &CompiledRule,
+        needs: &[ByteSet],
+        prefilter: Slots,
         id: u32,
     ) -> bool {
         let Some(summary) = self.target(memo, rules, id) else {
             return false;
         };
-        if !rule.may_reach_needs(&summary.reach) {
+        if !may_reach(needs, &summary.reach) {
             return true;
         }
-        if !rule.prefilter.is_some() {
+        if !prefilter.is_some() {
             return false;
         }
         if summary.learnt == Learnt::Reach {
@@ -156,7 +163,7 @@ impl Transaction {
         let Some(summary) = memo.target(id) else {
             return false;
         };
-        let needed = match needed_slots(rules, rule.prefilter, &summary.outputs) {
+        let needed = match needed_slots(rules, prefilter, &summary.outputs) {
             Needed::Untestable => return false,
             Needed::Proved => return true,
             Needed::Scan(needed) => needed,
@@ -406,6 +413,12 @@ impl Transaction {
             Some(Cow::Owned(_)) => false,
         }
     }
+}
+
+/// `CompiledRule::may_reach_needs`, for its `needs`.
+#[inline]
+fn may_reach(needs: &[ByteSet], reach: &ByteSet) -> bool {
+    needs.iter().all(|set| reach.intersects(set))
 }
 
 /// What the bytes of a target's values say of an operator's prefilter

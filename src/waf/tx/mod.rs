@@ -510,9 +510,10 @@ impl Transaction {
         }
         let rules = Arc::clone(&self.rules);
         let steps = &rules.phases[usize::from(phase) - 1];
+        let records = rules.gate_records.get(usize::from(phase) - 1);
         let mut skip_to: Option<&str> = None;
         let mut skip_rules = 0u32;
-        for step in steps {
+        for (at, step) in steps.iter().enumerate() {
             let rule = match step {
                 Step::Marker(name) => {
                     if skip_to.is_some_and(|s| s == &**name) {
@@ -532,7 +533,7 @@ impl Transaction {
             if self.removed_rules.iter().any(|f| f.matches(rule)) {
                 continue;
             }
-            let Gate::Open(settled) = self.gate(rule) else {
+            let Gate::Open(settled) = self.gate(records.and_then(|r| r.get(at))) else {
                 continue;
             };
             if !self.evaluate(rule, settled) {
