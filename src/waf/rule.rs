@@ -147,8 +147,15 @@ impl CompiledRule {
     /// Whether values that may hold the bytes `reach` may hold what the
     /// operator needs: a member of each of its needed sets.
     pub fn may_reach_needs(&self, reach: &ByteSet) -> bool {
-        self.needs.iter().all(|set| reach.intersects(set))
+        may_reach(&self.needs, reach)
     }
+}
+
+/// Whether `reach` holds a member of each of `needs` (see
+/// `CompiledRule::needs`).
+#[inline]
+pub fn may_reach(needs: &[ByteSet], reach: &ByteSet) -> bool {
+    needs.iter().all(|set| reach.intersects(set))
 }
 
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use super::memo::{
 };
 use super::vars::{self, ListRef, group};
 use crate::waf::prefilter::{ByteSet, Hits, Slots, hit};
-use crate::waf::rule::{CompiledRule, GateRecord, GateSelection, GateTarget, RuleSet};
+use crate::waf::rule::{CompiledRule, GateRecord, GateSelection, GateTarget, RuleSet, may_reach};
 use crate::waf::seclang::ast::{Selector, Var};
 
 /// Whether a rule may go through the gate at all: it is set at load (see
@@ -76,7 +76,7 @@ enum Part<'a> {
 
 impl Transaction {
     /// The gate's verdict, in this transaction as it stands, on the rule
-    /// whose record (`RuleSet::gate_record`) is `record`.
+    /// whose record (`RuleSet::gate_records`) is `record`.
     pub(super) fn gate(&self, record: Option<&GateRecord>) -> Gate {
         let Some(rule) = record.filter(|r| r.gated) else {
             return Gate::Open(0);
@@ -413,12 +413,6 @@ impl Transaction {
             Some(Cow::Owned(_)) => false,
         }
     }
-}
-
-/// `CompiledRule::may_reach_needs`, for its `needs`.
-#[inline]
-fn may_reach(needs: &[ByteSet], reach: &ByteSet) -> bool {
-    needs.iter().all(|set| reach.intersects(set))
 }
 
 /// What the bytes of a target's values say of an operator's prefilter
