@@ -168,10 +168,10 @@ impl Transaction {
             Needed::Proved => return true,
             Needed::Scan(needed) => needed,
         };
-        if memo.target_hits(id).is_some_and(|h| h.is_none()) {
+        if memo.target_hits(id).is_none() {
             self.learn_hits(memo, rules, id);
         }
-        let Some(hits) = memo.target_hits(id).and_then(|h| h.as_deref()) else {
+        let Some(hits) = memo.target_hits(id) else {
             return false;
         };
         needed.iter().flatten().any(|slot| !hit(hits, *slot))
@@ -293,9 +293,7 @@ impl Transaction {
             }
             hits
         });
-        if let Some(known) = memo.target_hits(id) {
-            *known = Some(hits);
-        }
+        memo.set_target_hits(id, hits);
     }
 
     /// The bytes of selection `id`'s values, learnt once; `None` when the

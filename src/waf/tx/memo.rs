@@ -44,7 +44,11 @@ pub struct ValueMemo {
     /// Per gate target, the union of its outputs' scans, once needed:
     /// kept apart from `targets`, whose summaries then own nothing, so
     /// that dropping them does not read through all of them.
-    target_hits: Vec<Option<Hits>>,
+    /// Each is at its index plus one in `target_hit_at` (0: not learnt):
+    /// a transaction learns a few dozen of the hundreds, and neither
+    /// sizing the index nor dropping the memo then walks them all.
+    target_hits: Vec<Hits>,
+    target_hit_at: Vec<u32>,
     /// Per read set (see `CompiledRule::gate_set`), the bytes its values
     /// may reach, once known.
     read_sets: Vec<Option<ByteSet>>,
@@ -230,6 +234,7 @@ impl ValueMemo {
         self.selections.clear();
         self.targets.clear();
         self.target_hits.clear();
+        self.target_hit_at.clear();
         self.read_sets.clear();
     }
 
@@ -240,7 +245,7 @@ impl ValueMemo {
         if self.targets.len() < rules.gate_targets.len() {
             self.targets
                 .resize_with(rules.gate_targets.len(), TargetSummary::default);
-            self.target_hits.resize(rules.gate_targets.len(), None);
+            self.target_hit_at.resize(rules.gate_targets.len(), 0);
             self.selections
                 .resize_with(rules.gate_selections.len(), SelectionSummary::default);
             self.read_sets.resize(rules.gate_read_set_count, None);
@@ -267,8 +272,21 @@ impl ValueMemo {
 
     /// The union of target `id`'s outputs' scans, once learnt.
     #[inline]
-    pub fn target_hits(&mut self, id: u32) -> Option<&mut Option<Hits>> {
-        self.target_hits.get_mut(id as usize)
+    pub fn target_hits(&self, id: u32) -> Option<&[u64]> {
+        let at = (*self.target_hit_at.get(id as usize)? as usize).checked_sub(1)?;
+        self.target_hits.get(at).map(|h| &**h)
+    }
+
+    /// Keeps `hits` as target `id`'s (a target out of range keeps none:
+    /// its rules are then evaluated, never wrongly turned away).
+    pub fn set_target_hits(&mut self, id: u32, hits: Hits) {
+        let Ok(at) = u32::try_from(self.target_hits.len() + 1) else {
+            return;
+        };
+        if let Some(slot) = self.target_hit_at.get_mut(id as usize) {
+            *slot = at;
+            self.target_hits.push(hits);
+        }
     }
 
     /// The bytes the values of list `group` may hold after chain
