@@ -71,14 +71,12 @@ pub struct Ctl {
 }
 
 #[derive(Debug)]
-// Declared in this order, the fields the gate reads of every rule of a
-// phase come first, most within one cache line: a rule is nearly a
-// kilobyte, and the compiler's own order left them lines apart.
+// Declared in this order, the fields evaluation reads of a rule the gate
+// let through come first, most within a cache line or two: a rule is
+// over half a kilobyte, and the compiler's own order left them lines
+// apart. The gate itself reads none of a rule (see `GateRecord`).
 #[repr(C)]
 pub struct CompiledRule {
-    /// Whether the rule gate may turn this rule away before evaluation
-    /// (see `tx::gate`); set with the prefilter.
-    pub gated: bool,
     /// The test is known at load to pass in every transaction (see
     /// `fold`): evaluation takes it as passed. Only for rules without a
     /// chain.
@@ -86,9 +84,6 @@ pub struct CompiledRule {
     pub negated: bool,
     pub multi_match: bool,
     pub capture: bool,
-    /// The number rules with the same `gate_reads` share (below
-    /// `RuleSet::gate_read_set_count`).
-    pub gate_set: u32,
     /// Rules with equal transformation chains share this number (the key
     /// of the per-transaction transformation cache).
     pub chain_id: u32,
@@ -102,13 +97,12 @@ pub struct CompiledRule {
     /// `literals::required_byte_sets`). Set with the prefilter, never on a
     /// negated operator.
     pub needs: Box<[ByteSet]>,
-    /// For a gated rule, the targets it reads (its entries but the
-    /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
-    pub gate_reads: Box<[u32]>,
     pub variables: Vec<VarSpec>,
     /// The parameter's text when it has no macros (most rules).
     pub param_static: Option<Vec<u8>>,
     pub transforms: Vec<Transform>,
+    pub chain: Option<Box<CompiledRule>>,
+    pub set_vars: Vec<SetVar>,
     /// For a `multiMatch` link, what the bytes of a step's output say of
     /// the next steps and of its literals (see `StepClasses`).
     pub step_classes: Option<Box<StepClasses>>,
@@ -116,7 +110,6 @@ pub struct CompiledRule {
     /// the outputs its chain's steps make (see `StepGate`).
     pub step_gate: Option<Box<StepGate>>,
     pub operator: Operator,
-    pub chain: Option<Box<CompiledRule>>,
     pub id: u64,
     pub phase: u8,
     pub origin: Origin,
@@ -126,7 +119,6 @@ pub struct CompiledRule {
     /// The default disruptive action of the phase (what `block` means).
     pub default_disruptive: Disruptive,
     pub status: Option<u16>,
-    pub set_vars: Vec<SetVar>,
     pub ctls: Vec<Ctl>,
     pub set_env: Vec<(String, Template)>,
     /// `initcol:ip=%{remote_addr}`: a persistent collection and its key.
@@ -140,6 +132,15 @@ pub struct CompiledRule {
     pub logdata: Option<Template>,
     pub severity: Option<u8>,
     pub tags: Vec<String>,
+    /// Whether the rule gate may turn this rule away before evaluation
+    /// (see `tx::gate`); set with the prefilter.
+    pub gated: bool,
+    /// The number rules with the same `gate_reads` share (below
+    /// `RuleSet::gate_read_set_count`).
+    pub gate_set: u32,
+    /// For a gated rule, the targets it reads (its entries but the
+    /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
+    pub gate_reads: Box<[u32]>,
 }
 
 /// One step of a phase: a rule or a marker.
