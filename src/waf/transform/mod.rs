@@ -128,8 +128,9 @@ impl Transform {
 
     /// [`Self::apply`] into `out` (its contents replaced), which holds the
     /// output when this returns true; false when the value is unchanged.
-    /// The decoders `multiMatch` chains run on every value write into the
-    /// caller's buffer; the rest allocate as `apply` does.
+    /// The decoders `multiMatch` chains run on every value, `cmdLine` and
+    /// `compressWhitespace` write into the caller's buffer; the rest
+    /// allocate as `apply` does.
     pub fn apply_into(self, input: &[u8], out: &mut Vec<u8>) -> bool {
         if self.leaves_unchanged(input) {
             return false;
@@ -146,6 +147,8 @@ impl Transform {
                 }
                 text::remove_whitespace_into(input, out);
             }
+            Transform::CmdLine => text::cmd_line_into(input, out),
+            Transform::CompressWhitespace => text::compress_whitespace_into(input, out),
             _ => {
                 return match self.compute(input) {
                     Some(output) => {
@@ -287,8 +290,9 @@ mod tests {
     /// held before.
     #[test]
     fn apply_into_a_reused_buffer_matches_apply() {
-        let inputs: [&[u8]; 10] = [
+        let inputs: [&[u8]; 11] = [
             b"",
+            b"CMD  /c \"a\",b;^c (x)\t\r\n end",
             b"plain",
             b"a+b%20c%u0041",
             b"cmVxdWlyZSgnY2hpbGRf cHJvY2Vzcycp",

@@ -66,6 +66,13 @@ pub fn remove_whitespace_into(input: &[u8], out: &mut Vec<u8>) {
 
 pub fn compress_whitespace(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    compress_whitespace_into(input, &mut out);
+    out
+}
+
+/// [`compress_whitespace`] into `out` (its contents replaced).
+pub fn compress_whitespace_into(input: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut in_space = false;
     for &b in input {
         if is_space(b) {
@@ -78,7 +85,6 @@ pub fn compress_whitespace(input: &[u8]) -> Vec<u8> {
             in_space = false;
         }
     }
-    out
 }
 
 pub fn trim(input: &[u8], left: bool, right: bool) -> Vec<u8> {
@@ -101,6 +107,13 @@ pub fn trim(input: &[u8], left: bool, right: bool) -> Vec<u8> {
 /// before `/` or `(`, lower case.
 pub fn cmd_line(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    cmd_line_into(input, &mut out);
+    out
+}
+
+/// [`cmd_line`] into `out` (its contents replaced).
+pub fn cmd_line_into(input: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut in_space = false;
     for &b in input {
         match b {
@@ -124,7 +137,6 @@ pub fn cmd_line(input: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// `normalisePath`: `//` collapsed, `.` segments removed, `..` resolved
