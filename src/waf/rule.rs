@@ -133,17 +133,11 @@ pub struct CompiledRule {
     pub severity: Option<u8>,
     pub tags: Vec<String>,
     /// Whether the rule gate may turn this rule away before evaluation
-    /// (see `tx::gate`); set with the prefilter.
+    /// (see `tx::gate`); set with the prefilter. What the gate reads of
+    /// it is in `RuleSet::gate_records`.
     pub gated: bool,
-    /// The number rules with the same `gate_reads` share (below
-    /// `RuleSet::gate_read_set_count`).
-    pub gate_set: u32,
-    /// For a gated rule, the targets it reads (its entries but the
-    /// exclusions, in order) as indexes into `RuleSet::gate_targets`.
-    pub gate_reads: Box<[u32]>,
 }
 
-/// One step of a phase: a rule or a marker.
 impl CompiledRule {
     /// Whether values that may hold the bytes `reach` may hold what the
     /// operator needs: a member of each of its needed sets.
@@ -159,6 +153,7 @@ pub fn may_reach(needs: &[ByteSet], reach: &ByteSet) -> bool {
     needs.iter().all(|set| reach.intersects(set))
 }
 
+/// One step of a phase: a rule or a marker.
 #[derive(Debug, Clone)]
 pub enum Step {
     Rule(Arc<CompiledRule>),
@@ -173,10 +168,14 @@ pub enum Step {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GateRecord {
     pub gated: bool,
-    /// See `CompiledRule::gate_set`.
+    /// The number rules with the same targets share (below
+    /// `RuleSet::gate_read_set_count`).
     pub set: u32,
     pub prefilter: Slots,
-    /// Ranges in `RuleSet::gate_needs` and `RuleSet::gate_read_ids`.
+    /// Ranges in `RuleSet::gate_needs` (`CompiledRule::needs`) and
+    /// `RuleSet::gate_read_ids` (the targets the rule reads, its entries
+    /// but the exclusions, in order, as indexes into
+    /// `RuleSet::gate_targets`).
     needs: (u32, u32),
     reads: (u32, u32),
 }
@@ -209,7 +208,7 @@ pub struct RuleSet {
     pub gate_records: [Vec<GateRecord>; 5],
     /// The records' needs (`CompiledRule::needs`), one after another.
     gate_needs: Vec<ByteSet>,
-    /// The records' targets (`CompiledRule::gate_reads`), the same.
+    /// The records' targets, the same.
     gate_read_ids: Vec<u32>,
     /// TX as the rules folded at load leave it (see `fold`): where every
     /// transaction starts.
@@ -358,55 +357,43 @@ impl RuleSet {
     fn prefiltered(mut self) -> RuleSet {
         let mut prefilter = PrefilterBuilder::default();
         let mut gate_targets = GateTargets::default();
-        for step in self.phases.iter_mut().flatten() {
-            // Held once each here (see `folded`); a rule held elsewhere
-            // would only go without the prefilter, which is never wrong.
-            if let Step::Rule(rule) = step
-                && let Some(rule) = Arc::get_mut(rule)
-            {
-                assign_slots(rule, &mut prefilter);
-                if rule.gated {
-                    rule.gate_reads = gate_targets.of(rule);
-                    rule.gate_set = gate_targets.read_set(&rule.gate_reads);
+        let mut records: [Vec<GateRecord>; 5] = Default::default();
+        for (steps, records) in self.phases.iter_mut().zip(records.iter_mut()) {
+            for step in steps.iter_mut() {
+                let mut record = GateRecord::default();
+                // Held once each here (see `folded`); a rule held
+                // elsewhere would only go without the prefilter, which is
+                // never wrong.
+                if let Step::Rule(rule) = step
+                    && let Some(rule) = Arc::get_mut(rule)
+                {
+                    assign_slots(rule, &mut prefilter);
+                    if rule.gated {
+                        let reads = gate_targets.of(rule);
+                        let set = gate_targets.read_set(&reads);
+                        let needs = append(&mut self.gate_needs, &rule.needs);
+                        let reads = append(&mut self.gate_read_ids, &reads);
+                        // Past 4 G entries: not gated, never wrong.
+                        if let (Some(needs), Some(reads)) = (needs, reads) {
+                            record = GateRecord {
+                                gated: true,
+                                set,
+                                prefilter: rule.prefilter,
+                                needs,
+                                reads,
+                            };
+                        }
+                    }
                 }
+                records.push(record);
             }
         }
         self.prefilter = prefilter.build();
         self.gate_targets = gate_targets.targets;
         self.gate_selections = gate_targets.selections;
         self.gate_read_set_count = gate_targets.read_set_numbers.len();
-        self.pack_gate_records();
-        self
-    }
-
-    /// Copies what the gate reads of each gated rule into
-    /// `gate_records` (see `GateRecord`).
-    fn pack_gate_records(&mut self) {
-        let mut records: [Vec<GateRecord>; 5] = Default::default();
-        for (steps, records) in self.phases.iter().zip(records.iter_mut()) {
-            *records = steps
-                .iter()
-                .map(|step| match step {
-                    Step::Rule(rule) if rule.gated => {
-                        let needs = append(&mut self.gate_needs, &rule.needs);
-                        let reads = append(&mut self.gate_read_ids, &rule.gate_reads);
-                        match (needs, reads) {
-                            (Some(needs), Some(reads)) => GateRecord {
-                                gated: true,
-                                set: rule.gate_set,
-                                prefilter: rule.prefilter,
-                                needs,
-                                reads,
-                            },
-                            // Past 4 G entries: not gated, never wrong.
-                            _ => GateRecord::default(),
-                        }
-                    }
-                    _ => GateRecord::default(),
-                })
-                .collect();
-        }
         self.gate_records = records;
+        self
     }
 
     /// `CompiledRule::needs` of the rule behind `record`.
@@ -417,7 +404,7 @@ impl RuleSet {
             .unwrap_or_default()
     }
 
-    /// `CompiledRule::gate_reads` of the rule behind `record`.
+    /// The targets the rule behind `record` reads (see `GateRecord`).
     #[inline]
     pub fn gate_reads(&self, record: &GateRecord) -> &[u32] {
         self.gate_read_ids
@@ -704,8 +691,6 @@ fn compile_rule(ast: &RuleAst, head: Option<(u64, u8)>) -> Result<CompiledRule, 
         step_classes: None,
         gated: false,
         always_passes: false,
-        gate_reads: Box::default(),
-        gate_set: 0,
         transforms,
         multi_match: flag("multiMatch"),
         capture: own.iter().any(|a| a.name == "capture"),

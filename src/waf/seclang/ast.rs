@@ -118,9 +118,9 @@ fn holds_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
         return true;
     };
     haystack.len() >= needle.len()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+        && haystack.windows(needle.len()).any(|w| {
+            w.first().map(u8::to_ascii_lowercase) == Some(first) && w.eq_ignore_ascii_case(needle)
+        })
 }
 
 impl PartialEq for KeyRegex {

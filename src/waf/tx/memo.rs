@@ -41,15 +41,13 @@ pub struct ValueMemo {
     /// `RuleSet::gate_targets`), what the gate has learnt of it.
     selections: Vec<SelectionSummary>,
     targets: Vec<TargetSummary>,
-    /// Per gate target, the union of its outputs' scans, once needed:
-    /// kept apart from `targets`, whose summaries then own nothing, so
-    /// that dropping them does not read through all of them.
-    /// Each is at its index plus one in `target_hit_at` (0: not learnt):
-    /// a transaction learns a few dozen of the hundreds, and neither
-    /// sizing the index nor dropping the memo then walks them all.
+    /// The unions of gate targets' outputs' scans, as learnt; target `id`'s
+    /// is at `target_hit_at[id]` less one (0: not learnt). A transaction
+    /// learns a few dozen of the hundreds, and neither sizing the index
+    /// nor dropping the memo then walks them all.
     target_hits: Vec<Hits>,
     target_hit_at: Vec<u32>,
-    /// Per read set (see `CompiledRule::gate_set`), the bytes its values
+    /// Per read set (see `GateRecord::set`), the bytes its values
     /// may reach, once known.
     read_sets: Vec<Option<ByteSet>>,
 }
